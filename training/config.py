@@ -1,0 +1,202 @@
+"""Run configurations: one dataclass per method, validated on creation.
+
+Every field carries its help text and bounds in `metadata`, so the CLI, the web form and the
+API all describe and check a field the same way. `from_dict` is the only way JSON gets in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+METHODS = ("sft", "dpo", "ppo", "grpo", "rloo", "reward")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; `key` names the offending key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+        choices: tuple | None = None, advanced: bool = False) -> Any:
+    """A config field with its help text and the range of allowed values."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "advanced": advanced}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class BaseConfig:
+    """Keys every run has, whatever its method."""
+
+    method: ClassVar[str] = ""
+
+    model: str = opt("tiny", "Base model: 'tiny', 'demo' (SmolLM2-135M-Instruct), a local folder or a hub id.")
+    task: str = opt("arithmetic", "Built-in task (arithmetic, sentiment, format) or a path to a JSONL file.")
+    max_steps: int = opt(60, "Optimizer steps to train.", min=1, max=1_000_000)
+    seed: int = opt(0, "Random seed (model init of 'tiny', data order, sampling).", min=0, max=2**31 - 1)
+    eval_every: int = opt(20, "Evaluate every N steps (also at step 0 and at the end).", min=1, max=1_000_000)
+    eval_prompts: int = opt(16, "Held-out prompts used by the uniform evaluation.", min=1, max=1000)
+    eval_samples: int = opt(4, "Completions sampled per eval prompt (K).", min=1, max=64)
+    max_new_tokens: int = opt(16, "Longest completion, in tokens, for training and evaluation.", min=1, max=4096)
+    learning_rate: float = opt(1e-4, "Adam learning rate.", min=0.0, max=1.0)
+    batch_size: int = opt(8, "Sequences (or completions, for GRPO/RLOO) per optimizer step.", min=1, max=4096)
+    reference_model: str = opt("", "Reference model for KL; empty means the run's starting model.")
+    lora: bool = opt(False, "Train LoRA adapters instead of all weights.")
+    lora_r: int = opt(16, "LoRA rank.", min=1, max=1024, advanced=True)
+    lora_alpha: int = opt(32, "LoRA alpha.", min=1, max=4096, advanced=True)
+    checkpoint_every: int = opt(0, "Save a resumable checkpoint every N steps (0: never).", min=0, max=1_000_000)
+    device: str = opt("auto", "Where to train.", choices=("auto", "cpu", "cuda"), advanced=True)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_field(f, hints[f.name], getattr(self, f.name))
+        if self.task.endswith(".jsonl") and not Path(self.task).is_file():
+            raise ConfigError("task", f"no such JSONL file: {self.task}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def field_specs(cls) -> list[dict[str, Any]]:
+        """Field descriptions for forms and docs: name, type, default, help, bounds."""
+        hints = typing.get_type_hints(cls)
+        return [
+            {"name": f.name, "type": _type_name(hints[f.name]), "default": f.default, **f.metadata}
+            for f in dataclasses.fields(cls)
+        ]
+
+
+@dataclass
+class SFTConfig(BaseConfig):
+    method: ClassVar[str] = "sft"
+    learning_rate: float = opt(1e-3, "Adam learning rate.", min=0.0, max=1.0)
+
+
+@dataclass
+class DPOConfig(BaseConfig):
+    method: ClassVar[str] = "dpo"
+    learning_rate: float = opt(2e-4, "Adam learning rate.", min=0.0, max=1.0)
+    beta: float = opt(0.1, "DPO temperature: strength of the implicit KL constraint.", min=0.0, max=100.0)
+    loss_type: str = opt("sigmoid", "DPO loss variant.", choices=("sigmoid", "ipo", "hinge"))
+
+
+@dataclass
+class _OnlineConfig(BaseConfig):
+    """Shared by the methods that sample during training."""
+
+    reward_model: str = opt("", "Folder of a trained reward model to optimise instead of the task's gold reward.")
+    temperature: float = opt(1.0, "Sampling temperature during training.", min=0.01, max=10.0)
+
+
+@dataclass
+class GRPOConfig(_OnlineConfig):
+    method: ClassVar[str] = "grpo"
+    learning_rate: float = opt(2e-4, "Adam learning rate.", min=0.0, max=1.0)
+    num_generations: int = opt(4, "Completions per prompt (the group); must divide batch_size.", min=2, max=256)
+    beta: float = opt(0.04, "KL coefficient against the reference (TRL's default 0 disables KL).", min=0.0, max=100.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size % self.num_generations:
+            raise ConfigError("batch_size", f"must be divisible by num_generations ({self.num_generations})")
+
+
+@dataclass
+class RLOOConfig(GRPOConfig):
+    method: ClassVar[str] = "rloo"
+    beta: float = opt(0.05, "KL coefficient against the reference.", min=0.0, max=100.0)
+
+
+@dataclass
+class PPOConfig(_OnlineConfig):
+    method: ClassVar[str] = "ppo"
+    learning_rate: float = opt(2e-4, "Adam learning rate (policy and value head).", min=0.0, max=1.0)
+    kl_coef: float = opt(0.05, "Per-token KL penalty against the reference, folded into the reward.",
+                         min=0.0, max=100.0)
+    gamma: float = opt(1.0, "Discount factor.", min=0.0, max=1.0, advanced=True)
+    lam: float = opt(0.95, "GAE lambda.", min=0.0, max=1.0, advanced=True)
+    cliprange: float = opt(0.2, "Policy ratio clip range.", min=0.0, max=10.0)
+    cliprange_value: float = opt(0.2, "Value clip range.", min=0.0, max=100.0, advanced=True)
+    vf_coef: float = opt(0.1, "Value loss weight.", min=0.0, max=100.0, advanced=True)
+    ppo_epochs: int = opt(4, "Passes over each batch of rollouts.", min=1, max=100)
+    num_minibatches: int = opt(2, "Minibatches per PPO epoch; must divide batch_size.", min=1, max=4096)
+    whiten_advantages: bool = opt(True, "Normalise advantages to zero mean, unit variance.", advanced=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size % self.num_minibatches:
+            raise ConfigError("num_minibatches", f"must divide batch_size ({self.batch_size})")
+
+
+@dataclass
+class RewardModelConfig(BaseConfig):
+    """Trains a reward model on the task's preference pairs (TRL's RewardTrainer)."""
+
+    method: ClassVar[str] = "reward"
+    learning_rate: float = opt(5e-4, "Adam learning rate.", min=0.0, max=1.0)
+
+
+CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
+    c.method: c for c in (SFTConfig, DPOConfig, PPOConfig, GRPOConfig, RLOOConfig, RewardModelConfig)
+}
+
+
+def from_dict(data: dict[str, Any]) -> BaseConfig:
+    """Build and validate the config for `data["method"]`; errors name the offending key."""
+    if not isinstance(data, dict):
+        raise ConfigError("config", "must be a JSON object")
+    method = data.get("method")
+    if method not in CONFIG_CLASSES:
+        raise ConfigError("method", f"must be one of {', '.join(CONFIG_CLASSES)} (got {method!r})")
+    cls = CONFIG_CLASSES[method]
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key != "method" and key not in allowed:
+            raise ConfigError(key, f"unknown key for method {method!r}; allowed: {', '.join(sorted(allowed))}")
+    return cls(**{k: v for k, v in data.items() if k != "method"})
+
+
+def load(path: str | Path) -> BaseConfig:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError("config", f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from e
+    return from_dict(data)
+
+
+def _check_field(f: dataclasses.Field, hint: Any, value: Any) -> None:
+    name, meta = f.name, f.metadata
+    expected = hint.__args__ if isinstance(hint, types.UnionType) else (hint,)
+    ok = any(_is_instance(value, t) for t in expected)
+    if not ok:
+        raise ConfigError(name, f"must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(name, f"must be one of {', '.join(map(str, meta['choices']))} (got {value!r})")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(name, f"must be between {lo} and {hi} (got {value!r})")
+
+
+def _is_instance(value: Any, t: Any) -> bool:
+    if t is float:  # JSON has one number type: accept ints for floats, never bools
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, t)
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))

@@ -1,0 +1,21 @@
+"""Method adapters: each module has `train(ctx: MethodContext) -> TrainResult`."""
+
+from __future__ import annotations
+
+import importlib
+
+DESCRIPTIONS = {
+    "sft": "Supervised fine-tuning on demonstrations (TRL SFTTrainer)",
+    "dpo": "Direct Preference Optimization on preference pairs (TRL DPOTrainer)",
+    "ppo": "PPO with a value head, per-token KL penalty, GAE (ptlab's own)",
+    "grpo": "Group Relative Policy Optimization (TRL GRPOTrainer)",
+    "rloo": "REINFORCE Leave-One-Out (TRL RLOOTrainer)",
+    "reward": "Reward model from preference pairs (TRL RewardTrainer), usable as PPO/GRPO reward",
+}
+
+
+def get(method: str):
+    """The module implementing `method` (imported lazily: TRL is slow to import)."""
+    if method not in DESCRIPTIONS:
+        raise ValueError(f"unknown method {method!r}")
+    return importlib.import_module(f"training.methods.{method}")

@@ -1,0 +1,76 @@
+"""What a method adapter receives, and the TRL arguments every adapter shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback
+
+from training.callbacks import RunHooks, TRLCallback
+from training.config import BaseConfig
+from training.tasks import Task
+
+
+@dataclass
+class MethodContext:
+    cfg: BaseConfig
+    task: Task
+    tokenizer: Any
+    model: Any  # the policy (a PeftModel when cfg.lora)
+    reference: Any  # reference model, or None when the policy is a PeftModel (adapters off = reference)
+    device: torch.device
+    out_dir: Path
+    hooks: RunHooks
+    resume_from: str | None = None  # checkpoint folder to resume from
+    reward_fn: Any = None  # the reward RL methods optimise: the task's gold reward or a reward model's
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    step: int  # the last optimizer step taken
+
+
+def trl_args(config_cls, ctx: MethodContext, **extra):
+    """TRL/transformers TrainingArguments for one ptlab run; CPU-safe (see ENVIRONMENT.md)."""
+    cfg = ctx.cfg
+    on_cpu = ctx.device.type == "cpu"
+    bf16 = not on_cpu and torch.cuda.is_bf16_supported()
+    return config_cls(
+        output_dir=str(ctx.checkpoint_dir),
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        save_strategy="steps" if cfg.checkpoint_every else "no",
+        save_steps=cfg.checkpoint_every or 500,
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=on_cpu,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        save_only_model=False,
+        **extra,
+    )
+
+
+def train_trl(trainer, ctx: MethodContext) -> TrainResult:
+    """Train with our callback attached and return where it ended."""
+    trainer.remove_callback(PrinterCallback)  # our sink reports; Trainer's printer would spam stdout
+    trainer.add_callback(TRLCallback(ctx.hooks, save_on_stop=bool(ctx.cfg.checkpoint_every)))
+    trainer.train(resume_from_checkpoint=ctx.resume_from)
+    return TrainResult(model=trainer.model, step=trainer.state.global_step)

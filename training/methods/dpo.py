@@ -1,0 +1,16 @@
+"""DPO on the task's preference pairs (TRL's DPOTrainer); the reference is the run's reference model."""
+
+from __future__ import annotations
+
+import trl
+from datasets import Dataset
+
+from training.methods.common import MethodContext, TrainResult, train_trl, trl_args
+
+
+def train(ctx: MethodContext) -> TrainResult:
+    cfg = ctx.cfg
+    args = trl_args(trl.DPOConfig, ctx, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=512)
+    trainer = trl.DPOTrainer(model=ctx.model, ref_model=ctx.reference, args=args,
+                             train_dataset=Dataset.from_list(ctx.task.dpo_rows()), processing_class=ctx.tokenizer)
+    return train_trl(trainer, ctx)

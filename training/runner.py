@@ -1,0 +1,139 @@
+"""Train one run from a config: load, evaluate at step 0, train, evaluate at the end, save.
+
+`run(cfg, sink, out_dir)` is the single entry point of the CLI and of the web app's worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from training import methods, models  # noqa: E402
+from training.callbacks import MetricSink, Progress, RunHooks  # noqa: E402
+from training.config import BaseConfig  # noqa: E402
+from training.evaluation import EvalSettings, Evaluator  # noqa: E402
+from training.methods.common import MethodContext  # noqa: E402
+from training.tasks import get_task  # noqa: E402
+
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+
+@dataclass
+class RunResult:
+    step: int
+    stopped: bool
+    final_metrics: dict[str, float]
+    model_dir: Path
+    seconds: float
+
+
+def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool = True) -> RunResult:
+    t0 = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    sink.progress(Progress(step=0, total=cfg.max_steps, phase="loading", elapsed_s=0.0, eta_s=None))
+    transformers.set_seed(cfg.seed)
+
+    device = models.pick_device(cfg.device)
+    task = get_task(cfg.task)
+    tokenizer = models.load_tokenizer(cfg.model)
+    policy, reference = _load_models(cfg, device, tokenizer)
+
+    resume_from = last_checkpoint(out / "checkpoints") if resume else None
+    start_step = checkpoint_step(resume_from) if resume_from else 0
+    if resume_from:
+        sink.truncate_after(start_step)  # steps after the checkpoint are trained, and logged, again
+
+    final: dict[str, float] = {}
+    evaluate = _evaluator(cfg, task, tokenizer, reference, device)
+
+    def log_eval(step: int, model) -> None:
+        metrics, samples = evaluate(model, step)
+        sink.log_metrics(step, metrics)
+        if samples:
+            sink.log_samples(step, samples)
+        final.clear()
+        final.update(metrics)
+
+    hooks = RunHooks(sink, cfg.max_steps, cfg.eval_every, log_eval, start_step=start_step)
+    if start_step == 0:
+        hooks.run_eval(0, policy)
+    reward_fn = _reward_fn(cfg, task, device)
+    ctx = MethodContext(cfg=cfg, task=task, tokenizer=tokenizer, model=policy, reference=reference, device=device,
+                        out_dir=out, hooks=hooks, resume_from=str(resume_from) if resume_from else None,
+                        reward_fn=reward_fn)
+    result = methods.get(cfg.method).train(ctx)
+    hooks.run_eval(result.step, result.model)
+    hooks.report("saving", result.step)
+    model_dir = save_model(result.model, tokenizer, out / "model")
+    hooks.report("done", result.step)
+    return RunResult(step=result.step, stopped=hooks.stopped, final_metrics=dict(final), model_dir=model_dir,
+                     seconds=time.monotonic() - t0)
+
+
+def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
+    if cfg.method == "reward":
+        from transformers import AutoModelForSequenceClassification
+
+        policy = models.load_model(cfg.model, device, cls=AutoModelForSequenceClassification, num_labels=1)
+        policy.config.pad_token_id = tokenizer.pad_token_id
+        return policy, None
+    policy = models.load_model(cfg.model, device)
+    if cfg.lora:
+        policy = models.add_lora(policy, cfg.lora_r, cfg.lora_alpha)
+    if cfg.lora and not cfg.reference_model:
+        return policy, None  # the reference is the policy with its adapters turned off
+    reference = models.load_model(cfg.reference_model or cfg.model, device).eval()
+    reference.requires_grad_(False)
+    return policy, reference
+
+
+def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device):
+    if cfg.method == "reward":
+        from training.methods.reward import pairwise_accuracy
+
+        held = task.eval_examples(cfg.eval_prompts)
+        return lambda model, step: (pairwise_accuracy(model, tokenizer, held, device), [])
+    settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
+    proxy = _reward_fn(cfg, task, device) if getattr(cfg, "reward_model", "") else None
+    return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=proxy)
+
+
+def _reward_fn(cfg: BaseConfig, task, device):
+    """What RL methods optimise: a trained reward model when the config names one, else the gold reward."""
+    if getattr(cfg, "reward_model", ""):
+        from training.methods.reward import load_reward_fn
+
+        return load_reward_fn(cfg.reward_model, device)
+    return task.reward_fn()
+
+
+def save_model(model, tokenizer, target: Path) -> Path:
+    """Final weights loadable with from_pretrained (LoRA adapters merged in)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=checkpoint_step, default=None)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    return int(Path(path).name.split("-")[-1])
