@@ -12,6 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
@@ -24,6 +25,7 @@ from training.tasks import get_task  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
+datasets.disable_progress_bars()
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Each method trains a few steps on `tiny` through the real runner, as the CLI and the worker do."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.training.conftest import FAST, MemorySink
+from training.config import from_dict
+from training.runner import run
+
+EVAL_KEYS = {"eval/reward", "eval/reward_std", "eval/kl", "eval/kl_stderr", "eval/length"}
+TRL_KEYS = {
+    "sft": {"train/loss", "train/mean_token_accuracy"},
+    "dpo": {"train/loss", "train/rewards/margins", "train/rewards/accuracies"},
+    "grpo": {"train/loss", "train/reward", "train/kl"},
+    "rloo": {"train/loss", "train/reward", "train/kl"},
+    "ppo": {"train/loss/policy", "train/loss/value", "train/policy/clipfrac", "train/objective/kl"},
+}
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def changed(before: dict, after: dict) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_path):
+    """One short run per method, shared by the assertions below."""
+    out = {}
+    for method in TRL_KEYS:
+        # groups of 4 completions: enough spread in reward for a nonzero advantage on the untrained model
+        extra = {"num_generations": 4, "batch_size": 8, "max_new_tokens": 16} if method in ("grpo", "rloo") else {}
+        cfg = from_dict({"method": method, **FAST, **extra})
+        sink = MemorySink()
+        folder = tmp_path_factory.mktemp(method)
+        result = run(cfg, sink, folder)
+        out[method] = (result, sink, folder)
+    return out
+
+
+@pytest.mark.parametrize("method", list(TRL_KEYS))
+def test_method_trains_and_logs_uniform_eval(runs, tiny_path, method):
+    result, sink, folder = runs[method]
+    assert result.step == FAST["max_steps"] and not result.stopped
+    assert changed(weights(tiny_path), weights(folder / "model"))
+    assert TRL_KEYS[method] <= sink.keys()
+    assert EVAL_KEYS <= sink.keys()
+    eval_steps = [s for s, _ in sink.series("eval/reward")]
+    assert eval_steps == [0, 2, 3]  # step 0, every eval_every steps, and the end
+    assert sink.series("eval/kl")[0] == (0, 0.0)  # policy == reference at step 0: exactly zero
+    assert sink.series("eval/kl")[-1][1] != 0.0
+    assert len(sink.samples) == 3 * FAST["eval_prompts"] * FAST["eval_samples"]
+    assert json.loads((folder / "config.json").read_text())["method"] == method
+
+
+def test_dpo_first_loss_is_ln2(runs):
+    _, sink, _ = runs["dpo"]
+    first_loss = sink.series("train/loss")[0][1]
+    assert first_loss == pytest.approx(math.log(2), abs=1e-3)
+
+
+def test_samples_line_up_by_prompt_across_methods(runs):
+    prompts = {m: [s.prompt for s in sink.samples if s.step == 0] for m, (_, sink, _) in runs.items()}
+    assert len({tuple(p) for p in prompts.values()}) == 1
+
+
+def test_stop_request_ends_cleanly_with_final_eval_and_model(tmp_path):
+    cfg = from_dict({"method": "sft", **FAST, "max_steps": 50, "eval_every": 100})
+    sink = MemorySink(stop_at=2)
+    result = run(cfg, sink, tmp_path)
+    assert result.stopped and result.step == 2
+    assert [s for s, _ in sink.series("eval/reward")] == [0, 2]
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_resume_continues_from_checkpoint_without_duplicates(tmp_path):
+    base = {"method": "sft", **FAST, "eval_every": 2, "checkpoint_every": 2}
+    sink = MemorySink()
+    run(from_dict({**base, "max_steps": 2}), sink, tmp_path)
+    assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
+    # the worker died after step 2 had been logged; a new process resumes with the full budget
+    result = run(from_dict({**base, "max_steps": 4}), sink, tmp_path)
+    assert sink.truncated_at == 2
+    assert result.step == 4
+    loss_steps = [s for s, _ in sink.series("train/loss")]
+    assert loss_steps == [1, 2, 3, 4]
+    assert [s for s, _ in sink.series("eval/reward")] == [0, 2, 4]
+
+
+def test_reward_model_trains_and_reports_pairwise_accuracy(tmp_path, tiny_path):
+    sink = MemorySink()
+    result = run(from_dict({"method": "reward", **FAST}), sink, tmp_path)
+    assert result.step == 3
+    assert {"eval/accuracy", "eval/margin", "train/loss"} <= sink.keys()
+    assert (tmp_path / "model" / "model.safetensors").is_file()
