@@ -1,0 +1,26 @@
+// New-experiment form: show the settings of the chosen methods only, and the file field only for uploads.
+(function () {
+  "use strict";
+  var form = document.querySelector(".experiment-form");
+  if (!form) return;
+
+  function chosenMethods() {
+    var boxes = form.querySelectorAll('input[name="methods"]');
+    var chosen = {};
+    boxes.forEach(function (box) { chosen[box.value] = box.checked; });
+    return chosen;
+  }
+
+  function update() {
+    var chosen = chosenMethods();
+    form.querySelectorAll("fieldset.method").forEach(function (fs) {
+      fs.hidden = !chosen[fs.dataset.method];
+    });
+    var task = form.querySelector('select[name="task"]');
+    var file = document.getElementById("field-dataset");
+    if (task && file) file.hidden = task.value !== "upload" && !file.classList.contains("has-error");
+  }
+
+  form.addEventListener("change", update);
+  update();
+})();

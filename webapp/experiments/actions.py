@@ -1,0 +1,157 @@
+"""State changes that touch several rows, each under one transaction (`do_*`).
+
+Every transition out of `running` is a conditional UPDATE on (state, attempts): whoever loses a race
+(a clean finish against a forced cancel, a slow worker against the reaper) changes nothing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.experiments.models import Experiment, Run
+
+log = logging.getLogger(__name__)
+State = Run.State
+
+
+def enqueue(run: Run, queue: str) -> None:
+    """Send the run id to the workers once the transaction that made it `queued` has committed."""
+    from webapp.experiments.tasks import train_run
+
+    run_id = run.pk
+    transaction.on_commit(lambda: train_run.apply_async((run_id,), queue=queue))
+
+
+def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = None) -> Experiment:
+    """Save an (unsaved, validated) experiment with its runs: one per method and seed. With
+    `rl_from_sft`, the other methods wait for the SFT run of their seed and start from its model."""
+    with transaction.atomic():
+        if dataset is not None:
+            experiment.dataset.save(Path(dataset.name).name, dataset, save=False)
+        experiment.save()
+        for seed in range(experiment.seeds):
+            sft = None
+            for method in sorted(experiment.methods, key=lambda m: m != "sft"):  # SFT first: others may wait for it
+                waits = experiment.rl_from_sft and method != "sft" and sft is not None
+                run = Run.objects.create(
+                    experiment=experiment, method=method, seed=seed, config=experiment.run_config(method, seed),
+                    depends_on=sft if waits else None, state=State.WAITING if waits else State.QUEUED,
+                    log=f"waiting for {sft.label}" if waits else "queued")
+                run.out_dir = str(settings.ARTIFACT_ROOT / "runs" / str(run.pk))
+                run.save(update_fields=["out_dir"])
+                if method == "sft":
+                    sft = run
+                if not waits:
+                    enqueue(run, experiment.queue)
+    return experiment
+
+
+def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "", note: str = "") -> bool:
+    """running -> succeeded / failed / cancelled, if this attempt still holds the run; then release
+    or fail the runs waiting for it. Returns False when the run had already been taken away."""
+    with transaction.atomic():
+        run.refresh_from_db(fields=["log"])  # not `attempts`: the caller's value is its claim token
+        line = note or (f"{state}: {error}" if error else state)
+        done = Run.objects.filter(pk=run.pk, state=State.RUNNING, attempts=run.attempts).update(
+            state=state, error=error[:10_000], traceback=traceback, finished_at=timezone.now(), eta_s=None,
+            phase="done" if state == State.SUCCEEDED else state, log=run.with_log(line))
+        if not done:
+            return False
+        _settle_dependents(run, state)
+    return True
+
+
+def _settle_dependents(run: Run, state: str) -> None:
+    waiting = run.dependents.filter(state=State.WAITING).select_related("experiment")
+    if state == State.SUCCEEDED:
+        model = str(run.model_dir)
+        for dep in waiting:
+            # Start from the SFT model, and measure KL against it: it is this run's starting point.
+            dep.config = {**dep.config, "model": model, "reference_model": model}
+            dep.state = State.QUEUED
+            dep.log = dep.with_log(f"{run.label} succeeded: starting from its model")
+            dep.save(update_fields=["config", "state", "log"])
+            enqueue(dep, dep.experiment.queue)
+        return
+    reason = f"{run.label} (run #{run.pk}) {state}; this run starts from its model, so it cannot run"
+    for dep in waiting:
+        Run.objects.filter(pk=dep.pk, state=State.WAITING).update(
+            state=State.FAILED, error=reason, finished_at=timezone.now(), log=dep.with_log(reason))
+
+
+def do_cancel_run(run: Run, by: str = "") -> None:
+    """Waiting and queued runs are cancelled at once (a message still in the queue is then ignored by the
+    claim). A running run is asked to stop: it stops cleanly at its next step, keeping what it logged;
+    the worker's supervisor kills it after PTLAB_CANCEL_GRACE_SECONDS if it has not."""
+    who = f" by {by}" if by else ""
+    with transaction.atomic():
+        run.refresh_from_db()
+        if run.state in (State.WAITING, State.QUEUED):
+            if Run.objects.filter(pk=run.pk, state=run.state).update(
+                    state=State.CANCELLED, finished_at=timezone.now(), phase="cancelled",
+                    log=run.with_log(f"cancelled{who}")):
+                _settle_dependents(run, State.CANCELLED)
+        elif run.state == State.RUNNING and not run.stop_requested:
+            Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
+                stop_requested=True, stop_requested_at=timezone.now())
+
+
+def do_cancel_experiment(experiment: Experiment, by: str = "") -> None:
+    with transaction.atomic():
+        # Waiting runs first, so they end `cancelled` rather than failed for their SFT run's cancellation.
+        for state in (State.WAITING, State.QUEUED, State.RUNNING):
+            for run in experiment.runs.filter(state=state):
+                do_cancel_run(run, by)
+
+
+def do_force_cancel(run: Run) -> bool:
+    """The clean stop did not come within the grace period: kill the task's process."""
+    from webapp.celery import app
+
+    if run.task_id:
+        app.control.revoke(run.task_id, terminate=True, signal="SIGKILL")
+    grace = settings.PTLAB_CANCEL_GRACE_SECONDS
+    return do_finish_run(run, State.CANCELLED, note=f"cancelled: killed after no clean stop within {grace:.0f} s")
+
+
+def do_reap(now=None) -> list[str]:
+    """Find running runs whose worker went silent. Requeue them (they resume from their last checkpoint)
+    or, after PTLAB_MAX_ATTEMPTS starts, fail them; force-cancel runs that ignored a stop request.
+    Safe to run anywhere, any number of times at once. Returns what it did, one line each."""
+    now = now or timezone.now()
+    done = []
+    silent_since = now - timezone.timedelta(seconds=settings.PTLAB_REAP_AFTER_SECONDS)
+    for run in Run.objects.stale(silent_since):
+        silence = (now - run.heartbeat_at).total_seconds()
+        why = f"worker died: {run.claimed_by or 'its worker'} sent no heartbeat for {silence:.0f} s"
+        if run.stop_requested:
+            ok = do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})")
+        elif run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
+            ok = do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
+                               f"{settings.PTLAB_MAX_ATTEMPTS}); giving up")
+        else:
+            ok = _requeue(run, f"{why}; requeued (attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} "
+                               f"will resume from the last checkpoint)")
+        if ok:
+            done.append(f"run #{run.pk}: {why}")
+    grace_start = now - timezone.timedelta(seconds=settings.PTLAB_CANCEL_GRACE_SECONDS)
+    for run in Run.objects.overdue_stops(grace_start):
+        if do_force_cancel(run):
+            done.append(f"run #{run.pk}: killed after the cancel grace period")
+    for line in done:
+        log.warning("reaper: %s", line)
+    return done
+
+
+def _requeue(run: Run, line: str) -> bool:
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run.pk, state=State.RUNNING, attempts=run.attempts).update(
+                state=State.QUEUED, claimed_by="", phase="queued", eta_s=None, log=run.with_log(line)):
+            return False
+        enqueue(run, run.experiment.queue)
+    return True

@@ -1,0 +1,236 @@
+"""The new-experiment form. Per-method fields are generated from training.config's field specs, and
+validation builds every run's config with `training.config.from_dict`: the training core is the one
+judge of a config, and its ConfigError.key tells which field to put the error beside."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.files.uploadedfile import UploadedFile
+
+from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
+from training.methods import DESCRIPTIONS
+from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
+from webapp.experiments.actions import do_create_experiment
+from webapp.experiments.models import METHOD_LABELS, METHODS, Experiment, Run, queue_name_validator
+
+UPLOAD = "upload"
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+# Config keys that are the experiment's, shared by all its runs (fair comparison), -> their form field.
+COMMON_FIELDS = {"model": "base_model", "task": "task", "seed": "seeds", "max_steps": "max_steps",
+                 "eval_every": "eval_every", "eval_prompts": "eval_prompts", "eval_samples": "eval_samples",
+                 "max_new_tokens": "max_new_tokens", "checkpoint_every": "eval_every", "method": "methods"}
+SET_BY_APP = {"reference_model"}  # the starting model, or the SFT model with rl_from_sft
+STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps (SFT needs more)
+
+# The ready example for a first-time user: finishes in a few minutes on a 2-core CPU, and the
+# methods end up visibly different (SFT learns the format; the RL methods then move reward and KL).
+EXAMPLE = {
+    "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
+    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 40,
+    "eval_every": 10, "eval_prompts": 16, "eval_samples": 4, "max_new_tokens": 16, "rl_from_sft": True,
+    "queue": "train", "sft-max_steps": 150,
+}
+
+
+def method_specs(method: str) -> list[dict]:
+    """The specs of the fields a method's section shows (common and app-set keys left out)."""
+    skip = (set(COMMON_FIELDS) - {STEPS_OVERRIDE}) | SET_BY_APP
+    return [s for s in CONFIG_CLASSES[method].field_specs() if s["name"] not in skip]
+
+
+def _number_attrs(spec: dict) -> dict:
+    attrs = {k: spec[k] for k in ("min", "max") if spec.get(k) is not None}
+    if spec["type"] == "a number":
+        attrs["step"] = "any"
+    return attrs
+
+
+def _base_spec(name: str) -> dict:
+    return next(s for s in BaseConfig.field_specs() if s["name"] == name)
+
+
+def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
+    """A form field for a config field. Bounds go to the HTML only: the config is the judge."""
+    label = spec["name"].replace("_", " ").capitalize()
+    if override_steps:
+        return forms.IntegerField(label="Steps", required=False, widget=forms.NumberInput(attrs={"min": 1}),
+                                  help_text="Blank: the experiment's steps.")
+    help_text = f"{spec['help']} Default: {spec['default']}."
+    kind = spec["type"]
+    if spec.get("choices"):
+        return forms.ChoiceField(label=label, choices=[(c, c) for c in spec["choices"]], help_text=help_text)
+    if kind == "true or false":
+        return forms.BooleanField(label=label, required=False, help_text=help_text)
+    if kind == "an integer":
+        return forms.IntegerField(label=label, required=False, help_text=help_text,
+                                  widget=forms.NumberInput(attrs=_number_attrs(spec)))
+    if kind == "a number":
+        return forms.FloatField(label=label, required=False, help_text=help_text,
+                                widget=forms.NumberInput(attrs=_number_attrs(spec)))
+    return forms.CharField(label=label, required=False, help_text=help_text)
+
+
+def _common_int(name: str, label: str) -> forms.IntegerField:
+    spec = _base_spec(name)
+    return forms.IntegerField(label=label, help_text=spec["help"], widget=forms.NumberInput(attrs=_number_attrs(spec)))
+
+
+class ExperimentForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    base_model = forms.CharField(
+        max_length=500, label="Base model", widget=forms.TextInput(attrs={"list": "model-choices"}),
+        help_text="tiny (a ~2M-parameter test model), demo (SmolLM2-135M-Instruct), a folder on the workers, "
+                  "or a hub id.")
+    task = forms.ChoiceField(help_text="A built-in task, or your own JSONL file.")
+    dataset = forms.FileField(
+        required=False, label="JSONL file", widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.txt"}),
+        help_text='One JSON object per line: {"prompt", "completion"}, {"prompt", "chosen", "rejected"} '
+                  'or {"prompt", "answer"}.')
+    dataset_from = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    methods = forms.MultipleChoiceField(choices=[(m, METHOD_LABELS[m]) for m in METHODS],
+                                        widget=forms.CheckboxSelectMultiple, help_text="One run per method and seed.")
+    seeds = forms.IntegerField(min_value=1, max_value=5, initial=1, help_text="Runs per method: seeds 0 to N-1.")
+    max_steps = _common_int("max_steps", "Steps")
+    eval_every = _common_int("eval_every", "Evaluate every")
+    eval_prompts = _common_int("eval_prompts", "Eval prompts")
+    eval_samples = _common_int("eval_samples", "Samples per prompt")
+    max_new_tokens = _common_int("max_new_tokens", "Max new tokens")
+    rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
+                                     help_text="They wait for the SFT run of their seed, then start from its final "
+                                               "model (also their KL reference).")
+    queue = forms.CharField(max_length=64, initial="train", validators=[queue_name_validator],
+                            widget=forms.TextInput(attrs={"list": "queue-choices"}),
+                            help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["task"].choices = [(t.name, f"{t.name}: {t.description}") for t in BUILTIN_TASKS.values()] + [
+            (UPLOAD, "Upload a JSONL file…")]
+        for method in METHODS:
+            for spec in method_specs(method):
+                override = spec["name"] == STEPS_OVERRIDE
+                self.fields[f"{method}-{spec['name']}"] = field_for(spec, override_steps=override)
+                if not override:
+                    self.fields[f"{method}-{spec['name']}"].initial = spec["default"]
+        self.experiment: Experiment | None = None
+
+    # --- presentation -------------------------------------------------------------------------------
+    def method_sections(self) -> list[dict]:
+        sections = []
+        for method in METHODS:
+            specs = method_specs(method)
+            sections.append({
+                "method": method, "label": METHOD_LABELS[method], "description": DESCRIPTIONS[method],
+                "fields": [self[f"{method}-{s['name']}"] for s in specs if not s.get("advanced")],
+                "advanced": [self[f"{method}-{s['name']}"] for s in specs if s.get("advanced")],
+            })
+        return sections
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """The datalist of the base model field: built-ins, then final models of the user's SFT runs."""
+        runs = (Run.objects.filter(experiment__in=Experiment.objects.visible_to(self.user), method="sft",
+                                   state=Run.State.SUCCEEDED).select_related("experiment").order_by("-id")[:10])
+        return [("tiny", "tiny test model"), ("demo", "SmolLM2-135M-Instruct")] + [
+            (str(r.model_dir), f"{r.experiment.name}: {r.label}") for r in runs]
+
+    def queue_choices(self) -> list[str]:
+        used = Experiment.objects.visible_to(self.user).values_list("queue", flat=True).distinct()
+        return sorted({"train", *used})
+
+    # --- validation ---------------------------------------------------------------------------------
+    def clean(self):
+        data = super().clean()
+        methods = data.get("methods") or []
+        for name in list(self._errors or {}):  # fields of methods not chosen do not matter
+            if "-" in name and name.split("-", 1)[0] not in methods:
+                del self._errors[name]
+        self._clean_dataset(data)
+        if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
+            self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
+        if self.errors:
+            return data  # the run configs need clean values
+        self.experiment = self._build(data, methods)
+        # An upload has been parsed already; its file is saved only with the experiment.
+        task = "arithmetic" if self.upload or self.experiment.dataset else None
+        for method in methods:
+            try:
+                from_dict(self.experiment.run_config(method, seed=data["seeds"] - 1, task=task))
+            except ConfigError as e:
+                self._config_error(method, e)
+        return data
+
+    def _clean_dataset(self, data: dict) -> None:
+        self.upload: UploadedFile | None = data.get("dataset") or None
+        self.reused_dataset = ""
+        if self.upload:
+            data["task"] = UPLOAD  # a chosen file wins over the task select
+            if self.upload.size > MAX_UPLOAD_BYTES:
+                self.add_error("dataset", f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+                return
+            try:
+                parse_jsonl(self.upload.read().decode("utf-8"))
+            except UnicodeDecodeError as e:
+                self.add_error("dataset", f"The file is not UTF-8 text (byte {e.start}).")
+            except JSONLError as e:
+                self.add_error("dataset", f"Line {e.line}: {e.reason}")
+            self.upload.seek(0)
+        elif data.get("task") == UPLOAD:
+            source = Experiment.objects.visible_to(self.user).filter(pk=data.get("dataset_from")).first()
+            if source and source.dataset:
+                self.reused_dataset = source.dataset.name  # a clone keeps its source's file
+            else:
+                self.add_error("dataset", "Choose a JSONL file to upload.")
+
+    def _build(self, data: dict, methods: list[str]) -> Experiment:
+        hyperparams = {}
+        for method in methods:
+            params = {}
+            for spec in method_specs(method):
+                value = data.get(f"{method}-{spec['name']}")
+                if value is None or value == "" and spec["type"] != "a string":
+                    if spec["name"] == STEPS_OVERRIDE:
+                        continue
+                    value = spec["default"]  # a cleared field means the default
+                params[spec["name"]] = value
+            hyperparams[method] = params
+        exp = Experiment(
+            name=data["name"], base_model=data["base_model"].strip(),
+            task="" if data["task"] == UPLOAD else data["task"], methods=methods, seeds=data["seeds"],
+            max_steps=data["max_steps"], eval_every=data["eval_every"], eval_prompts=data["eval_prompts"],
+            eval_samples=data["eval_samples"], max_new_tokens=data["max_new_tokens"],
+            hyperparams=hyperparams, rl_from_sft=data["rl_from_sft"], queue=data["queue"])
+        if self.reused_dataset:
+            exp.dataset.name = self.reused_dataset
+        return exp
+
+    def _config_error(self, method: str, e: ConfigError) -> None:
+        field = COMMON_FIELDS.get(e.key)
+        if e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in self.experiment.hyperparams.get(method, {}):
+            field = f"{method}-{STEPS_OVERRIDE}"
+        elif field is None:
+            field = f"{method}-{e.key}" if f"{method}-{e.key}" in self.fields else None
+        message = e.message if field else f"{METHOD_LABELS[method]}: {e}"
+        if field and field in self.errors and message in self.errors[field]:
+            return  # the same error of a common field, from another method
+        self.add_error(field, message)
+
+    def save(self, owner) -> Experiment:
+        self.experiment.owner = owner
+        return do_create_experiment(self.experiment, dataset=self.upload)
+
+
+def initial_from(experiment: Experiment) -> dict:
+    """Form values that recreate `experiment` (cloning)."""
+    initial = {
+        "name": f"{experiment.name} (copy)", "base_model": experiment.base_model,
+        "task": experiment.task or UPLOAD, "dataset_from": experiment.pk if experiment.dataset else None,
+        "methods": list(experiment.methods), "seeds": experiment.seeds, "max_steps": experiment.max_steps,
+        "eval_every": experiment.eval_every, "eval_prompts": experiment.eval_prompts,
+        "eval_samples": experiment.eval_samples, "max_new_tokens": experiment.max_new_tokens,
+        "rl_from_sft": experiment.rl_from_sft, "queue": experiment.queue,
+    }
+    for method, params in experiment.hyperparams.items():
+        for key, value in params.items():
+            initial[f"{method}-{key}"] = value
+    return initial

@@ -1,0 +1,24 @@
+"""`manage.py reap`: requeue or fail runs whose worker died, kill runs that ignored a cancel.
+
+Workers do this themselves every heartbeat; this command is for cron, or when no worker is up."""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from webapp.experiments.actions import do_reap
+
+
+class Command(BaseCommand):
+    help = "Requeue (or fail) running runs whose worker stopped sending heartbeats."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--loop", type=float, metavar="SECONDS", help="repeat every SECONDS until interrupted")
+
+    def handle(self, *args, loop=None, **options):
+        while True:
+            for line in do_reap():
+                self.stdout.write(line)
+            if not loop:
+                return
+            time.sleep(loop)

@@ -1,0 +1,110 @@
+"""The worker's MetricSink (training.callbacks): metrics, samples and progress go to the database.
+
+Every write is conditional on the run still being held by this attempt (state running, same
+`attempts`). If the reaper or a forced cancel took the run away, the sink notices, drops further
+writes and asks the trainer to stop: a run is never written by two workers."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from django.utils import timezone
+
+from webapp.experiments.models import LOG_LINES, Metric, Run, Sample
+
+SHOWN = ("eval/reward", "eval/kl")  # what the log line of an evaluation shows
+LOGGED_PHASES = ("loading", "saving", "done")
+
+
+class DatabaseSink:
+    progress_every = 0.5  # seconds between progress writes (phase changes are written at once)
+    stop_check_every = 1.0  # seconds between reads of Run.stop_requested
+
+    def __init__(self, run: Run):
+        self.run_id = run.pk
+        self.attempt = run.attempts
+        self.lines = run.log.splitlines()
+        self.lost = False  # the run was taken away from this attempt
+        self.stop = False
+        self._phase = None
+        self._last_progress = -math.inf
+        self._last_check = -math.inf
+
+    # --- MetricSink ---------------------------------------------------------------------------------
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self.lost:
+            return
+        now = time.time()
+        Metric.objects.bulk_create(
+            [Metric(run_id=self.run_id, step=step, name=k, value=float(v), wall_time=now) for k, v in metrics.items()])
+        evals = {k: _json_number(v) for k, v in metrics.items() if k.startswith("eval/")}
+        if evals:
+            shown = " ".join(f"{k}={metrics[k]:.4g}" for k in SHOWN if k in metrics)
+            self._write(latest={**evals, "step": step}, log=self._log(f"step {step}: {shown}".rstrip()))
+
+    def log_samples(self, step: int, samples) -> None:
+        if self.lost:
+            return
+        Sample.objects.bulk_create(
+            [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
+                    completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples],
+            batch_size=500)
+
+    def progress(self, p) -> None:
+        now = time.monotonic()
+        changed = p.phase != self._phase
+        if not changed and now - self._last_progress < self.progress_every and p.step < p.total:
+            return
+        fields = {"step": p.step, "total": p.total, "eta_s": p.eta_s, "phase": p.phase, "heartbeat_at": timezone.now()}
+        if changed and (p.phase in LOGGED_PHASES or p.phase == "training" and self._phase in (None, "loading")):
+            fields["log"] = self._log(f"{p.phase} at step {p.step} of {p.total}")
+        self._phase, self._last_progress = p.phase, now
+        self._write(**fields)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.lost and not self.stop and now - self._last_check >= self.stop_check_every:
+            self._last_check = now
+            requested = self._mine().values_list("stop_requested", flat=True).first()
+            if requested is None:
+                self.lost = True
+            elif requested:
+                self.stop = True
+                self._write(log=self._log("stop requested: stopping after this step (final evaluation, save)"))
+        return self.stop or self.lost
+
+    def truncate_after(self, step: int) -> None:
+        """Resuming from the checkpoint at `step`: what was logged after it is trained, and logged, again."""
+        Metric.objects.filter(run_id=self.run_id, step__gt=step).delete()
+        Sample.objects.filter(run_id=self.run_id, step__gt=step).delete()
+        last = (Metric.objects.filter(run_id=self.run_id, name__startswith="eval/")
+                .order_by("-step").values_list("step", flat=True).first())
+        latest = {}
+        if last is not None:
+            rows = Metric.objects.filter(run_id=self.run_id, name__startswith="eval/", step=last)
+            latest = {name: _json_number(v) for name, v in rows.values_list("name", "value")} | {"step": last}
+        self._write(latest=latest, step=step, log=self._log(f"resuming from the checkpoint at step {step}"))
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def note(self, line: str) -> None:
+        self._write(log=self._log(line))
+
+    def _log(self, line: str) -> str:
+        self.lines = (self.lines + [line])[-LOG_LINES:]
+        return "\n".join(self.lines)
+
+    def _mine(self):
+        return Run.objects.filter(pk=self.run_id, state=Run.State.RUNNING, attempts=self.attempt)
+
+    def _write(self, **fields) -> None:
+        # A conditional UPDATE of just these columns (never a whole-row save): it also tells us
+        # whether this attempt still holds the run.
+        if not self.lost and not self._mine().update(**fields):
+            self.lost = True
+
+
+def _json_number(x) -> float | None:
+    """JSON has no NaN or infinity (PostgreSQL's jsonb refuses them)."""
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,0 +1,19 @@
+"""Celery tasks. A task takes a run id and is idempotent; the Run row holds all state."""
+
+from celery import shared_task
+
+from webapp.experiments.actions import do_reap
+from webapp.experiments.execution import execute
+
+
+@shared_task(bind=True, acks_late=False, ignore_result=True)
+def train_run(self, run_id: int) -> str:
+    """Train one run. Acked on receipt; the claim (queued -> running) makes a duplicate delivery a no-op."""
+    return execute(run_id, self.request.hostname or "worker", self.request.id or "")
+
+
+@shared_task(ignore_result=True)
+def reap() -> list[str]:
+    """For deployments that prefer Celery beat (on a queue an idle worker serves) to the worker's own
+    supervisor thread or `manage.py reap`."""
+    return do_reap()

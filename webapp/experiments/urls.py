@@ -1,0 +1,16 @@
+from django.urls import path
+
+from webapp.experiments import views
+
+app_name = "experiments"
+urlpatterns = [
+    path("", views.experiment_list, name="list"),
+    path("experiments/new/", views.experiment_new, name="new"),
+    path("experiments/<int:pk>/", views.experiment_detail, name="detail"),
+    path("experiments/<int:pk>/status.json", views.experiment_status, name="status"),
+    path("experiments/<int:pk>/cancel/", views.experiment_cancel, name="cancel"),
+    path("experiments/<int:pk>/clone/", views.experiment_clone, name="clone"),
+    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("workers/", views.worker_list, name="workers"),
+]

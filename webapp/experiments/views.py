@@ -1,0 +1,145 @@
+"""Pages of the experiments app. Thin: access checks here, validation in forms, logic on models/actions."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.experiments.actions import do_cancel_experiment, do_cancel_run
+from webapp.experiments.broker import queue_lengths
+from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
+from webapp.experiments.models import Experiment, Run, Sample, Worker
+
+
+def _get_experiment_for_user(request: HttpRequest, pk: int) -> Experiment:
+    """The experiment if the user owns it or it is shared with them; 404 otherwise (no hint it exists)."""
+    return get_object_or_404(Experiment.objects.visible_to(request.user).select_related("owner"), pk=pk)
+
+
+def _get_run_for_user(request: HttpRequest, pk: int) -> Run:
+    visible = Experiment.objects.visible_to(request.user)
+    return get_object_or_404(Run.objects.select_related("experiment", "experiment__owner"),
+                             pk=pk, experiment__in=visible)
+
+
+def _owner_only(request: HttpRequest, experiment: Experiment) -> None:
+    """Shared experiments are read-only: changes answer 404 like any experiment one cannot change."""
+    if not experiment.is_owned_by(request.user):
+        raise Http404("No Experiment matches the given query.")
+
+
+@login_required
+@require_GET
+def experiment_list(request: HttpRequest) -> HttpResponse:
+    experiments = Experiment.objects.visible_to(request.user).with_run_counts().select_related("owner")
+    return render(request, "experiments/experiment_list.html", {"experiments": experiments})
+
+
+@login_required
+def experiment_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = ExperimentForm(request.POST, request.FILES, user=request.user)
+        if form.is_valid():
+            experiment = form.save(owner=request.user)
+            messages.success(request, f"Started {experiment.runs.count()} runs.")
+            return redirect(experiment)
+    else:
+        form = ExperimentForm(initial=EXAMPLE, user=request.user)
+    return render(request, "experiments/experiment_form.html", {"form": form})
+
+
+@login_required
+@require_GET
+def experiment_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    source = _get_experiment_for_user(request, pk)
+    form = ExperimentForm(initial=initial_from(source), user=request.user)
+    return render(request, "experiments/experiment_form.html", {"form": form, "source": source})
+
+
+@login_required
+@require_GET
+def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_experiment_for_user(request, pk)
+    runs = experiment.runs.select_related("depends_on")
+    return render(request, "experiments/experiment_detail.html", {
+        "experiment": experiment, "runs": runs, "can_edit": experiment.is_owned_by(request.user),
+        "shared_with": experiment.shared_with.order_by("username"),
+    })
+
+
+@login_required
+@require_GET
+def experiment_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by static/js/experiment.js every 2 s."""
+    experiment = _get_experiment_for_user(request, pk)
+    runs = [run.status() for run in experiment.runs.all()]
+    return JsonResponse({"runs": runs, "active": any(r["active"] for r in runs), "now": timezone.now().isoformat()})
+
+
+@login_required
+@require_POST
+def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_experiment_for_user(request, pk)
+    _owner_only(request, experiment)
+    do_cancel_experiment(experiment, by=request.user.get_username())
+    messages.info(request, "Cancelling: queued runs are cancelled, running runs stop after their current step.")
+    return redirect(experiment)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    _owner_only(request, run.experiment)
+    do_cancel_run(run, by=request.user.get_username())
+    messages.info(request, f"Cancelling {run.label}.")
+    return redirect(run.experiment)
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    last = run.samples.order_by("-step").values_list("step", flat=True).first()
+    samples = run.samples.filter(step=last) if last is not None else Sample.objects.none()
+    final = {}
+    for name, value in run.metrics.filter(name__startswith="eval/").order_by("step").values_list("name", "value"):
+        final[name] = value  # the last value of each eval series
+    return render(request, "experiments/run_detail.html", {
+        "run": run, "experiment": run.experiment, "samples": samples, "sample_step": last,
+        "final": sorted(final.items()), "can_edit": run.experiment.is_owned_by(request.user),
+        "config_json": json.dumps(run.config, indent=2, sort_keys=True),
+    })
+
+
+@login_required
+@require_GET
+def worker_list(request: HttpRequest) -> HttpResponse:
+    workers = list(Worker.objects.select_related("current_run", "current_run__experiment"))
+    counts = Run.objects.filter(state=Run.State.QUEUED).values("experiment__queue").annotate(n=Count("id")).order_by()
+    queued = {row["experiment__queue"]: row["n"] for row in counts}
+    names = sorted({"train", *queued, *(q for w in workers for q in w.queues.split(",") if q)})
+    lengths = queue_lengths(names)
+    queues = [{"name": n, "queued_runs": queued.get(n, 0), "messages": lengths.get(n)} for n in names]
+    return render(request, "experiments/worker_list.html", {
+        "workers": workers, "queues": queues, "broker_url": _redact(settings.CELERY_BROKER_URL),
+        "stale_after": settings.PTLAB_WORKER_STALE_SECONDS,
+    })
+
+
+def _redact(url: str) -> str:
+    """The broker URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -1,0 +1,89 @@
+"""What a Celery worker's main process does besides consuming: announce itself, beat, and reap.
+
+The supervisor is a thread in the main process, not a periodic task: a worker runs one training
+run at a time (-c 1), so a task queued behind a run of several hours would never reap anything.
+Every worker reaps; the conditional updates make concurrent reapers harmless."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from webapp.experiments.actions import do_reap
+from webapp.experiments.models import Worker
+
+log = logging.getLogger(__name__)
+FORGET_AFTER = timezone.timedelta(days=1)  # rows of workers silent this long are deleted
+
+
+def gpu_info() -> tuple[str, int | None]:
+    """(name, memory in MiB) of the first visible GPU, or ("CPU", None). Asks nvidia-smi, never torch:
+    initialising CUDA in the main process would break CUDA in the forked pool processes."""
+    if not shutil.which("nvidia-smi"):
+        return "CPU", None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    cmd = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+    if visible:
+        cmd.append(f"--id={visible}")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+        name, memory = out.splitlines()[0].rsplit(",", 1)
+        return name.strip(), int(float(memory))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return "CPU", None
+
+
+class Supervisor(threading.Thread):
+    def __init__(self, hostname: str, queues: str):
+        super().__init__(name="ptlab-supervisor", daemon=True)
+        self.hostname, self.queues = hostname, queues
+        self.gpu, self.gpu_memory_mb = gpu_info()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        Worker.objects.filter(hostname=self.hostname).update(current_run=None, started_at=timezone.now())
+        while True:
+            self.tick()
+            if self.stopping.wait(settings.PTLAB_HEARTBEAT_SECONDS):
+                return
+
+    def tick(self) -> None:
+        try:
+            Worker.objects.beat(self.hostname, gpu=self.gpu, gpu_memory_mb=self.gpu_memory_mb,
+                                queues=self.queues, pid=os.getpid())
+            do_reap()
+            Worker.objects.filter(last_heartbeat__lt=timezone.now() - FORGET_AFTER).delete()
+        except Exception:  # keep supervising through a database or broker hiccup
+            log.exception("worker supervisor tick failed")
+        finally:
+            # Never keep a connection open across the pool's forks of new child processes.
+            connection.close()
+
+
+_supervisor: Supervisor | None = None
+
+
+@worker_ready.connect
+def start_supervisor(sender, **kwargs) -> None:
+    global _supervisor
+    queues = ",".join(sorted(q.name for q in sender.task_consumer.queues)) if sender.task_consumer else ""
+    _supervisor = Supervisor(sender.hostname, queues)
+    _supervisor.start()
+    log.info("ptlab worker %s: %s, queues %s", sender.hostname, _supervisor.gpu, queues)
+
+
+@worker_shutdown.connect
+def forget_worker(sender, **kwargs) -> None:
+    if _supervisor is not None:
+        _supervisor.stopping.set()
+        _supervisor.join(timeout=5)
+        Worker.objects.filter(hostname=_supervisor.hostname).delete()
+        connection.close()
