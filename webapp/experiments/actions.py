@@ -6,6 +6,7 @@ Every transition out of `running` is a conditional UPDATE on (state, attempts): 
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -42,7 +43,9 @@ def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = 
                     experiment=experiment, method=method, seed=seed, config=experiment.run_config(method, seed),
                     depends_on=sft if waits else None, state=State.WAITING if waits else State.QUEUED,
                     log=f"waiting for {sft.label}" if waits else "queued")
-                run.out_dir = str(settings.ARTIFACT_ROOT / "runs" / str(run.pk))
+                # A random suffix: a run never resumes from another run's checkpoints, even if ids restart
+                # (a database reset while the artifacts stay).
+                run.out_dir = str(settings.ARTIFACT_ROOT / "runs" / f"{run.pk}-{secrets.token_hex(4)}")
                 run.save(update_fields=["out_dir"])
                 if method == "sft":
                     sft = run

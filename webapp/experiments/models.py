@@ -68,7 +68,7 @@ class Experiment(models.Model):
 
     @property
     def task_label(self) -> str:
-        return self.task or Path(self.dataset.name).name
+        return Path(self.dataset.name).name if self.dataset else self.task
 
     @property
     def method_labels(self) -> list[str]:
@@ -76,20 +76,20 @@ class Experiment(models.Model):
 
     def task_for_config(self) -> str:
         """What a run config's `task` holds: the built-in name, or the uploaded file's absolute path."""
-        return self.task or str(Path(settings.MEDIA_ROOT) / self.dataset.name)
+        return str(Path(settings.MEDIA_ROOT) / self.dataset.name) if self.dataset else self.task
 
     def run_config(self, method: str, seed: int, task: str | None = None) -> dict:
         """The training config of one run. Evaluation settings are the experiment's, never the method's:
         every run is measured the same way. Checkpoints at each evaluation make runs resumable."""
         params = dict(self.hyperparams.get(method, {}))
-        steps = params.pop("max_steps", None) or self.max_steps
+        steps = params.pop("max_steps", None)
         return {
             "method": method,
             **params,
             "model": self.base_model,
             "task": task or self.task_for_config(),
             "seed": seed,
-            "max_steps": steps,
+            "max_steps": self.max_steps if steps is None else steps,
             "eval_every": self.eval_every,
             "eval_prompts": self.eval_prompts,
             "eval_samples": self.eval_samples,
@@ -249,7 +249,7 @@ class Metric(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metrics")
     step = models.PositiveIntegerField()
     name = models.CharField(max_length=200)
-    value = models.FloatField()
+    value = models.FloatField(null=True, help_text="NULL when the trainer logged NaN or infinity (a diverged run).")
     wall_time = models.FloatField(help_text="Seconds since the epoch when it was logged.")
 
     class Meta:

@@ -37,10 +37,11 @@ class DatabaseSink:
             return
         now = time.time()
         Metric.objects.bulk_create(
-            [Metric(run_id=self.run_id, step=step, name=k, value=float(v), wall_time=now) for k, v in metrics.items()])
+            [Metric(run_id=self.run_id, step=step, name=k, value=_json_number(v), wall_time=now)
+             for k, v in metrics.items()])
         evals = {k: _json_number(v) for k, v in metrics.items() if k.startswith("eval/")}
         if evals:
-            shown = " ".join(f"{k}={metrics[k]:.4g}" for k in SHOWN if k in metrics)
+            shown = " ".join(f"{k}={float(metrics[k]):.4g}" for k in SHOWN if k in metrics)
             self._write(latest={**evals, "step": step}, log=self._log(f"step {step}: {shown}".rstrip()))
 
     def log_samples(self, step: int, samples) -> None:
@@ -105,6 +106,7 @@ class DatabaseSink:
 
 
 def _json_number(x) -> float | None:
-    """JSON has no NaN or infinity (PostgreSQL's jsonb refuses them)."""
+    """NaN and infinity become None: JSON has neither (PostgreSQL's jsonb refuses them) and SQLite
+    stores NaN as NULL anyway; the same on every database."""
     x = float(x)
     return x if math.isfinite(x) else None

@@ -1,0 +1,75 @@
+"""Fixtures of the web app's tests. Unit tests never reach a broker: enqueuing is recorded instead
+(the integration tests, with a real Redis and a real worker, override `enqueued`)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from webapp.experiments.actions import do_create_experiment
+from webapp.experiments.forms import EXAMPLE, ExperimentForm
+from webapp.experiments.models import Experiment
+
+
+@pytest.fixture(autouse=True)
+def enqueued(monkeypatch):
+    """Run ids sent to the broker, as (run_id, queue)."""
+    from webapp.experiments.tasks import train_run
+
+    sent = []
+    monkeypatch.setattr(train_run, "apply_async", lambda args, queue=None, **kw: sent.append((args[0], queue)))
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def artifact_root(settings, tmp_path):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    settings.MEDIA_ROOT = settings.ARTIFACT_ROOT
+    return settings.ARTIFACT_ROOT
+
+
+@pytest.fixture
+def alice(db):
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob(db):
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+def form_data(**overrides) -> dict:
+    """The new-experiment form's POST data for its prefilled example, with `overrides` (None removes a key)."""
+    form = ExperimentForm(initial=EXAMPLE, user=None)
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if value is None or value is False:
+            continue  # unchecked checkboxes and empty fields are absent from a browser's POST
+        data[name] = "on" if value is True else value
+    for key, value in overrides.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.fixture
+def make_experiment(db):
+    """Create an experiment (and its runs) as the form would; keyword arguments override the example."""
+
+    def make(owner, **fields) -> Experiment:
+        values = {"name": "exp", "base_model": "tiny", "task": "arithmetic", "methods": ["sft"], "seeds": 1,
+                  "max_steps": 4, "eval_every": 2, "eval_prompts": 2, "eval_samples": 1, "max_new_tokens": 4,
+                  "rl_from_sft": False, "queue": "train", "hyperparams": {}}
+        values.update(fields)
+        return do_create_experiment(Experiment(owner=owner, **values))
+
+    return make

@@ -1,0 +1,184 @@
+"""The new-experiment form: the prefilled example, per-method fields from the config specs, errors
+beside their field (the training config is the judge), JSONL uploads, cloning."""
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import form_data
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from training.config import from_dict
+from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.models import Experiment, Run
+
+pytestmark = pytest.mark.django_db
+NEW = reverse("experiments:new")
+
+
+def field_errors(response, field: str) -> str:
+    """The text of the error list rendered inside the field's own block on the page."""
+    html = response.content.decode()
+    block = re.search(rf'<div class="field has-error[^"]*" id="field-{re.escape(field)}">(.*?)(<div class="field|$)',
+                      html, re.S)
+    assert block, f"no error shown beside {field}"
+    errors = re.search(r'<ul class="errorlist">(.*?)</ul>', block.group(1), re.S)
+    return re.sub(r"<[^>]+>", " ", errors.group(1)) if errors else ""
+
+
+def test_the_example_is_prefilled_and_valid(alice_client, enqueued, django_capture_on_commit_callbacks):
+    page = alice_client.get(NEW)
+    assert page.status_code == 200
+    form = page.context["form"]
+    assert form["base_model"].value() == "tiny" and form["task"].value() == "arithmetic"
+    assert form["sft-max_steps"].value() == 150 and form["rl_from_sft"].value() is True
+    html = page.content.decode()
+    assert "Adam learning rate." in html and "Default: 0.001." in html  # help text and defaults shown
+    assert "<summary>Advanced</summary>" in html
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(NEW, form_data())
+    exp = Experiment.objects.get()
+    assert response.status_code == 302 and response["Location"] == exp.get_absolute_url()
+    runs = list(exp.runs.all())
+    assert [r.method for r in runs] == ["sft", "dpo", "ppo", "grpo", "rloo"]
+    sft = runs[0]
+    assert sft.state == Run.State.QUEUED and sft.config["max_steps"] == 150
+    for run in runs[1:]:
+        assert run.state == Run.State.WAITING and run.depends_on == sft and run.config["max_steps"] == 40
+    assert enqueued == [(sft.pk, "train")]  # only SFT; the others wait for it
+    for run in runs:
+        cfg = from_dict(run.config)  # every stored config is a valid training config
+        assert cfg.checkpoint_every == exp.eval_every and cfg.eval_prompts == 16
+
+
+def test_one_run_per_method_and_seed(alice_client, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(NEW, form_data(methods=["dpo", "grpo"], seeds=3, rl_from_sft=None))
+    runs = Experiment.objects.get().runs.all()
+    assert sorted((r.method, r.seed) for r in runs) == [(m, s) for m in ("dpo", "grpo") for s in range(3)]
+    assert len(enqueued) == 6 and all(r.state == Run.State.QUEUED for r in runs)
+
+
+def test_rl_from_sft_pairs_runs_by_seed(alice_client):
+    alice_client.post(NEW, form_data(methods=["sft", "grpo"], seeds=2))
+    for run in Run.objects.filter(method="grpo"):
+        assert run.depends_on.method == "sft" and run.depends_on.seed == run.seed
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dpo-beta", "1000", "must be between 0.0 and 100.0"),
+    ("sft-learning_rate", "-1", "must be between 0.0 and 1.0"),
+    ("ppo-ppo_epochs", "0", "must be between 1 and 100"),
+    ("grpo-batch_size", "6", "must be divisible by num_generations"),
+    ("ppo-num_minibatches", "3", "must divide batch_size"),
+    ("eval_prompts", "0", "must be between 1 and 1000"),
+    ("max_steps", "0", "must be between 1 and 1000000"),
+    ("sft-max_steps", "0", "must be between 1 and 1000000"),
+    ("seeds", "6", "less than or equal to 5"),
+    ("dpo-learning_rate", "fast", "Enter a number"),
+])
+def test_bad_values_get_an_error_beside_their_field(alice_client, enqueued, field, value, message):
+    response = alice_client.post(NEW, form_data(**{field: value}))
+    assert response.status_code == 200
+    assert message in field_errors(response, field)
+    assert not Experiment.objects.exists() and not Run.objects.exists() and not enqueued
+
+
+def test_fields_of_unchosen_methods_do_not_matter(alice_client):
+    response = alice_client.post(NEW, form_data(methods=["sft"], rl_from_sft=None, **{"dpo-beta": "1000"}))
+    assert response.status_code == 302
+    assert list(Experiment.objects.get().hyperparams) == ["sft"]
+
+
+def test_rl_from_sft_needs_sft(alice_client):
+    response = alice_client.post(NEW, form_data(methods=["dpo", "grpo"]))
+    assert "Choose SFT and at least one other method" in field_errors(response, "rl_from_sft")
+
+
+def test_no_method_is_an_error(alice_client):
+    response = alice_client.post(NEW, form_data(methods=None, rl_from_sft=None))
+    assert "This field is required" in field_errors(response, "methods")
+
+
+def test_cleared_hyperparameter_means_its_default(alice_client):
+    alice_client.post(NEW, form_data(methods=["dpo"], rl_from_sft=None, **{"dpo-beta": ""}))
+    assert Run.objects.get().config["beta"] == 0.1
+
+
+def test_bad_queue_name(alice_client):
+    response = alice_client.post(NEW, form_data(queue="no spaces"))
+    assert "Letters, digits" in field_errors(response, "queue")
+
+
+def jsonl(text: str, name: str = "data.jsonl") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, text.encode(), content_type="application/jsonl")
+
+
+def test_malformed_jsonl_upload_shows_the_line(alice_client):
+    text = '{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n{"prompt": "e", oops}\n'
+    response = alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text)))
+    assert "Line 3: not valid JSON" in field_errors(response, "dataset")
+    assert not Experiment.objects.exists()
+
+
+def test_jsonl_with_wrong_keys(alice_client):
+    text = '{"prompt": "a", "completion": "b"}\n{"question": "c"}\n'
+    response = alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text)))
+    assert "Line 2: has keys {question}" in field_errors(response, "dataset")
+
+
+def test_upload_chosen_without_a_file(alice_client):
+    response = alice_client.post(NEW, form_data(task="upload"))
+    assert "Choose a JSONL file" in field_errors(response, "dataset")
+
+
+def test_valid_jsonl_upload_is_stored_and_used(alice_client, artifact_root):
+    text = "".join(f'{{"prompt": "say {i}", "completion": "{i}"}}\n' for i in range(20))
+    response = alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text, "mine.jsonl"), methods=["sft"],
+                                                rl_from_sft=None))
+    assert response.status_code == 302
+    exp = Experiment.objects.get()
+    path = Path(Run.objects.get().config["task"])
+    assert path.is_file() and path.read_text() == text and artifact_root in path.parents
+    assert exp.task == "" and exp.task_label.endswith(".jsonl")
+    from_dict(Run.objects.get().config)
+
+
+def test_clone_prefills_the_form(alice_client, alice, make_experiment):
+    source = make_experiment(alice, name="orig", methods=["sft", "dpo"], seeds=2, rl_from_sft=True,
+                             hyperparams={"dpo": {"beta": 0.3, "max_steps": 9}})
+    page = alice_client.get(reverse("experiments:clone", args=[source.pk]))
+    form = page.context["form"]
+    assert form["name"].value() == "orig (copy)" and form["methods"].value() == ["sft", "dpo"]
+    assert form["dpo-beta"].value() == 0.3 and form["dpo-max_steps"].value() == 9 and form["seeds"].value() == 2
+    assert "A copy of" in page.content.decode()
+
+
+def test_clone_of_an_upload_reuses_its_file(alice_client):
+    text = "".join(f'{{"prompt": "p{i}", "answer": "{i}"}}\n' for i in range(10))
+    alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text), methods=["grpo"], rl_from_sft=None))
+    source = Experiment.objects.get()
+    initial = alice_client.get(reverse("experiments:clone", args=[source.pk])).context["form"].initial
+    assert initial["task"] == "upload" and initial["dataset_from"] == source.pk
+    response = alice_client.post(NEW, form_data(task="upload", dataset_from=source.pk, methods=["grpo"],
+                                                rl_from_sft=None))
+    assert response.status_code == 302
+    clone = Experiment.objects.exclude(pk=source.pk).get()
+    assert clone.dataset.name == source.dataset.name
+
+
+def test_cannot_reuse_another_users_dataset(client, bob, alice_client):
+    text = '{"prompt": "p", "answer": "1"}\n'
+    alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text), methods=["grpo"], rl_from_sft=None))
+    source = Experiment.objects.get()
+    client.force_login(bob)
+    response = client.post(NEW, form_data(task="upload", dataset_from=source.pk))
+    assert "Choose a JSONL file" in field_errors(response, "dataset")
+
+
+def test_form_without_http(alice):
+    form = ExperimentForm(data=form_data(**{"rloo-beta": "-1"}), user=alice)
+    assert not form.is_valid()
+    assert form.errors["rloo-beta"] == ["must be between 0.0 and 100.0 (got -1.0)"]
