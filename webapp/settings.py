@@ -8,6 +8,7 @@ Production: DEBUG=0 SECRET_KEY=... ALLOWED_HOSTS=ptlab.example.org
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -84,8 +85,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file, not memory: the integration tests' worker process must see the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # A file, not memory: the integration tests' worker processes must see the test database. One per
+    # test process, so that two test sessions on one machine never share (and delete) each other's.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"ptlab-test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

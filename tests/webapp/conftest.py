@@ -73,3 +73,7 @@ def make_experiment(db):
         return do_create_experiment(Experiment(owner=owner, **values))
 
     return make
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: a real Redis and real Celery worker processes (slow)")
