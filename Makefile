@@ -42,7 +42,9 @@ $(STAMP): requirements.txt
 	  touch $(STAMP); \
 	else \
 	  echo "Installing requirements.txt into $(VENV) (first time: a few minutes)"; \
-	  $(PY) -m pip install --disable-pip-version-check -r requirements.txt && cp requirements.txt $(STAMP); \
+	  set -o pipefail; \
+	  $(PY) -m pip install --disable-pip-version-check -r requirements.txt | grep -v '^Requirement already satisfied' \
+	    && cp requirements.txt $(STAMP); \
 	fi
 
 # Browser tests need Debian's Chromium (Playwright cannot download its own browsers here).

