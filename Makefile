@@ -5,7 +5,8 @@
 #   make venv        create .venv and install requirements.txt (again only when it changed)
 #   make lint        ruff
 #   make demo-model  download and convert the `demo` model (SmolLM2-135M-Instruct) into the cache
-#   make clean       remove local state (var/: SQLite database, artifacts, Redis files, the demo login)
+#   make clean       remove caches and scratch files (keeps var/db.sqlite3, artifacts, the login, .venv)
+#   make distclean   remove everything not in git: .venv and var/ (database, artifacts, login) too
 #
 # Variables: PYTHON (interpreter for the venv, default python3), PORT (web server, default 8000),
 # REDIS_PORT (embedded Redis, default 6390), PYTEST_ARGS (e.g. PYTEST_ARGS="-x tests/training").
@@ -18,7 +19,7 @@ STAMP := $(VENV)/.requirements.installed
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint demo-model clean chromium
+.PHONY: run test venv lint demo-model clean distclean chromium
 
 run: venv
 	@$(PY) scripts/run_dev.py
@@ -64,5 +65,8 @@ demo-model: venv
 	$(PY) -c 'from training.demo_model import prepare_demo; from training.models import cache_dir; prepare_demo(cache_dir() / "models")'
 
 clean:
-	rm -rf var .pytest_cache .ruff_cache
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache var/screenshots var/redis var/staticfiles
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) var
