@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -69,6 +69,15 @@ class Supervisor(threading.Thread):
 
 
 _supervisor: Supervisor | None = None
+
+
+@worker_init.connect
+def preload_training(**kwargs) -> None:
+    """Import torch, transformers and TRL once in the main process: every run gets a fresh pool process
+    (max_tasks_per_child=1), forked with them loaded, instead of spending seconds importing them. Importing
+    does not initialise CUDA, so the forked processes can still use the GPU."""
+    if settings.PTLAB_PRELOAD_TRAINING:
+        import training.runner  # noqa: F401
 
 
 @worker_ready.connect
