@@ -24,3 +24,17 @@
   form.addEventListener("change", update);
   update();
 })();
+
+// A method's blank "Steps" means the experiment's steps: show that number as the placeholder.
+(function () {
+  "use strict";
+  var steps = document.getElementById("id_max_steps");
+  if (!steps) return;
+  function mirror() {
+    document.querySelectorAll("input[data-steps-override]").forEach(function (input) {
+      input.placeholder = steps.value;
+    });
+  }
+  steps.addEventListener("input", mirror);
+  mirror();
+})();

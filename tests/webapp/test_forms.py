@@ -123,6 +123,15 @@ def test_malformed_jsonl_upload_shows_the_line(alice_client):
     assert not Experiment.objects.exists()
 
 
+def test_all_errors_show_at_once(alice_client):
+    bad = '{"prompt": "a", "completion": "b"}\n{"prompt": "c" "completion": "d"}\n'
+    response = alice_client.post(NEW, form_data(task="upload", dataset=jsonl(bad), **{"dpo-beta": "1000",
+                                                "sft-learning_rate": "x"}))
+    assert "Line 2: not valid JSON" in field_errors(response, "dataset")
+    assert "must be between" in field_errors(response, "dpo-beta")
+    assert "Enter a number" in field_errors(response, "sft-learning_rate")
+
+
 def test_jsonl_with_wrong_keys(alice_client):
     text = '{"prompt": "a", "completion": "b"}\n{"question": "c"}\n'
     response = alice_client.post(NEW, form_data(task="upload", dataset=jsonl(text)))

@@ -49,13 +49,27 @@ def _base_spec(name: str) -> dict:
     return next(s for s in BaseConfig.field_specs() if s["name"] == name)
 
 
+ACRONYMS = {"lora": "LoRA", "kl": "KL", "ppo": "PPO", "r": "r"}
+
+
+def label_for(name: str) -> str:
+    words = [ACRONYMS.get(w, w) for w in name.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
+
+
+def default_text(value) -> str:
+    if isinstance(value, bool):
+        return " Default: on." if value else " Default: off."
+    return f" Default: {value}." if value != "" else ""
+
+
 def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
     """A form field for a config field. Bounds go to the HTML only: the config is the judge."""
-    label = spec["name"].replace("_", " ").capitalize()
+    label = label_for(spec["name"])
     if override_steps:
-        return forms.IntegerField(label="Steps", required=False, widget=forms.NumberInput(attrs={"min": 1}),
-                                  help_text="Blank: the experiment's steps.")
-    help_text = f"{spec['help']} Default: {spec['default']}."
+        return forms.IntegerField(label="Steps", required=False, help_text="Blank: the experiment's steps.",
+                                  widget=forms.NumberInput(attrs={"min": 1, "data-steps-override": ""}))
+    help_text = spec["help"] + default_text(spec["default"])
     kind = spec["type"]
     if spec.get("choices"):
         return forms.ChoiceField(label=label, choices=[(c, c) for c in spec["choices"]], help_text=help_text)
@@ -101,6 +115,10 @@ class ExperimentForm(forms.Form):
     queue = forms.CharField(max_length=64, initial="train", validators=[queue_name_validator],
                             widget=forms.TextInput(attrs={"list": "queue-choices"}),
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
+
+    # The fields every run config is built from: with an error in one, no config can be checked.
+    COMMON_INPUTS = ("name", "base_model", "task", "methods", "seeds", "max_steps", "eval_every", "eval_prompts",
+                     "eval_samples", "max_new_tokens", "queue")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -148,16 +166,17 @@ class ExperimentForm(forms.Form):
         self._clean_dataset(data)
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
-        if self.errors:
-            return data  # the run configs need clean values
+        if any(name in self._errors for name in self.COMMON_INPUTS):
+            return data  # no run config can be built without them
         self.experiment = self._build(data, methods)
-        # An upload has been parsed already; its file is saved only with the experiment.
-        task = "arithmetic" if self.upload or self.experiment.dataset else None
+        # An upload is parsed already (and saved only with the experiment): validate with a built-in task.
+        task = "arithmetic" if data["task"] == UPLOAD else None
         for method in methods:
-            try:
-                from_dict(self.experiment.run_config(method, seed=data["seeds"] - 1, task=task))
-            except ConfigError as e:
-                self._config_error(method, e)
+            if not any(name.startswith(f"{method}-") for name in self._errors):
+                try:
+                    from_dict(self.experiment.run_config(method, seed=data["seeds"] - 1, task=task))
+                except ConfigError as e:
+                    self._config_error(method, e)
         return data
 
     def _clean_dataset(self, data: dict) -> None:
@@ -199,7 +218,7 @@ class ExperimentForm(forms.Form):
             task="" if data["task"] == UPLOAD else data["task"], methods=methods, seeds=data["seeds"],
             max_steps=data["max_steps"], eval_every=data["eval_every"], eval_prompts=data["eval_prompts"],
             eval_samples=data["eval_samples"], max_new_tokens=data["max_new_tokens"],
-            hyperparams=hyperparams, rl_from_sft=data["rl_from_sft"], queue=data["queue"])
+            hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"])
         if self.reused_dataset:
             exp.dataset.name = self.reused_dataset
         return exp

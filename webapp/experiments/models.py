@@ -231,7 +231,8 @@ class Run(models.Model):
     def status(self) -> dict:
         """What the experiment page polls for. Numbers only; the page escapes every string it shows."""
         return {
-            "id": self.pk, "state": self.state, "step": self.step, "total": self.total, "percent": self.percent,
+            "id": self.pk, "state": self.state, "step": self.step, "total": self.total or self.config.get("max_steps", 0),
+            "percent": self.percent,
             "eta_s": self.eta_s, "phase": self.phase, "attempts": self.attempts, "claimed_by": self.claimed_by,
             "stop_requested": self.stop_requested, "reward": self.latest_reward, "kl": self.latest_kl,
             "eval_step": self.eval_step,
@@ -304,6 +305,9 @@ class Worker(models.Model):
         return self.hostname
 
     @property
+    def heartbeat_age_s(self) -> float:
+        return max(0.0, (timezone.now() - self.last_heartbeat).total_seconds())
+
+    @property
     def is_alive(self) -> bool:
-        age = (timezone.now() - self.last_heartbeat).total_seconds()
-        return age <= settings.PTLAB_WORKER_STALE_SECONDS
+        return self.heartbeat_age_s <= settings.PTLAB_WORKER_STALE_SECONDS
