@@ -137,6 +137,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PTLAB_HEARTBEAT_SECONDS = env_float("PTLAB_HEARTBEAT_SECONDS", 10)  # run + worker heartbeats
 PTLAB_REAP_AFTER_SECONDS = env_float("PTLAB_REAP_AFTER_SECONDS", 60)  # a running run this silent is orphaned
 PTLAB_MAX_ATTEMPTS = int(env_float("PTLAB_MAX_ATTEMPTS", 3))  # starts of a run before it is failed
+PTLAB_RESEND_AFTER_SECONDS = env_float("PTLAB_RESEND_AFTER_SECONDS", 60)  # queued, no message: send again
 PTLAB_CANCEL_GRACE_SECONDS = env_float("PTLAB_CANCEL_GRACE_SECONDS", 60)  # clean stop, then kill
 PTLAB_PRELOAD_TRAINING = env_bool("PTLAB_PRELOAD_TRAINING", True)  # import torch/TRL before forking runs
 PTLAB_WORKER_STALE_SECONDS = env_float("PTLAB_WORKER_STALE_SECONDS", 3 * PTLAB_HEARTBEAT_SECONDS)

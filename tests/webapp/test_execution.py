@@ -264,3 +264,41 @@ def test_heartbeat_beats_for_run_and_worker(sft_then_dpo):
     run.refresh_from_db()
     assert (timezone.now() - run.heartbeat_at).total_seconds() < 5
     assert Worker.objects.get(hostname="w1@host").current_run_id == run.pk
+
+
+def test_a_worker_shutting_down_hands_its_run_back(sft_then_dpo, enqueued, django_capture_on_commit_callbacks):
+    sft, _ = sft_then_dpo
+    running(sft)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert actions.do_requeue_orphans("dead@host") == [sft.pk]
+    sft.refresh_from_db()
+    assert sft.state == State.QUEUED and "shut down" in sft.log and enqueued == [(sft.pk, "train")]
+
+
+@pytest.mark.parametrize("in_broker, age, resent", [(0, 120, True), (3, 120, False), (0, 10, False),
+                                                     (None, 120, False)])
+def test_lost_messages_are_sent_again(monkeypatch, settings, sft_then_dpo, enqueued,
+                                      django_capture_on_commit_callbacks, in_broker, age, resent):
+    settings.PTLAB_RESEND_AFTER_SECONDS = 60
+    monkeypatch.setattr(actions, "queue_lengths", lambda names: {n: in_broker for n in names})
+    sft, _ = sft_then_dpo
+    Run.objects.filter(pk=sft.pk).update(queued_at=timezone.now() - timezone.timedelta(seconds=age))
+    with django_capture_on_commit_callbacks(execute=True):
+        done = actions.do_resend_lost(["train"])
+    assert bool(done) == resent and (enqueued == [(sft.pk, "train")]) == resent
+    if resent:  # and not again at the next tick
+        assert actions.do_resend_lost(["train"]) == []
+
+
+def test_reap_command(monkeypatch, sft_then_dpo):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    monkeypatch.setattr(actions, "queue_lengths", lambda names: {})
+    sft, _ = sft_then_dpo
+    running(sft, silent_for=3600)
+    out = StringIO()
+    call_command("reap", stdout=out)
+    assert f"run #{sft.pk}: worker died" in out.getvalue()
+    assert Run.objects.get(pk=sft.pk).state == State.QUEUED

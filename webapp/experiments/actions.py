@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
+from webapp.experiments.broker import queue_lengths
 from webapp.experiments.models import Experiment, Run
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def enqueue(run: Run, queue: str) -> None:
     from webapp.experiments.tasks import train_run
 
     run_id = run.pk
+    Run.objects.filter(pk=run_id).update(queued_at=timezone.now())
     transaction.on_commit(lambda: train_run.apply_async((run_id,), queue=queue))
 
 
@@ -148,6 +150,40 @@ def do_reap(now=None) -> list[str]:
             done.append(f"run #{run.pk}: killed after the cancel grace period")
     for line in done:
         log.warning("reaper: %s", line)
+    return done
+
+
+def do_requeue_orphans(hostname: str) -> list[int]:
+    """A worker shutting down (its pool already stopped) hands back the run it held, at once: the next
+    worker resumes it from its last checkpoint without waiting for the reaper."""
+    requeued = []
+    for run in Run.objects.filter(state=State.RUNNING, claimed_by=hostname):
+        if _requeue(run, f"worker {hostname} shut down; requeued (resumes from the last checkpoint)"):
+            requeued.append(run.pk)
+    return requeued
+
+
+def do_resend_lost(queues: list[str], now=None) -> list[str]:
+    """Send again the messages of runs queued in the database for longer than PTLAB_RESEND_AFTER_SECONDS
+    while their queue in the broker is empty: the message was lost (Redis restarted without persistence,
+    a worker died between taking it and claiming the run). Duplicates would be harmless (the claim), but
+    a queue with messages waiting is left alone. Returns what it did, one line each."""
+    now = now or timezone.now()
+    lengths = queue_lengths(queues)
+    cutoff = now - timezone.timedelta(seconds=settings.PTLAB_RESEND_AFTER_SECONDS)
+    done = []
+    for queue in queues:
+        if lengths.get(queue) != 0:  # messages waiting, or a broker we cannot ask
+            continue
+        for run in Run.objects.filter(state=State.QUEUED, experiment__queue=queue, queued_at__lt=cutoff):
+            with transaction.atomic():
+                line = "its message was lost (broker restarted?): sent again"
+                if Run.objects.filter(pk=run.pk, state=State.QUEUED, queued_at=run.queued_at).update(
+                        log=run.with_log(line)):
+                    enqueue(run, queue)
+                    done.append(f"run #{run.pk}: {line}")
+    for line in done:
+        log.warning("resend: %s", line)
     return done
 
 

@@ -160,6 +160,7 @@ class Run(models.Model):
     claimed_by = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started it (claim token).")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When its message was last sent.")
     stop_requested = models.BooleanField(default=False)
     stop_requested_at = models.DateTimeField(null=True, blank=True)
     # Progress, written by the worker's sink.

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from webapp.experiments.actions import do_reap
+from webapp.experiments.actions import do_reap, do_requeue_orphans, do_resend_lost
 from webapp.experiments.models import Worker
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Supervisor(threading.Thread):
             Worker.objects.beat(self.hostname, gpu=self.gpu, gpu_memory_mb=self.gpu_memory_mb,
                                 queues=self.queues, pid=os.getpid())
             do_reap()
+            do_resend_lost(self.queues.split(","))
             Worker.objects.filter(last_heartbeat__lt=timezone.now() - FORGET_AFTER).delete()
         except Exception:  # keep supervising through a database or broker hiccup
             log.exception("worker supervisor tick failed")
@@ -94,5 +95,6 @@ def forget_worker(sender, **kwargs) -> None:
     if _supervisor is not None:
         _supervisor.stopping.set()
         _supervisor.join(timeout=5)
+        do_requeue_orphans(_supervisor.hostname)  # the pool has stopped: nothing of ours is still training
         Worker.objects.filter(hostname=_supervisor.hostname).delete()
         connection.close()

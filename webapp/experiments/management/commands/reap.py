@@ -1,4 +1,5 @@
-"""`manage.py reap`: requeue or fail runs whose worker died, kill runs that ignored a cancel.
+"""`manage.py reap`: requeue or fail runs whose worker died, kill runs that ignored a cancel, resend
+messages the broker lost.
 
 Workers do this themselves every heartbeat; this command is for cron, or when no worker is up."""
 
@@ -6,7 +7,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from webapp.experiments.actions import do_reap
+from webapp.experiments.actions import do_reap, do_resend_lost
+from webapp.experiments.models import Experiment
 
 
 class Command(BaseCommand):
@@ -17,7 +19,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, loop=None, **options):
         while True:
-            for line in do_reap():
+            queues = sorted({"train", *Experiment.objects.values_list("queue", flat=True).distinct()})
+            for line in do_reap() + do_resend_lost(queues):
                 self.stdout.write(line)
             if not loop:
                 return
