@@ -1,0 +1,127 @@
+"""Blind pairwise rating: who may rate an experiment, at which evaluation step, and the votes.
+
+A contestant is a run of the experiment (its key: the run id as a string) or the base model (key
+"base": the step-0 samples of a run that starts from the base model). An item is one eval prompt at one
+step, shown by two contestants; its key is (step, prompt_id, first, second) with first < second, so the
+same item is the same row whichever side each contestant was shown on. One vote per rater and item: a
+rater who meets an item again (a repeat) replaces their vote; the answer it replaced is kept in
+`previous_result`, which is how each rater's consistency is measured."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from webapp.experiments.models import Experiment
+
+BASE = "base"
+
+
+def raterable_experiments(user) -> models.QuerySet[Experiment]:
+    """Experiments `user` may rate: owned, or invited to."""
+    invited = Invitation.objects.filter(rater=user).values("experiment_id")
+    return Experiment.objects.filter(Q(owner=user) | Q(pk__in=invited))
+
+
+def leaderboard_experiments(user) -> models.QuerySet[Experiment]:
+    """Experiments whose leaderboard `user` may see: owned, shared with them (they see the runs anyway),
+    or invited to rate."""
+    invited = Invitation.objects.filter(rater=user).values("experiment_id")
+    return Experiment.objects.filter(Q(pk__in=Experiment.objects.visible_to(user).values("pk")) | Q(pk__in=invited))
+
+
+class Invitation(models.Model):
+    """`rater` may rate `experiment` and see its leaderboard (and nothing else of it)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="rating_invitations")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rating_invitations")
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["rater__username"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "rater"], name="invitation_once")]
+
+    def __str__(self) -> str:
+        return f"{self.rater} rates {self.experiment}"
+
+
+class RatingSetup(models.Model):
+    """The owner's choices for an experiment's rating. Absent: the defaults."""
+
+    experiment = models.OneToOneField(Experiment, on_delete=models.CASCADE, related_name="rating_setup")
+    step = models.PositiveIntegerField(null=True, blank=True,
+                                       help_text="Evaluation step whose samples are rated; empty: the last step "
+                                                 "with samples for every run.")
+    include_base = models.BooleanField(default=True,
+                                       help_text="The base model (step-0 samples) takes part as a contestant.")
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"rating setup of {self.experiment}"
+
+    @classmethod
+    def for_experiment(cls, experiment: Experiment) -> RatingSetup:
+        """The saved setup, or an unsaved one with the defaults."""
+        try:
+            return experiment.rating_setup
+        except cls.DoesNotExist:
+            return cls(experiment=experiment)
+
+
+class VoteQuerySet(models.QuerySet):
+    def at(self, experiment: Experiment, step: int) -> VoteQuerySet:
+        return self.filter(experiment=experiment, step=step)
+
+
+class Vote(models.Model):
+    class Outcome(models.TextChoices):
+        A = "a", "A is better"  # the left side
+        B = "b", "B is better"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both are bad"
+
+    # A vote's result whatever the sides: which of (first, second) was better.
+    FIRST, SECOND, TIE, BOTH_BAD = "first", "second", "tie", "both_bad"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="votes")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="votes")
+    step = models.PositiveIntegerField()
+    prompt_id = models.PositiveIntegerField()
+    first = models.CharField(max_length=20, help_text="Contestant key: a run id, or 'base'. first < second.")
+    second = models.CharField(max_length=20)
+    sample_index = models.PositiveIntegerField(default=0, help_text="Which completion of each contestant was shown.")
+    left_is_first = models.BooleanField(help_text="Whether `first` was shown on the left (as A).")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, help_text="As shown: a = left, b = right.")
+    previous_result = models.CharField(max_length=8, blank=True,
+                                       help_text="The result (first/second/tie/both_bad) this vote replaced.")
+    revisions = models.PositiveIntegerField(default=0, help_text="Times the rater voted on this item again.")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = VoteQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["updated", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "rater", "step", "prompt_id", "first", "second"],
+                                    name="vote_once_per_rater_and_item"),
+            models.CheckConstraint(condition=Q(first__lt=models.F("second")), name="vote_contestants_ordered"),
+        ]
+        indexes = [models.Index(fields=["experiment", "step", "first", "second"], name="vote_experiment_step_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.rater} on {self.first} vs {self.second} @ {self.step}/{self.prompt_id}: {self.outcome}"
+
+    @staticmethod
+    def result_of(outcome: str, left_is_first: bool) -> str:
+        if outcome == Vote.Outcome.A:
+            return Vote.FIRST if left_is_first else Vote.SECOND
+        if outcome == Vote.Outcome.B:
+            return Vote.SECOND if left_is_first else Vote.FIRST
+        return Vote.TIE if outcome == Vote.Outcome.TIE else Vote.BOTH_BAD
+
+    @property
+    def result(self) -> str:
+        return self.result_of(self.outcome, self.left_is_first)

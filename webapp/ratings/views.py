@@ -1,0 +1,183 @@
+"""Pages of the ratings app. Thin: access here, validation in forms, logic in arena/leaderboard/actions.
+
+Access: the owner and invited raters may rate; they and the users the experiment is shared with may see
+the leaderboard; only the owner invites and chooses the step. Anyone else gets 404."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.experiments.models import Experiment
+from webapp.ratings.actions import do_cast_vote, do_invite
+from webapp.ratings.arena import Arena, issue_token, redeem_token
+from webapp.ratings.forms import InviteForm, SetupForm
+from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
+from webapp.ratings.models import (
+    Invitation,
+    RatingSetup,
+    Vote,
+    leaderboard_experiments,
+    raterable_experiments,
+)
+
+
+def _get_experiment_to_rate(request: HttpRequest, pk: int) -> Experiment:
+    return get_object_or_404(raterable_experiments(request.user), pk=pk)
+
+
+def _get_experiment_for_leaderboard(request: HttpRequest, pk: int) -> Experiment:
+    return get_object_or_404(leaderboard_experiments(request.user).select_related("owner"), pk=pk)
+
+
+def _get_own_experiment(request: HttpRequest, pk: int) -> Experiment:
+    return get_object_or_404(Experiment.objects.filter(owner=request.user), pk=pk)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        raise Http404("No such step.") from None
+
+
+@login_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """The experiments this user may rate, with their own vote counts."""
+    experiments = (raterable_experiments(request.user).select_related("owner")
+                   .annotate(my_votes=Count("votes", filter=Q(votes__rater=request.user))))
+    return render(request, "ratings/index.html", {"experiments": experiments})
+
+
+@login_required
+@require_GET
+def rate(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_experiment_to_rate(request, pk)
+    arena = Arena(experiment)
+    return render(request, "ratings/rate.html", {
+        "experiment": experiment, "step": arena.step, "n_contestants": len(arena.contestants),
+        "progress": arena.progress(request.user) if arena.step is not None else None,
+        "outcomes": [(n + 1, value, label) for n, (value, label) in enumerate(Vote.Outcome.choices)],
+        "can_manage": experiment.is_owned_by(request.user),
+    })
+
+
+@never_cache
+@login_required
+@require_GET
+def next_item(request: HttpRequest, pk: int) -> JsonResponse:
+    """The next item to rate: texts by side and an opaque token; nothing about who wrote them."""
+    experiment = _get_experiment_to_rate(request, pk)
+    arena = Arena(experiment)
+    if arena.step is None or len(arena.contestants) < 2:
+        return JsonResponse({"done": True, "reason": "Nothing to rate yet: fewer than two models have samples."})
+    item = arena.next_item(request.user)
+    progress = arena.progress(request.user)
+    if item is None:
+        return JsonResponse({"done": True, "progress": progress,
+                             "reason": "You have rated every item at this step. Thank you!"})
+    texts = arena.texts(item)
+    return JsonResponse({"done": False, "token": issue_token(request.session, experiment.pk, item),
+                         "prompt": texts["prompt"], "a": texts["a"], "b": texts["b"], "progress": progress})
+
+
+@never_cache
+@login_required
+@require_POST
+def vote(request: HttpRequest, pk: int) -> JsonResponse:
+    """Cast a vote on the item a token stands for; the answer reveals who wrote which side."""
+    experiment = _get_experiment_to_rate(request, pk)
+    outcome = request.POST.get("outcome", "")
+    if outcome not in Vote.Outcome.values:
+        return JsonResponse({"error": "Unknown outcome."}, status=400)
+    item = redeem_token(request.session, experiment.pk, request.POST.get("token", ""))
+    arena = Arena(experiment, step=item.step if item else None)
+    if item is None or not arena.has(item):
+        return JsonResponse({"error": "This item has expired; here is another one."}, status=409)
+    do_cast_vote(experiment, request.user, item, outcome)
+    texts = arena.texts(item)
+    return JsonResponse({
+        "ok": True, "outcome": outcome,
+        "reveal": {"a": {"label": arena.label(item.left), "reward": texts["reward_a"]},
+                   "b": {"label": arena.label(item.right), "reward": texts["reward_b"]}},
+        "progress": arena.progress(request.user),
+    })
+
+
+@login_required
+@require_GET
+def leaderboard(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_experiment_for_leaderboard(request, pk)
+    step = _int_or_none(request.GET.get("step"))
+    both_bad = request.GET.get("both_bad", "tie")
+    context = leaderboard_context(experiment, step=step, both_bad=both_bad)
+    context.update({
+        "experiment": experiment, "both_bad_choices": BOTH_BAD_CHOICES.items(),
+        "can_rate": raterable_experiments(request.user).filter(pk=pk).exists(),
+        "can_manage": experiment.is_owned_by(request.user),
+        "can_see_experiment": Experiment.objects.visible_to(request.user).filter(pk=pk).exists(),
+    })
+    return render(request, "ratings/leaderboard.html", context)
+
+
+@login_required
+@require_GET
+def leaderboard_json(request: HttpRequest, pk: int) -> JsonResponse:
+    experiment = _get_experiment_for_leaderboard(request, pk)
+    board = build_leaderboard(experiment, step=_int_or_none(request.GET.get("step")),
+                              both_bad=request.GET.get("both_bad", "tie"))
+    return JsonResponse(as_json(board))
+
+
+@login_required
+def raters(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner's page: invite raters, remove them, choose the step and whether the base model plays."""
+    experiment = _get_own_experiment(request, pk)
+    arena = Arena(experiment)
+    setup = RatingSetup.for_experiment(experiment)
+    invite_form = InviteForm(experiment=experiment)
+    if request.method == "POST":
+        invite_form = InviteForm(request.POST, experiment=experiment)
+        if invite_form.is_valid():
+            do_invite(experiment, invite_form.user, by=request.user)
+            messages.success(request, f"Invited {invite_form.user.get_username()}.")
+            return redirect("ratings:raters", pk=experiment.pk)
+    invitations = (experiment.rating_invitations.select_related("rater")
+                   .annotate(n_votes=Count("rater__votes", filter=Q(rater__votes__experiment=experiment))))
+    return render(request, "ratings/raters.html", {
+        "experiment": experiment, "invite_form": invite_form, "invitations": invitations,
+        "setup_form": SetupForm(instance=setup, steps=arena.steps), "arena": arena,
+        "owner_votes": Vote.objects.filter(experiment=experiment, rater=request.user).count(),
+    })
+
+
+@login_required
+@require_POST
+def raters_setup(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_own_experiment(request, pk)
+    arena = Arena(experiment)
+    form = SetupForm(request.POST, instance=RatingSetup.for_experiment(experiment), steps=arena.steps)
+    if form.is_valid():
+        form.save()
+        messages.success(request, "Saved. Raters now see the chosen step.")
+    else:
+        messages.error(request, "Could not save: " + "; ".join(e for errs in form.errors.values() for e in errs))
+    return redirect("ratings:raters", pk=experiment.pk)
+
+
+@login_required
+@require_POST
+def raters_remove(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
+    """Withdraw an invitation. The rater's votes stay (they were cast in good faith)."""
+    experiment = _get_own_experiment(request, pk)
+    invitation = get_object_or_404(Invitation.objects.select_related("rater"), experiment=experiment, rater_id=user_id)
+    invitation.delete()
+    messages.info(request, f"{invitation.rater.get_username()} can no longer rate this experiment.")
+    return redirect(reverse("ratings:raters", args=[experiment.pk]))
