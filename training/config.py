@@ -92,6 +92,8 @@ class DPOConfig(BaseConfig):
     learning_rate: float = opt(2e-4, "Adam learning rate.", min=0.0, max=1.0)
     beta: float = opt(0.1, "DPO temperature: strength of the implicit KL constraint.", min=0.0, max=100.0)
     loss_type: str = opt("sigmoid", "DPO loss variant.", choices=("sigmoid", "ipo", "hinge"))
+    sft_weight: float = opt(0.0, "Weight of an added NLL loss on the chosen completions (RPO); 0 is plain DPO. "
+                            "Keeps DPO from pushing probability off both completions.", min=0.0, max=100.0)
 
 
 @dataclass

@@ -99,3 +99,13 @@ def test_reward_model_trains_and_reports_pairwise_accuracy(tmp_path, tiny_path):
     assert result.step == 3
     assert {"eval/accuracy", "eval/margin", "train/loss"} <= sink.keys()
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_classic_pipeline_reward_model_then_ppo_logs_proxy_and_gold(tmp_path):
+    run(from_dict({"method": "reward", **FAST}), MemorySink(), tmp_path / "rm")
+    sink = MemorySink()
+    cfg = from_dict({"method": "ppo", **FAST, "reward_model": str(tmp_path / "rm" / "model")})
+    run(cfg, sink, tmp_path / "ppo")
+    assert [s for s, _ in sink.series("eval/proxy_reward")] == [0, 2, 3]
+    assert [s for s, _ in sink.series("eval/reward")] == [0, 2, 3]  # gold, measured alongside
+    assert "train/objective/scores" in sink.keys()  # PPO optimised the reward model's scores

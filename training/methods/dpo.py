@@ -10,7 +10,10 @@ from training.methods.common import MethodContext, TrainResult, train_trl, trl_a
 
 def train(ctx: MethodContext) -> TrainResult:
     cfg = ctx.cfg
-    args = trl_args(trl.DPOConfig, ctx, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=512)
+    losses = {"loss_type": [cfg.loss_type]}
+    if cfg.sft_weight:
+        losses = {"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]}
+    args = trl_args(trl.DPOConfig, ctx, beta=cfg.beta, max_length=512, **losses)
     trainer = trl.DPOTrainer(model=ctx.model, ref_model=ctx.reference, args=args,
                              train_dataset=Dataset.from_list(ctx.task.dpo_rows()), processing_class=ctx.tokenizer)
     return train_trl(trainer, ctx)
