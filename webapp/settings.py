@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "webapp.experiments",
     "webapp.ratings",
+    "webapp.compare",
 ]
 
 MIDDLEWARE = [

@@ -8,4 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.ratings.urls")),
+    path("", include("webapp.compare.urls")),
 ]

@@ -1,0 +1,1 @@
+"""Comparison of runs: reward and KL curves, the reward-vs-KL frontier, method panels, summary, samples."""
