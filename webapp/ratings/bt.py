@@ -59,6 +59,8 @@ def fit_bt(wins: np.ndarray, games: np.ndarray, ridge: float = RIDGE, tol: float
         wins, games = wins[None], games[None]
     batch, n, _ = wins.shape
     theta = np.zeros((batch, n))
+    if n == 0:
+        return theta[0] if single else theta
     eye = np.eye(n)
     scored = wins.sum(axis=2)
     for _ in range(max_iter):

@@ -131,6 +131,9 @@ def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad:
 
     raters = _raters(rows, results)
     agreement = bt.agreement(((r[5], r[0], r[1]), r[4], result) for r, result in zip(rows, results, strict=True))
+    names = {d["user_id"]: d["name"] for d in raters}
+    for pair in agreement.by_pair:
+        pair["names"] = " & ".join(names.get(u, f"user #{u}") for u in pair["raters"])
     position = bt.position_bias(sum(r[2] == Vote.Outcome.A for r in rows), sum(r[2] == Vote.Outcome.B for r in rows))
 
     messages = []
@@ -206,7 +209,7 @@ def leaderboard_context(experiment: Experiment, step: int | None = None, both_ba
     """What `templates/ratings/_leaderboard.html` needs: {"ratings": Leaderboard, "ratings_figures": {...}}.
     The figures are Plotly JSON strings (heatmaps); the page loads plotly.min.js and js/leaderboard.js."""
     board = build_leaderboard(experiment, step=step, both_bad=both_bad, rounds=rounds)
-    context: dict = {"ratings": board}
+    context: dict = {"ratings": board, "tau_warn": bt.TAU_WARN}
     if figures:
         from webapp.ratings.figures import pair_votes_figure, win_rate_figure
 

@@ -64,10 +64,7 @@ class RatingSetup(models.Model):
     @classmethod
     def for_experiment(cls, experiment: Experiment) -> RatingSetup:
         """The saved setup, or an unsaved one with the defaults."""
-        try:
-            return experiment.rating_setup
-        except cls.DoesNotExist:
-            return cls(experiment=experiment)
+        return cls.objects.filter(experiment=experiment).first() or cls(experiment=experiment)
 
 
 class VoteQuerySet(models.QuerySet):
