@@ -50,7 +50,7 @@ def test_the_example_is_prefilled_and_valid(alice_client, enqueued, django_captu
     assert enqueued == [(sft.pk, "train")]  # only SFT; the others wait for it
     for run in runs:
         cfg = from_dict(run.config)  # every stored config is a valid training config
-        assert cfg.checkpoint_every == exp.eval_every and cfg.eval_prompts == 16
+        assert cfg.checkpoint_every == exp.eval_every and cfg.eval_prompts == 8
 
 
 def test_one_run_per_method_and_seed(alice_client, enqueued, django_capture_on_commit_callbacks):

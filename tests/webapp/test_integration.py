@@ -113,11 +113,11 @@ def database_url() -> str:
 class WorkerProcess:
     """`celery -A webapp worker` in its own process group, as the deployment runs it."""
 
-    def __init__(self, name: str, queue: str, broker_url: str, log_dir: Path):
+    def __init__(self, name: str, queue: str, broker_url: str, log_dir: Path, grace: float = 120):
         self.name, self.log_path = name, log_dir / f"worker-{name}.log"
         env = dict(os.environ, DATABASE_URL=database_url(), CELERY_BROKER_URL=broker_url,
                    DJANGO_SETTINGS_MODULE="webapp.settings", PTLAB_HEARTBEAT_SECONDS="1",
-                   PTLAB_REAP_AFTER_SECONDS="4", PTLAB_CANCEL_GRACE_SECONDS="120", HF_HUB_OFFLINE="1",
+                   PTLAB_REAP_AFTER_SECONDS="4", PTLAB_CANCEL_GRACE_SECONDS=str(grace), HF_HUB_OFFLINE="1",
                    PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", "1",
                "--prefetch-multiplier", "1", "-P", "prefork", "-n", f"{name}@%h", "-l", "INFO",
@@ -317,3 +317,29 @@ def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broke
         first.stop()
         if second:
             second.stop()
+
+
+def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, worker, broker, tmp_path):
+    """A stop request is read between steps; a long evaluation does not read it. After the grace period
+    the worker's supervisor kills the run's process (revoke with terminate) and the worker goes on."""
+    queue = f"itest-force-{uuid.uuid4().hex[:6]}"
+    force = WorkerProcess("force", queue, broker, tmp_path, grace=2)
+    try:
+        force.wait_ready()
+        exp = browser.create_experiment(
+            name="slow eval", methods=["sft"], rl_from_sft=None, queue=queue,
+            **{**SMALL, "eval_prompts": "1000", "eval_samples": "64", "max_new_tokens": "64"})
+        run = exp.runs.get()
+        wait_for(lambda: Run.objects.filter(pk=run.pk, phase="evaluating").exists(), WAIT, "the evaluation", force)
+        browser.post(reverse("experiments:run_cancel", args=[run.pk]), {})
+        wait_for(lambda: finished(exp), WAIT, "the run to be killed", force)
+        run.refresh_from_db()
+        assert run.state == State.CANCELLED and "killed after no clean stop within 2 s" in run.log
+        assert run.step == 0
+        assert f"Terminating {run.task_id} (9)" in force.tail(200)  # revoke(terminate=True, signal=SIGKILL)
+        killed = run.finished_at
+        wait_for(lambda: Worker.objects.filter(hostname__startswith="force@", last_heartbeat__gt=killed).exists(),
+                 60, "a heartbeat after the kill", force)
+        assert force.proc.poll() is None  # the worker itself lives on, with a fresh pool process
+    finally:
+        force.stop()

@@ -172,6 +172,17 @@ def run_data(runs: list[Run], with_series: bool = True) -> list[RunData]:
     return figures.style_runs(out)
 
 
+def _sample_steps(runs: list[Run]) -> dict[int, list[int]]:
+    """The evaluation steps with samples, per run (one query)."""
+    pairs = Sample.objects.filter(run_id__in=[r.pk for r in runs]).order_by().values_list("run_id", "step").distinct()
+    steps_of: dict[int, list[int]] = {}
+    for run_id, step in pairs:
+        steps_of.setdefault(run_id, []).append(step)
+    for steps in steps_of.values():
+        steps.sort()
+    return steps_of
+
+
 def _label(run: Run, several: bool) -> str:
     return f"{run.experiment.name} · {run.label}" if several else run.label
 
@@ -185,6 +196,7 @@ def figures_payload(runs: list[Run], x: str = "step", smoothing: float = 0.0) ->
         "x": x, "smoothing": smoothing, "active": any(r.active for r in data),
         "figures": figures.build_figures(data, x=x, smoothing=smoothing),
         "summary": figures.summary(data),
+        "sample_steps": sorted({s for steps in _sample_steps(runs).values() for s in steps}),
         "runs": [{"id": r.pk, "state": r.state, "step": r.step, "total": r.total or r.config.get("max_steps", 0)}
                  for r in runs],
     }
@@ -203,13 +215,7 @@ def samples_grid(runs: list[Run], step: int | None = None) -> dict:
     that starts from it) and one per run, at the evaluation `step` (default: the last). A run with no
     evaluation at that step shows its latest one before it. Two queries, whatever the number of runs.
     Completions are untrusted text: the template and the script both show them as text only."""
-    ids = [run.pk for run in runs]
-    pairs = Sample.objects.filter(run_id__in=ids).order_by().values_list("run_id", "step").distinct()
-    steps_of: dict[int, list[int]] = {}
-    for run_id, s in pairs:
-        steps_of.setdefault(run_id, []).append(s)
-    for s in steps_of.values():
-        s.sort()
+    steps_of = _sample_steps(runs)
     steps = sorted({s for ss in steps_of.values() for s in ss})
     if not steps:
         return {"steps": [], "step": None, "columns": [], "prompts": []}

@@ -290,13 +290,31 @@ def mean_band(curves: Sequence[tuple[Sequence[int], Sequence[float]]], max_point
         return None
     grid = sorted({x for xs, _ in curves for x in xs if start <= x <= end})
     grid = _thin(grid, max_points)
+    n = len(curves)
+    factor = t975(n - 1) / math.sqrt(n)
+    columns = [_interp_many(xs, ys, grid) for xs, ys in curves]
     mean, lo, hi = [], [], []
+    for values in zip(*columns, strict=True):
+        m = math.fsum(values) / n
+        half = factor * math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1))
+        mean.append(m)
+        lo.append(m - half)
+        hi.append(m + half)
+    return Band(grid, mean, lo, hi, n)
+
+
+def _interp_many(xs: Sequence[float], ys: Sequence[float], grid: Sequence[float]) -> list[float]:
+    """interp at each of the sorted `grid` points, all inside [xs[0], xs[-1]] (one pass)."""
+    out, i, last = [], 0, len(xs) - 1
     for x in grid:
-        est = mean_ci(interp(xs, ys, x) for xs, ys in curves)
-        mean.append(est.mean)
-        lo.append(est.lo)
-        hi.append(est.hi)
-    return Band(grid, mean, lo, hi, len(curves))
+        while i < last and xs[i + 1] <= x:
+            i += 1
+        if xs[i] == x or i == last:
+            out.append(ys[i])
+        else:
+            x0, x1 = xs[i], xs[i + 1]
+            out.append(ys[i] + (ys[i + 1] - ys[i]) * (x - x0) / (x1 - x0))
+    return out
 
 
 def _thin(xs: list, n: int) -> list:
@@ -352,6 +370,7 @@ class RunData:
     series: dict[str, SeriesData] = field(default_factory=dict)
     color: str = "#495057"
     dash: str = "solid"
+    _clock: tuple | None = field(default=None, init=False, repr=False)
 
     def get(self, *names: str) -> SeriesData:
         """The first of `names` this run logged (an empty series if none)."""
@@ -362,18 +381,21 @@ class RunData:
         return SeriesData()
 
     def clock(self) -> tuple[list[int], list[float]]:
-        """Step -> seconds since the run's first logged point, from every point kept of every series."""
-        pairs = sorted({(p[0], p[2]) for data in self.series.values() for p in data.points})
-        if not pairs:
-            return [], []
-        t0 = min(w for _, w in pairs)
-        steps, elapsed = [], []
-        for step, wall in pairs:
-            if steps and steps[-1] == step:
-                continue
-            steps.append(step)
-            elapsed.append(max(wall - t0, elapsed[-1] if elapsed else 0.0))  # monotonic
-        return steps, elapsed
+        """Step -> seconds since the run's first logged point, from the points kept of every series."""
+        if self._clock is None:
+            walls: dict[int, float] = {}
+            for data in self.series.values():
+                for step, _, wall in data.points:
+                    if wall < walls.get(step, math.inf):
+                        walls[step] = wall
+            steps = sorted(walls)
+            t0 = min(walls.values()) if walls else 0.0
+            elapsed, latest = [], 0.0
+            for step in steps:
+                latest = max(latest, walls[step] - t0)  # monotonic
+                elapsed.append(latest)
+            self._clock = (steps, elapsed)
+        return self._clock
 
     def tokens(self) -> tuple[list[int], list[float]]:
         """Step -> tokens seen (train/num_tokens, 0 at step 0); empty if the trainer does not count them."""
@@ -788,6 +810,11 @@ def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0) 
         fig = panel_figure(runs, panel, axis, weight)
         if fig is not None:
             out.append({"id": panel.id, "title": panel.title, "note": " / ".join(panel.keys), "figure": fig})
+    for item in out:
+        if not item["figure"]["data"]:
+            item["figure"]["layout"]["annotations"] = [{
+                "text": "No evaluations yet", "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5,
+                "y": 0.5, "font": {"size": 14, "color": "#98a2b3"}}]
     if missing_x:
         for item in out:
             if item["id"] != "frontier":

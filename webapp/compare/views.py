@@ -68,7 +68,7 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
         "experiment": experiment, "runs": runs, "summary": summary, "x": x, "smoothing": smoothing,
         "x_modes": figures.X_MODES.items(), "grid": data.samples_grid(runs, _step(request)),
         "warnings": data.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
-        "poll_ms": POLL_SECONDS * 1000, "active": any(r.is_active for r in runs), "picker": picker,
+        "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
         "chosen": {r.pk for r in runs}, "across_url": reverse("compare:runs") + (f"?run={ids}" if ids else ""),
         "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)),
     })

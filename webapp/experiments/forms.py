@@ -27,7 +27,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
     "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 40,
-    "eval_every": 10, "eval_prompts": 16, "eval_samples": 4, "max_new_tokens": 16, "rl_from_sft": True,
+    "eval_every": 10, "eval_prompts": 8, "eval_samples": 4, "max_new_tokens": 16, "rl_from_sft": True,
     "queue": "train", "sft-max_steps": 150,
 }
 

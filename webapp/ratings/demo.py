@@ -48,3 +48,36 @@ def make_demo_experiment(owner, *, name: str = "Rating demo", methods: tuple[str
                 Sample.objects.bulk_create(rows)
                 Metric.objects.bulk_create(metrics)
     return experiment
+
+
+def simulate_votes(experiment: Experiment, raters: list, votes: int, quality: dict[str, float] | None = None,
+                   seed: int = 0, noise: float = 1.0) -> int:
+    """Cast `votes` votes through the arena's own pair selection, as raters who prefer the contestant with
+    the higher `quality` (a log-strength; default: its eval/reward) with Bradley-Terry noise. Returns the
+    number of votes cast."""
+    import math
+
+    from webapp.ratings.actions import do_cast_vote
+    from webapp.ratings.arena import Arena
+
+    rng = random.Random(seed)
+    arena = Arena(experiment)
+    if quality is None:
+        quality = {k: 4.0 * (r or 0.0) for k, r in arena.rewards().items()}
+    cast = 0
+    for n in range(votes):
+        rater = raters[n % len(raters)]
+        item = arena.next_item(rater, rng)
+        if item is None:
+            continue
+        gap = (quality.get(item.first, 0.0) - quality.get(item.second, 0.0)) / noise
+        p_first = 1 / (1 + math.exp(-gap))
+        u = rng.random()
+        if u < 0.1:
+            outcome = "tie" if rng.random() < 0.7 else "both_bad"
+        else:
+            first_wins = rng.random() < p_first
+            outcome = "a" if first_wins == item.left_is_first else "b"
+        do_cast_vote(experiment, rater, item, outcome)
+        cast += 1
+    return cast
