@@ -401,3 +401,29 @@ def test_vote_query_count(exp, rater, django_assert_max_num_queries):
     token = next_item(client, exp)["token"]
     with django_assert_max_num_queries(20):
         assert cast(client, exp, token).status_code == 200
+
+
+def test_an_item_shown_before_the_owner_drops_its_contestant_expires(exp, rater):
+    arena = Arena(exp)
+    other = next(k for k in arena.contestants if k != BASE)
+    client = logged_in(rater)
+    session = client.session
+    token = issue_token(session, exp.pk, Item(arena.step, 0, 0, *sorted([BASE, other]), True))
+    session.save()
+    RatingSetup.objects.create(experiment=exp, include_base=False)
+    assert cast(client, exp, token).status_code == 409 and not Vote.objects.exists()
+
+
+def test_ratings_demo_command(alice, bob):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("ratings_demo", "alice", "--invite", "bob", "--votes", "30", "--hack", "grpo", stdout=out)
+    assert "/rate/" in out.getvalue()
+    exp = Experiment.objects.get(name="Rating demo")
+    assert Invitation.objects.filter(experiment=exp, rater=bob).exists()
+    assert 20 <= Vote.objects.filter(experiment=exp).count() <= 30
+    board = build_leaderboard(exp, rounds=50)
+    assert board.n_votes and len(board.raters) == 3

@@ -216,18 +216,24 @@ class Arena:
                     return Item(self.step, prompt_id, index, first, second, rng.random() < 0.5)
         return None
 
-    def texts(self, item: Item) -> dict:
-        """The prompt and the two completions of an item, by side, with their rewards."""
+    def texts(self, item: Item) -> dict | None:
+        """The prompt and the two completions of an item, by side, with their rewards; None when either
+        contestant no longer has that completion."""
+        if not self.has(item):
+            return None
         (run_a, step_a), (run_b, step_b) = self.sources[item.left], self.sources[item.right]
         rows = Sample.objects.filter(Q(run_id=run_a, step=step_a) | Q(run_id=run_b, step=step_b),
                                      prompt_id=item.prompt_id, index=item.index).values_list(
             "run_id", "step", "prompt", "completion", "reward")
         found = {(run_id, step): (prompt, completion, reward) for run_id, step, prompt, completion, reward in rows}
-        left, right = found[(run_a, step_a)], found[(run_b, step_b)]
+        left, right = found.get((run_a, step_a)), found.get((run_b, step_b))
+        if left is None or right is None:
+            return None
         return {"prompt": left[0], "a": left[1], "b": right[1], "reward_a": left[2], "reward_b": right[2]}
 
     def has(self, item: Item) -> bool:
-        return item.first in self.sources and item.second in self.sources and item.prompt_id in self.prompt_ids
+        """Both contestants still take part (the owner may have changed the setup since the item was shown)."""
+        return item.first in self.sources and item.second in self.sources
 
 
 # --- tokens --------------------------------------------------------------------------------------------

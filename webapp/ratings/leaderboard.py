@@ -58,7 +58,7 @@ class Leaderboard:
     agreement: bt.Agreement | None
     position: bt.PositionBias
     rank: bt.RankAgreement | None
-    rank_pairs: list[tuple[str, str]]  # inversions, as labels
+    rank_pairs: list[tuple[str, list[str]]]  # inversions, as labels: (ranked higher by the reward, [preferred by people])
     messages: list[str]
 
     @property
@@ -123,11 +123,15 @@ def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad:
     for row in rewarded:
         row.reward_rank = 1 + sum(other.reward > row.reward for other in rewarded)
     rank = None
-    rank_pairs: list[tuple[str, str]] = []
+    rank_pairs: list[tuple[str, list[str]]] = []
     if len(rewarded) >= 2:
         rank = bt.rank_agreement([r.theta for r in rewarded], [_theta(r.low) for r in rewarded],
                                  [_theta(r.high) for r in rewarded], [r.reward for r in rewarded])
-        rank_pairs = [(rewarded[a].label, rewarded[b].label) for a, b in rank.inversions]
+        for a, b in sorted(rank.inversions):  # grouped: (the reward's favourite, [those people prefer to it])
+            if rank_pairs and rank_pairs[-1][0] == rewarded[a].label:
+                rank_pairs[-1][1].append(rewarded[b].label)
+            else:
+                rank_pairs.append((rewarded[a].label, [rewarded[b].label]))
 
     raters = _raters(rows, results)
     agreement = bt.agreement(((r[5], r[0], r[1]), r[4], result) for r, result in zip(rows, results, strict=True))

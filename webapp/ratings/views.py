@@ -98,11 +98,11 @@ def vote(request: HttpRequest, pk: int) -> JsonResponse:
     if outcome not in Vote.Outcome.values:
         return JsonResponse({"error": "Unknown outcome."}, status=400)
     item = redeem_token(request.session, experiment.pk, request.POST.get("token", ""))
-    arena = Arena(experiment, step=item.step if item else None)
-    if item is None or not arena.has(item):
+    arena = Arena(experiment, step=item.step) if item else None
+    texts = arena.texts(item) if arena else None
+    if texts is None:
         return JsonResponse({"error": "This item has expired; here is another one."}, status=409)
     do_cast_vote(experiment, request.user, item, outcome)
-    texts = arena.texts(item)
     return JsonResponse({
         "ok": True, "outcome": outcome,
         "reveal": {"a": {"label": arena.label(item.left), "reward": texts["reward_a"]},
