@@ -61,6 +61,7 @@
       plot.id = "plot-" + item.id;
       card.appendChild(plot);
     }
+    card.classList.toggle("wide", !!item.wide);
     if (charts.children[index] !== card) charts.insertBefore(card, charts.children[index] || null);
     var note = card.querySelector(".chart-note");
     var text = item.note;

@@ -483,7 +483,7 @@ def run_summary(run: RunData) -> RunSummary:
 
 SUMMARY_COLUMNS = (  # (key, heading, digits)
     ("reward", "Final eval/reward", 3), ("kl", "Final eval/kl (nats)", 3), ("per_nat", "Reward gained per nat", 3),
-    ("steps_per_s", "Steps/s", 3), ("tokens", "Tokens", 3), ("wall_s", "Wall time (s)", 3),
+    ("steps_per_s", "Steps/s", 2), ("tokens", "Tokens", 0), ("wall_s", "Wall time (s)", 1),
 )
 
 
@@ -516,10 +516,12 @@ def summary(runs: list[RunData]) -> dict:
 def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "–"
-    if x != 0 and (abs(x) >= 10 ** 6 or abs(x) < 10 ** -digits):
-        return f"{x:.{digits}g}"
+    if x != 0 and abs(x) >= 1e6:
+        return f"{x:.3g}"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
+    if x != 0 and abs(x) < 10 ** -digits:
+        return f"{x:.2g}"
     return f"{x:.{digits}f}"
 
 
@@ -606,11 +608,12 @@ def _layout(xtitle: str, ytitle: str, **extra) -> dict:
     axis = {"gridcolor": "#eef0f3", "zeroline": False, "linecolor": "#c9ced6", "ticks": "outside",
             "tickcolor": "#c9ced6", "automargin": True}
     layout = {
-        "height": 340, "margin": {"l": 56, "r": 16, "t": 12, "b": 8},
+        "height": 360, "margin": {"l": 56, "r": 8, "t": 12, "b": 8},
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12, "color": "#1d2330"},
         "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff", "hovermode": "closest",
         "xaxis": {**axis, "title": {"text": xtitle}}, "yaxis": {**axis, "title": {"text": ytitle}},
-        "legend": {"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "font": {"size": 11}},
+        # On the right: below the plot, a long legend collides with the x axis title.
+        "legend": {"x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top", "font": {"size": 11}, "tracegroupgap": 2},
         "hoverlabel": {"namelength": -1},
     }
     layout.update(extra)
@@ -665,11 +668,11 @@ def _band_traces(members: list[RunData], b: Band, ylabel: str, axis: _Axis) -> l
     color = METHOD_COLORS.get(first.method, first.color)
     xs = axis.mean_of(members, b.steps)
     group = f"mean-{first.group}"
-    label = html.escape(f"{first.group_label}: mean of {b.n} seeds ± 95% CI")
+    label = html.escape(f"{first.group_label} mean ± 95% CI ({b.n} seeds)")
     hover = (f"<b>{label}</b><br>step %{{customdata[0]}}<br>{html.escape(ylabel)} %{{y:.4g}}"
              f"<br>95% CI %{{customdata[1]:.4g}} to %{{customdata[2]:.4g}}<extra></extra>")
     return [
-        {"type": "scatter", "x": xs + xs[::-1], "y": r6s(b.hi + b.lo[::-1]), "fill": "toself",
+        {"type": "scatter", "mode": "lines", "x": xs + xs[::-1], "y": r6s(b.hi + b.lo[::-1]), "fill": "toself",
          "fillcolor": _rgba(color, 0.16), "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False,
          "legendgroup": group, "uid": f"band-{first.group}", "meta": {"kind": "band", "group": first.group}},
         {"type": "scatter", "mode": "lines", "x": xs, "y": r6s(b.mean), "name": label,
@@ -784,6 +787,7 @@ def panel_figure(runs: list[RunData], panel: Panel, axis: _Axis, weight: float) 
     return _figure(traces, _layout(axis.title, panel.ytitle))
 
 
+WIDE = {"reward", "kl", "frontier"}  # charts drawn across the page (more runs, more legend)
 CHARTS = (  # (id, title, note) of the fixed charts, in page order
     ("reward", "Gold reward", "eval/reward on the held-out prompts; seeds' mean with a 95% band"),
     ("kl", "KL from the reference", "eval/kl: Monte-Carlo KL(policy ‖ reference), nats per sequence"),
@@ -805,11 +809,12 @@ def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0) 
                      ("frontier", frontier_figure(runs)), ("proxy", proxy_figure(runs, axis, weight))):
         if fig is not None and (cid in ("reward", "kl", "frontier") or fig["data"]):
             title, note = notes[cid]
-            out.append({"id": cid, "title": title, "note": note, "figure": fig})
+            out.append({"id": cid, "title": title, "note": note, "figure": fig, "wide": cid in WIDE})
     for panel in PANELS:
         fig = panel_figure(runs, panel, axis, weight)
         if fig is not None:
-            out.append({"id": panel.id, "title": panel.title, "note": " / ".join(panel.keys), "figure": fig})
+            out.append({"id": panel.id, "title": panel.title, "note": " / ".join(panel.keys), "figure": fig,
+                        "wide": False})
     for item in out:
         if not item["figure"]["data"]:
             item["figure"]["layout"]["annotations"] = [{
