@@ -91,9 +91,10 @@ def redis_url(tmp_path_factory):
     _stop_group(proc, grace=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def broker(redis_url):
-    """Point this process's Celery app (the live server enqueues through it) at the test Redis."""
+    """Point this process's Celery app (the live server enqueues through it) at the test Redis, and
+    put everything back afterwards: tests of other modules must not publish to our Redis database."""
     from django.conf import settings
 
     from webapp.celery import app
@@ -171,7 +172,7 @@ def celery_worker(live_server, broker, artifact_root, tmp_path):
         print(log_path.read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         message = f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` to run the browser tests"
