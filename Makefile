@@ -44,7 +44,8 @@ $(STAMP): requirements.txt
 	else \
 	  echo "Installing requirements.txt into $(VENV) (first time: a few minutes)"; \
 	  set -o pipefail; \
-	  $(PY) -m pip install --disable-pip-version-check -r requirements.txt | grep -v '^Requirement already satisfied' \
+	  $(PY) -m pip install --disable-pip-version-check -r requirements.txt 2>&1 \
+	    | { grep -v -e '^Requirement already satisfied' -e "^WARNING: Location 'file:" || true; } \
 	    && cp requirements.txt $(STAMP); \
 	fi
 
