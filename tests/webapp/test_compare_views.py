@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from webapp.compare import data
 from webapp.compare.demo import fill_experiment, fill_run
-from webapp.compare.figures import as_go
+from webapp.compare.figures import Series, as_go
 from webapp.experiments.models import Metric, Run, Sample
 
 pytestmark = pytest.mark.django_db
@@ -337,3 +337,24 @@ def test_query_count_does_not_grow_with_runs(client, alice, make_experiment, dja
     two = count_queries(client, reverse("compare:runs") + f"?run={ids[0]},{ids[-1]}")
     ten = count_queries(client, reverse("compare:runs") + "?run=" + ",".join(map(str, ids)))
     assert two == ten
+
+
+def test_a_failed_read_leaves_no_partial_series(alice, make_experiment, monkeypatch):
+    exp = make_experiment(alice, methods=["dpo"])
+    fill_experiment(exp, steps=40, eval_every=10)
+    runs = data.experiment_runs(exp)
+    original, calls = Series.add, []
+
+    def flaky(self, *args):
+        calls.append(1)
+        if len(calls) == 50:
+            raise RuntimeError("connection lost")
+        return original(self, *args)
+
+    monkeypatch.setattr(Series, "add", flaky)
+    with pytest.raises(RuntimeError):
+        data.load_series(runs)
+    monkeypatch.setattr(Series, "add", original)
+    series = data.load_series(runs)[runs[0].pk]
+    assert [p[0] for p in series["eval/reward"].points] == [0, 10, 20, 30, 40]
+    assert [p[0] for p in series["train/loss"].points] == list(range(1, 41))

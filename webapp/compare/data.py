@@ -38,7 +38,7 @@ def _order(run: Run) -> tuple:
 
 def experiment_runs(experiment: Experiment) -> list[Run]:
     """The runs of one experiment, by method (in the app's order) and seed."""
-    runs = list(experiment.runs.select_related("experiment"))
+    runs = list(experiment.runs.all())
     for run in runs:
         run.experiment = experiment  # one object: no per-run access to its experiment's columns
     return sorted(runs, key=_order)
@@ -83,8 +83,9 @@ _cache_lock = threading.Lock()
 
 
 def cache_size() -> int:
-    """Runs kept (a run's entry holds at most ~500 points per series)."""
-    return getattr(settings, "PTLAB_COMPARE_CACHE_RUNS", 256)
+    """Runs kept. An entry holds at most ~500 points per series: under 1 MB for a run of thousands
+    of steps logging every panel's metrics, a few kB for a short one."""
+    return getattr(settings, "PTLAB_COMPARE_CACHE_RUNS", 64)
 
 
 def clear_cache() -> None:
@@ -119,7 +120,13 @@ def load_series(runs: list[Run]) -> dict[int, dict[str, figures.SeriesData]]:
             held.append(entries[run.pk])
         fetch = [run for run in fetch if not entries[run.pk].frozen]
         if fetch:
-            _apply_new_rows(fetch, entries)
+            try:
+                _apply_new_rows(fetch, entries)
+            except BaseException:
+                for run in fetch:  # rows arrive in no particular order: a partial read starts afresh
+                    entry = entries[run.pk]
+                    entry.series, entry.last_id, entry.frozen = {}, 0, False
+                raise
     finally:
         for entry in held:
             entry.lock.release()

@@ -351,7 +351,7 @@ def reward_per_nat(reward_start: float | None, reward_end: float | None, kl_end:
 
 METHOD_COLORS = {"sft": "#7048e8", "dpo": "#1c7ed6", "ppo": "#e8590c", "grpo": "#2f9e44", "rloo": "#c2255c"}
 OTHER_COLORS = ("#0c8599", "#5c940d", "#862e9c", "#d9480f", "#364fc7")
-DASHES = ("solid", "dot", "dash", "longdash", "dashdot")
+DASHES = ("solid", "dash", "dot", "longdash", "dashdot")
 
 
 @dataclass
@@ -409,9 +409,14 @@ class RunData:
 
 
 def style_runs(runs: list[RunData]) -> list[RunData]:
-    """A colour per method (lighter for later seeds), a dash per experiment."""
+    """A colour per method (lighter for later seeds); a dash per experiment where one method comes from
+    several experiments (else every line is solid: dotted noisy lines read badly)."""
     seen_in_group: dict[str, int] = {}
     others: dict[str, str] = {}
+    experiments_of: dict[str, set[int]] = {}
+    for run in runs:
+        experiments_of.setdefault(run.method, set()).add(run.experiment)
+    dashed = any(len(e) > 1 for e in experiments_of.values())
     for run in runs:
         base = METHOD_COLORS.get(run.method)
         if base is None:
@@ -419,7 +424,7 @@ def style_runs(runs: list[RunData]) -> list[RunData]:
         k = seen_in_group.get(run.group, 0)
         seen_in_group[run.group] = k + 1
         run.color = _lighten(base, min(0.55, 0.18 * k))
-        run.dash = DASHES[run.experiment % len(DASHES)]
+        run.dash = DASHES[run.experiment % len(DASHES)] if dashed else "solid"
     return runs
 
 
