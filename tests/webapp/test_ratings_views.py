@@ -52,19 +52,21 @@ def cast(client, exp, token, outcome="a"):
     return client.post(reverse("ratings:vote", args=[exp.pk]), {"token": token, "outcome": outcome})
 
 
-def identities(exp) -> list[str]:
-    """Strings that would tell who wrote a completion: run labels, ids, methods, seeds."""
-    out = []
+def identities(exp) -> list[re.Pattern]:
+    """What would tell who wrote a completion: run labels and ids, methods, seeds, the base model. Whole
+    words only: a method name may turn up inside a random token (CSRF, item) by chance."""
+    words = {"seed", "base model", *METHOD_LABELS}
+    patterns = [re.compile(rf"\b{re.escape(w)}\b", re.IGNORECASE) for w in words]
     for run in exp.runs.all():
-        out += [run.label, f"#{run.pk}", f"run {run.pk}", f'"{run.pk}"', METHOD_LABELS[run.method],
-                rf"\b{run.method}\b", "seed"]
-    return out + ["Base model", BASE]
+        patterns += [re.compile(re.escape(run.label)), re.compile(rf"#{run.pk}\b"),
+                     re.compile(rf"\brun[ _-]?{run.pk}\b", re.IGNORECASE), re.compile(rf'"{run.pk}"')]
+    return patterns
 
 
 def assert_blind(text: str, exp) -> None:
-    for needle in identities(exp):
-        pattern = needle if needle.startswith(r"\b") else re.escape(needle)
-        assert not re.search(pattern, text, flags=0 if needle.startswith(r"\b") else re.IGNORECASE), needle
+    for pattern in identities(exp):
+        match = pattern.search(text)
+        assert match is None, f"reveals {match.group(0)!r}: {text[max(0, match.start() - 60):match.end() + 60]}"
 
 
 # --- access ----------------------------------------------------------------------------------------------
