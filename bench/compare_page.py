@@ -139,21 +139,23 @@ def measure(repeat: int) -> dict:
         assert response.status_code == 200, (url, response.status_code)
         return elapsed, len(response.content), len(ctx.captured_queries)
 
-    def timed(url: str, cold: bool = False) -> dict:
+    def timed(url: str, cold: bool = False, rebuild: bool = False) -> dict:
         times, size, queries = [], 0, 0
         for _ in range(repeat):
-            if cold:
-                data.clear_cache()
+            if cold or rebuild:
+                data.clear_cache(series=cold)
             elapsed, size, queries = get(url)
             times.append(elapsed)
         return {"median_ms": round(1000 * statistics.median(times)), "min_ms": round(1000 * min(times)),
                 "max_ms": round(1000 * max(times)), "bytes": size, "queries": queries}
 
     out = {}
-    out["page, cold (first view: every metric row read)"] = timed(page, cold=True)
-    out["page, warm"] = timed(page)
+    out["page, cold (first view after a server start: every metric row read)"] = timed(page, cold=True)
+    out["page, warm (series cached)"] = timed(page)
     for x, smoothing in (("step", 0), ("step", 0.6), ("tokens", 0.6), ("wall", 0)):
-        out[f"data.json x={x} smoothing={smoothing}, warm"] = timed(f"{figs}?x={x}&smoothing={smoothing}")
+        url = f"{figs}?x={x}&smoothing={smoothing}"
+        out[f"data.json x={x} smoothing={smoothing}, series cached, figures rebuilt"] = timed(url, rebuild=True)
+        out[f"data.json x={x} smoothing={smoothing}, finished runs: bytes cached"] = timed(url)
     out["data.json, cold"] = timed(figs, cold=True)
     out["samples.json (last step), page's samples"] = timed(samples)
 

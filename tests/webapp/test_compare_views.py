@@ -358,3 +358,15 @@ def test_a_failed_read_leaves_no_partial_series(alice, make_experiment, monkeypa
     series = data.load_series(runs)[runs[0].pk]
     assert [p[0] for p in series["eval/reward"].points] == [0, 10, 20, 30, 40]
     assert [p[0] for p in series["train/loss"].points] == list(range(1, 41))
+
+
+def test_a_finished_comparison_is_sent_again_as_it_was(alice_client, alice, make_experiment):
+    exp = make_experiment(alice, methods=["dpo", "grpo"])
+    fill_experiment(exp, steps=20, eval_every=10)
+    url = reverse("compare:experiment_data", args=[exp.pk])
+    first = alice_client.get(url, {"x": "wall"}).content
+    with CaptureQueriesContext(connection) as ctx:
+        again = alice_client.get(url, {"x": "wall"}).content
+    assert again == first
+    assert not [q for q in ctx.captured_queries if "experiments_metric" in q["sql"] or "experiments_sample" in q["sql"]]
+    assert alice_client.get(url, {"x": "step"}).content != first  # another axis: other figures

@@ -11,6 +11,7 @@ run appends its rows in id order, so a per-run id watermark finds exactly the ne
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class _Entry:
 
 
 _cache: OrderedDict[tuple, _Entry] = OrderedDict()
+_payloads: OrderedDict[tuple, bytes] = OrderedDict()  # serialized figures of finished runs
+PAYLOADS = 16
 _cache_lock = threading.Lock()
 
 
@@ -88,9 +91,12 @@ def cache_size() -> int:
     return getattr(settings, "PTLAB_COMPARE_CACHE_RUNS", 64)
 
 
-def clear_cache() -> None:
+def clear_cache(series: bool = True) -> None:
+    """Forget the cached serialized figures and (unless `series` is false) the cached series."""
     with _cache_lock:
-        _cache.clear()
+        if series:
+            _cache.clear()
+        _payloads.clear()
 
 
 def _entry(run: Run) -> _Entry:
@@ -207,6 +213,26 @@ def figures_payload(runs: list[Run], x: str = "step", smoothing: float = 0.0) ->
         "runs": [{"id": r.pk, "state": r.state, "step": r.step, "total": r.total or r.config.get("max_steps", 0)}
                  for r in runs],
     }
+
+
+def figures_json(runs: list[Run], x: str = "step", smoothing: float = 0.0) -> bytes:
+    """figures_payload as JSON. When every run has finished nothing can change any more: the bytes
+    are kept (a few comparisons' worth) and sent again as they are."""
+    key = None
+    if runs and all(run.state in TERMINAL for run in runs):
+        key = (tuple((r.pk, r.created, r.attempts, r.state) for r in runs), x, smoothing)
+        with _cache_lock:
+            body = _payloads.get(key)
+            if body is not None:
+                _payloads.move_to_end(key)
+                return body
+    body = json.dumps(figures_payload(runs, x, smoothing), separators=(",", ":")).encode()
+    if key is not None:
+        with _cache_lock:
+            _payloads[key] = body
+            while len(_payloads) > PAYLOADS:
+                _payloads.popitem(last=False)
+    return body
 
 
 def summary_payload(runs: list[Run]) -> tuple[list[RunData], dict]:

@@ -59,6 +59,10 @@ def _json(payload: dict) -> JsonResponse:
     return JsonResponse(payload, json_dumps_params={"separators": (",", ":")})
 
 
+def _json_bytes(body: bytes) -> HttpResponse:
+    return HttpResponse(body, content_type="application/json")
+
+
 def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: str, samples_url: str,
           picker=None) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
@@ -88,11 +92,11 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def experiment_data(request: HttpRequest, pk: int) -> JsonResponse:
+def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
     """The figures and summary; polled by static/js/compare.js while runs train."""
     experiment = _get_experiment_for_user(request, pk)
     x, smoothing = _x_and_smoothing(request)
-    return _json(data.figures_payload(data.experiment_runs(experiment), x, smoothing))
+    return _json_bytes(data.figures_json(data.experiment_runs(experiment), x, smoothing))
 
 
 @login_required
@@ -116,9 +120,9 @@ def runs_compare(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def runs_data(request: HttpRequest) -> JsonResponse:
+def runs_data(request: HttpRequest) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
-    return _json(data.figures_payload(_picked_runs(request), x, smoothing))
+    return _json_bytes(data.figures_json(_picked_runs(request), x, smoothing))
 
 
 @login_required
