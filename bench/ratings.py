@@ -62,20 +62,22 @@ def bench_votes(n_votes: int) -> dict:
     client = Client()
     client.force_login(rater)
     client.get(f"/experiments/{exp.pk}/rate/")  # warm-up: templates, URL resolver
-    nexts, votes = [], []
+    nexts, votes, next_cpu, vote_cpu = [], [], [], []
     rng = random.Random(0)
     for _ in range(n_votes):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         item = client.get(f"/experiments/{exp.pk}/rate/next.json").json()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         response = client.post(f"/experiments/{exp.pk}/rate/vote.json",
                                {"token": item["token"], "outcome": rng.choice(["a", "b", "tie", "both_bad"])})
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         assert response.status_code == 200, response.content
         nexts.append(t1 - t0)
         votes.append(t2 - t1)
+        next_cpu.append(c1 - c0)
+        vote_cpu.append(c2 - c1)
     return {"rows": Vote.objects.filter(experiment=exp).count(), "next": nexts, "vote": votes,
-            "contestants": exp.runs.count() + 1}
+            "next_cpu": next_cpu, "vote_cpu": vote_cpu, "contestants": exp.runs.count() + 1}
 
 
 def bench_leaderboard(n_votes: int, repeat: int) -> dict:
@@ -116,19 +118,20 @@ def bench_leaderboard(n_votes: int, repeat: int) -> dict:
     client = Client()
     client.force_login(owner)
     client.get(f"/experiments/{exp.pk}/leaderboard/")  # warm-up (imports plotly, compiles templates)
-    data, context, page = [], [], []
+    data, context, page, page_cpu = [], [], [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
         board = build_leaderboard(exp, rounds=1000)
         t1 = time.perf_counter()
         leaderboard_context(exp, rounds=1000)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         response = client.get(f"/experiments/{exp.pk}/leaderboard/")
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         assert response.status_code == 200 and board.n_votes == n_votes
         data.append(t1 - t0)
         context.append(t2 - t1)
         page.append(t3 - t2)
+        page_cpu.append(c3 - c2)
     from webapp.ratings import bt
 
     i = [rng.randrange(10) for _ in range(n_votes)]
@@ -139,7 +142,7 @@ def bench_leaderboard(n_votes: int, repeat: int) -> dict:
         t0 = time.perf_counter()
         bt.bradley_terry(10, i, j, s, rounds=1000)
         pure.append(time.perf_counter() - t0)
-    return {"data": data, "context": context, "page": page, "pure": pure, "bytes": len(response.content),
+    return {"data": data, "context": context, "page": page, "page_cpu": page_cpu, "pure": pure, "bytes": len(response.content),
             "order": [r.label for r in board.rows[:3]]}
 
 
@@ -155,13 +158,16 @@ def main() -> None:
 
     print(f"database: {connection.vendor}; load: {os.getloadavg()}")
     v = bench_votes(args.votes)
-    print(f"vote (POST vote.json), {args.votes} votes, {v['contestants']} contestants x 16 prompts: {ms(v['vote'])}")
-    print(f"next item (GET next.json): {ms(v['next'])}")
+    print(f"vote (POST vote.json), {args.votes} votes, {v['contestants']} contestants x 16 prompts:")
+    print(f"  wall: {ms(v['vote'])}")
+    print(f"  CPU of this process (what the shared machine's load does not inflate): {ms(v['vote_cpu'])}")
+    print(f"next item (GET next.json): wall {ms(v['next'])}; CPU {ms(v['next_cpu'])}")
     b = bench_leaderboard(args.board_votes, args.repeat)
     print(f"leaderboard, {args.board_votes} votes x 10 runs, 1,000 bootstrap rounds ({args.repeat} times):")
     print(f"  data step (build_leaderboard):        {ms(b['data'])}")
     print(f"  with figures (leaderboard_context):   {ms(b['context'])}")
     print(f"  whole page (GET leaderboard/):        {ms(b['page'])}, {b['bytes'] / 1024:.0f} KiB")
+    print(f"  whole page, CPU (numpy may use 2 threads): {ms(b['page_cpu'])}")
     print(f"  Bradley-Terry + bootstrap alone (bt): {ms(b['pure'])}")
     print(f"  top 3: {b['order']}")
     print(f"load after: {os.getloadavg()}")
