@@ -370,3 +370,18 @@ def test_a_finished_comparison_is_sent_again_as_it_was(alice_client, alice, make
     assert again == first
     assert not [q for q in ctx.captured_queries if "experiments_metric" in q["sql"] or "experiments_sample" in q["sql"]]
     assert alice_client.get(url, {"x": "step"}).content != first  # another axis: other figures
+
+
+# --- the human-rating leaderboard (issue 5, item 4) --------------------------------------------------
+
+
+def test_compare_page_shows_the_rating_leaderboard(alice_client, alice, bob):
+    from webapp.ratings.demo import make_demo_experiment, simulate_votes
+
+    exp = make_demo_experiment(alice, prompts=4, samples=1)
+    simulate_votes(exp, [alice], 12)
+    page = alice_client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="ratings-board"' in page and "ratings-fig-win-rate" in page
+    assert "js/leaderboard.js" in page and "css/ratings.css" in page
+    assert reverse("ratings:index") in page  # the Rating link in the navigation
+    assert 'id="ratings-board"' not in alice_client.get(reverse("compare:runs")).content.decode()

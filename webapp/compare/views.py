@@ -15,6 +15,8 @@ from django.views.decorators.http import require_GET
 from webapp.compare import data, figures
 from webapp.experiments.models import Run
 from webapp.experiments.views import _get_experiment_for_user
+from webapp.ratings.leaderboard import leaderboard_context
+from webapp.ratings.models import leaderboard_experiments
 
 POLL_SECONDS = 3
 MAX_RUNS = 40  # runs in one comparison across experiments
@@ -68,7 +70,10 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
     x, smoothing = _x_and_smoothing(request)
     _, summary = data.summary_payload(runs)
     ids = ",".join(str(r.pk) for r in runs)
-    return render(request, "compare/compare.html", {
+    context = {}
+    if experiment is not None and runs and leaderboard_experiments(request.user).filter(pk=experiment.pk).exists():
+        context.update(leaderboard_context(experiment))  # issue 5: the human ranking beside the curves
+    return render(request, "compare/compare.html", context | {
         "experiment": experiment, "runs": runs, "summary": summary, "x": x, "smoothing": smoothing,
         "x_modes": figures.X_MODES.items(), "grid": data.samples_grid(runs, _step(request)),
         "warnings": data.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
