@@ -291,32 +291,34 @@ def test_cancel_a_running_run(browser, worker, queue):
 
 def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broker, tmp_path):
     queue = f"itest-kill-{uuid.uuid4().hex[:6]}"
-    first = WorkerProcess("first", queue, broker, tmp_path)
-    second = None
+    # Two workers on a queue of their own, started together: one takes the run and is killed with -9.
+    pair = [WorkerProcess(name, queue, broker, tmp_path) for name in ("one", "two")]
     try:
-        first.wait_ready()
+        for w in pair:
+            w.wait_ready()
         exp = browser.create_experiment(name="kill -9", methods=["sft"], rl_from_sft=None, queue=queue,
                                         **{**SMALL, "sft-max_steps": "16", "eval_every": "4"})
         run = exp.runs.get()
         checkpoint = Path(run.out_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
         wait_for(lambda: checkpoint.is_file() and Run.objects.get(pk=run.pk).step >= 5, WAIT,
-                 "a checkpoint and a step past it", first)
-        first.kill9()
+                 "a checkpoint and a step past it", *pair)
+        run.refresh_from_db()
+        victim = next(w for w in pair if run.claimed_by.startswith(f"{w.name}@"))
+        other = next(w for w in pair if w is not victim)
+        victim.kill9()
         killed_at = Run.objects.get(pk=run.pk).step
-        second = WorkerProcess("second", queue, broker, tmp_path)
-        wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", first, second, worker)
+        wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", *pair, worker)
         run.refresh_from_db()
         assert run.state == State.SUCCEEDED, run.error
-        assert run.attempts == 2 and run.claimed_by.startswith("second@")
-        assert "worker died: first@" in run.log and "resuming from the checkpoint at step" in run.log
+        assert run.attempts == 2 and run.claimed_by.startswith(f"{other.name}@")
+        assert f"worker died: {victim.name}@" in run.log and "resuming from the checkpoint at step" in run.log
         assert killed_at < 16
         assert_no_duplicate_points(run)
         assert steps_of(run, "train/loss") == list(range(1, 17))
         assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
     finally:
-        first.stop()
-        if second:
-            second.stop()
+        for w in pair:
+            w.stop()
 
 
 def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, worker, broker, tmp_path):
