@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.ratings.urls")),
     path("", include("webapp.compare.urls")),
+    path("", include("webapp.api.urls")),
 ]

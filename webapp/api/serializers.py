@@ -1,0 +1,44 @@
+"""Plain dicts of the models, as the API sends them (their shapes are in schema.py)."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from webapp.experiments.models import Experiment, Run, Sample
+
+
+def _iso(dt) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
+    data = {
+        "id": e.pk, "name": e.name, "owner": e.owner.get_username(), "base_model": e.base_model,
+        "task": e.task_label, "methods": list(e.methods), "seeds": e.seeds, "max_steps": e.max_steps,
+        "eval_every": e.eval_every, "eval_prompts": e.eval_prompts, "eval_samples": e.eval_samples,
+        "max_new_tokens": e.max_new_tokens, "hyperparams": e.hyperparams, "rl_from_sft": e.rl_from_sft,
+        "queue": e.queue, "created": _iso(e.created), "state": e.state,
+        "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
+    }
+    if runs is not None:
+        data["runs"] = [run_data(r) for r in runs]
+    return data
+
+
+def run_data(r: Run) -> dict:
+    status = r.status()
+    return {
+        "id": r.pk, "experiment": r.experiment_id, "method": r.method, "seed": r.seed, "label": r.label,
+        "state": r.state, "active": r.is_active, "step": status["step"], "total": status["total"],
+        "percent": r.percent, "eta_s": r.eta_s, "phase": r.phase, "attempts": r.attempts,
+        "stop_requested": r.stop_requested, "depends_on": r.depends_on_id,
+        "latest": {"reward": r.latest_reward, "kl": r.latest_kl, "step": r.eval_step},
+        "error": r.error, "log": r.log_tail(), "config": r.config,
+        "created": _iso(r.created), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+        "url": r.get_absolute_url(), "api_url": reverse("api:run", args=[r.pk]),
+    }
+
+
+def sample_data(s: Sample) -> dict:
+    return {"step": s.step, "prompt_id": s.prompt_id, "index": s.index, "prompt": s.prompt,
+            "completion": s.completion, "reward": s.reward}
