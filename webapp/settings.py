@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "webapp.experiments",
     "webapp.ratings",
     "webapp.compare",
+    "webapp.reports",
     "webapp.api",
 ]
 

@@ -9,5 +9,6 @@ urlpatterns = [
     path("", include("webapp.experiments.urls")),
     path("", include("webapp.ratings.urls")),
     path("", include("webapp.compare.urls")),
+    path("", include("webapp.reports.urls")),
     path("", include("webapp.api.urls")),
 ]

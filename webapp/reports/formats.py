@@ -1,0 +1,230 @@
+"""The report's formats, each made from the document of `report.build_report`: JSON, CSV (metrics in
+long format; votes), Markdown, self-contained HTML (plotly.js inlined, interactive charts) and PDF (the
+same page printed by headless Chromium, charts as images)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.template.loader import render_to_string
+
+from webapp.compare import figures
+from webapp.compare.figures import RunData, Series
+from webapp.reports.report import config_table, metric_rows
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+METRIC_COLUMNS = ("experiment", "run", "method", "seed", "step", "name", "value")
+VOTE_COLUMNS = ("experiment", "rater", "step", "prompt_id", "first", "second", "sample_index", "left_is_first",
+                "outcome", "result", "previous_result", "revisions")
+
+
+def slug(doc: dict) -> str:
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in doc["experiment"]["name"]).strip("-")
+    return f"ptlab-{name or 'experiment'}"[:80]
+
+
+# --- JSON, CSV, Markdown -------------------------------------------------------------------------------
+
+
+def to_json(doc: dict) -> bytes:
+    return json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False).encode()
+
+
+def metrics_csv(doc: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    writer.writerows(("" if v is None else v for v in row) for row in metric_rows(doc))
+    return out.getvalue()
+
+
+def votes_csv(doc: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(VOTE_COLUMNS)
+    name = doc["experiment"]["name"]
+    for v in doc["votes"]:
+        writer.writerow([name, *(v[c] for c in VOTE_COLUMNS[1:])])
+    return out.getvalue()
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(doc: dict) -> str:
+    """A short summary to paste into a pull request or a paper draft: the methods and the leaderboard."""
+    e, summary = doc["experiment"], report_summary(doc)
+    lines = [f"### {_md(e['name'])}", "",
+             f"Model `{_md(e['base_model'])}`, task `{_md(e['task_label'])}`, {len(doc['runs'])} runs "
+             f"({', '.join(_md(m) for m in e['methods'])}; {e['seeds']} seed(s)), {e['max_steps']} steps, "
+             f"eval every {e['eval_every']} steps on {e['eval_prompts']} prompts.", ""]
+    heads = ["Method", "Runs", *(c["label"] for c in summary["columns"])]
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for g in summary["groups"]:
+        lines.append("| " + " | ".join([_md(g["label"]), str(g["runs"]), *(_md(c) for c in g["cells"])]) + " |")
+    lines += ["", "Mean ± 95% CI over seeds."]
+    board = doc["leaderboard"]
+    ranked = [r for r in board["rows"] if r["votes"]]
+    if ranked:
+        lines += ["", f"**Human rating** ({board['votes']} blind pairwise votes at step {board['step']}; "
+                      "Bradley-Terry, 95% bootstrap intervals)", "",
+                  "| Rank | Model | BT score | 95% interval | Win rate | Votes | eval/reward |", "|---|---|---|---|---|---|---|"]
+        for r in ranked:
+            reward = "–" if r["reward"] is None else f"{r['reward']:.3f}"
+            lines.append(f"| {r['rank']} | {_md(r['label'])} | {r['bt_score']:.0f} | {r['bt_low']:.0f} – "
+                         f"{r['bt_high']:.0f} | {r['win_rate']:.2f} | {r['votes']} | {reward} |")
+        if board["kendall_tau"] is not None:
+            warn = " ⚠ people and the reward disagree" if board["human_reward_disagree"] else ""
+            lines += ["", f"Kendall's τ (human ranking vs eval/reward): {board['kendall_tau']:.2f}{warn}"]
+    rev = doc["environment"].get("git_revision")
+    lines += ["", f"_ptlab report{f' · code {rev[:12]}' if rev else ''}_", ""]
+    return "\n".join(lines)
+
+
+# --- figures and tables from the document --------------------------------------------------------------
+
+
+def run_data(doc: dict) -> list[RunData]:
+    """The compare app's view of the runs, from the document's metrics (downsampled as on the page)."""
+    wanted = set(figures.NEEDED_NAMES)
+    out = []
+    for n, run in enumerate(doc["runs"]):
+        series: dict[str, Series] = {}
+        for step, name, value, wall in doc["metrics"].get(run["key"], []):
+            if name in wanted:
+                series.setdefault(name, Series()).add(step, value, wall)
+        out.append(RunData(id=n + 1, label=run["label"], group=run["method"], group_label=run["method_label"],
+                           method=run["method"], seed=run["seed"], state=run["state"],
+                           series={k: s.snapshot() for k, s in series.items()}))
+    return figures.style_runs(out)
+
+
+def report_summary(doc: dict, data: list[RunData] | None = None) -> dict:
+    return figures.summary(data if data is not None else run_data(doc))
+
+
+def samples_grid(doc: dict, step: int | None = None) -> dict:
+    """Eval prompts down, the base model (step 0) and each run across, at `step` (default: the last
+    evaluation; a run without one there shows its latest before it)."""
+    runs = doc["runs"]
+    steps_of = {r["key"]: sorted({row[0] for row in doc["samples"].get(r["key"], [])}) for r in runs}
+    steps = sorted({s for ss in steps_of.values() for s in ss})
+    if not steps:
+        return {"steps": [], "step": None, "columns": [], "prompts": []}
+    chosen = steps[-1] if step is None else max([s for s in steps if s <= step] or steps[:1])
+    base = next((r for r in runs if not r["depends_on"] and 0 in steps_of[r["key"]]), None)
+    shown = {}
+    columns = []
+    if base is not None:
+        columns.append({"key": "\0base", "label": "Base model", "note": f"step 0 of {base['label']}"})
+    for r in runs:
+        before = [s for s in steps_of[r["key"]] if s <= chosen]
+        s = shown[r["key"]] = before[-1] if before else None
+        note = "no evaluation yet" if s is None else (f"step {s}" if s == chosen else f"step {s} (latest by then)")
+        columns.append({"key": r["key"], "label": r["label"], "note": note})
+    cells: dict[tuple, list] = {}
+    prompts: dict[int, str] = {}
+    for r in runs:
+        for s, pid, _index, prompt, completion, reward in doc["samples"].get(r["key"], []):
+            prompts.setdefault(pid, prompt)
+            cell = {"completion": completion, "reward": reward}
+            if base is not None and r is base and s == 0:
+                cells.setdefault(("\0base", pid), []).append(cell)
+            if shown[r["key"]] == s:
+                cells.setdefault((r["key"], pid), []).append(cell)
+    return {"steps": steps, "step": chosen, "columns": columns,
+            "prompts": [{"id": pid, "prompt": text, "cells": [cells.get((c["key"], pid), []) for c in columns]}
+                        for pid, text in sorted(prompts.items())]}
+
+
+def leaderboard_figures(doc: dict) -> list[dict]:
+    from webapp.ratings.figures import pair_votes_figure, win_rate_figure
+
+    board = doc["leaderboard"]
+    if not board["votes"]:
+        return []
+    return [{"id": "win-rate", "dom": "fig-win-rate", "figure": json.loads(win_rate_figure(board["labels"], board["win_rate"]).to_json())},
+            {"id": "pair-votes", "dom": "fig-pair-votes", "figure": json.loads(pair_votes_figure(board["labels"], board["pair_votes"]).to_json())}]
+
+
+def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> dict:
+    data = run_data(doc)
+    charts = figures.build_figures(data)
+    for chart in charts:
+        chart["dom"] = f"fig-{chart['id']}"
+    board = doc["leaderboard"]
+    grid = samples_grid(doc, step)
+    for p in grid["prompts"]:
+        p["rows"] = list(zip(grid["columns"], p["cells"], strict=True))
+    ranked = [r for r in board["rows"] if r["votes"]]
+    bars = {}
+    if ranked:
+        lo, hi = min(r["bt_low"] for r in ranked), max(r["bt_high"] for r in ranked)
+        span = max(hi - lo, 1e-9) * 1.1
+        lo -= 0.05 * span / 1.1
+        bars = {r["contestant"]: {"left": round(100 * (r["bt_low"] - lo) / span, 2),
+                                  "width": round(max(100 * (r["bt_high"] - r["bt_low"]) / span, 0.8), 2),
+                                  "mid": round(100 * (r["bt_score"] - lo) / span, 2)} for r in ranked}
+    board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
+    return {
+        "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
+        "summary": report_summary(doc, data), "charts": charts, "configs": config_table(doc),
+        "grid": grid, "board": board, "ranked": ranked,
+        "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
+        "plotly_js": plotly_js(),
+    }
+
+
+@functools.cache
+def plotly_js() -> str:
+    """plotly.js as served by the app (static/vendor), to inline: a report opens with no network."""
+    text = (Path(settings.BASE_DIR) / "static" / "vendor" / "plotly.min.js").read_text(encoding="utf-8")
+    return text.replace("</script", "<\\/script")
+
+
+def to_html(doc: dict, *, step: int | None = None, pdf: bool = False) -> str:
+    return render_to_string("reports/report.html", html_context(doc, step=step, pdf=pdf))
+
+
+# --- PDF -----------------------------------------------------------------------------------------------
+
+
+FOOTER = ('<div style="font-size:8px;width:100%;padding:0 12mm;color:#667085;display:flex;'
+          'justify-content:space-between;font-family:sans-serif"><span>{title}</span>'
+          '<span>page <span class="pageNumber"></span> of <span class="totalPages"></span></span></div>')
+
+
+def to_pdf(doc: dict, *, step: int | None = None, timeout_s: float = 60) -> bytes:
+    """A4, printed by headless Chromium from the print layout of the HTML report: the page draws its
+    charts, turns them into PNG images (Plotly.toImage), then is printed with page numbers in the footer.
+    The page may load nothing from the network."""
+    from html import escape
+
+    from playwright.sync_api import sync_playwright
+
+    page_html = to_html(doc, step=step, pdf=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "report.html"
+        path.write_text(page_html, encoding="utf-8")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1000, "height": 1400})
+                page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                           else route.abort())
+                page.goto(path.as_uri())
+                page.wait_for_function("window.reportReady === true", timeout=timeout_s * 1000)
+                title = escape(f"ptlab · {doc['experiment']['name']}")
+                return page.pdf(format="A4", print_background=True, display_header_footer=True,
+                                header_template="<span></span>", footer_template=FOOTER.format(title=title),
+                                margin={"top": "12mm", "bottom": "16mm", "left": "12mm", "right": "12mm"})
+            finally:
+                browser.close()

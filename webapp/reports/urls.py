@@ -1,0 +1,9 @@
+from django.urls import path
+
+from webapp.reports import views
+
+app_name = "reports"
+urlpatterns = [
+    path("experiments/<int:pk>/report.<str:fmt>", views.export, name="export"),
+    path("reports/import/", views.import_report, name="import"),
+]
