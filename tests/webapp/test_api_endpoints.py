@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.apps import apps
 from django.test import Client
 
 from webapp.api.models import ApiToken, hash_token
@@ -336,3 +337,18 @@ def test_leaderboard(api, alice, rated):
     assert board["experiment"] == rated.pk and board["votes"] > 0 and len(board["rows"]) >= 3
     assert "both_bad" in error_of(api.get(f"/api/experiments/{rated.pk}/leaderboard", both_bad="x"), 400)["fields"]
     assert "step" in error_of(api.get(f"/api/experiments/{rated.pk}/leaderboard", step="x"), 400)["fields"]
+
+
+# --- reports ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not apps.is_installed("webapp.reports"), reason="the reports app is not installed")
+def test_report_downloads(api, bob_api, rated):
+    r = api.get(f"/api/experiments/{rated.pk}/report.json")
+    assert r.status_code == 200 and r["Content-Disposition"].startswith("attachment")
+    doc = json.loads(r.content)
+    assert doc["experiment"]["name"] == rated.name
+    assert api.get(f"/api/experiments/{rated.pk}/report.csv").content.startswith(b"experiment,")
+    assert api.get(f"/api/experiments/{rated.pk}").json()["report_url"].endswith("/report.json")
+    error_of(api.get(f"/api/experiments/{rated.pk}/report.exe"), 404)
+    error_of(bob_api.get(f"/api/experiments/{rated.pk}/report.json"), 404)
+    error_of(Client().get(f"/api/experiments/{rated.pk}/report.json"), 401)

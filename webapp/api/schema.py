@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from django.apps import apps
+
 from webapp.experiments.models import METHODS, Run
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES
 from webapp.ratings.models import Vote
@@ -68,6 +70,9 @@ def schema() -> dict:
         "rl_from_sft": {"type": "boolean"}, "queue": STR, "created": STR,
         "state": {"type": "string", "enum": ["running", "queued", "failed", "cancelled", "finished", "empty"]},
         "url": STR, "api_url": STR, "runs": {"type": "array", "items": _ref("Run")},
+        "report_url": {"type": "string", "description": "The JSON report (when the reports app is installed)."},
+        "downloads": {"type": "object", "additionalProperties": STR,
+                      "description": "The report's export pages by format (when installed)."},
     }
     schemas = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -183,6 +188,15 @@ def schema() -> dict:
                 exp_id, {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "both_bad", "in": "query", "schema": {"type": "string", "enum": list(BOTH_BAD_CHOICES)}}])},
     }
+    if apps.is_installed("webapp.reports"):
+        fmt = {"name": "fmt", "in": "path", "required": True,
+               "schema": {"type": "string", "enum": ["json", "csv", "votes.csv", "md"]},
+               "description": "json (the report document), csv (metrics), votes.csv, md."}
+        paths["/api/experiments/{id}/report.{fmt}"] = {"get": _op(
+            "getReport", "The experiment's report as a download (HTML and PDF: see `downloads`)",
+            {"200": {"description": "The report", "content": {
+                "application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": STR},
+                "text/markdown": {"schema": STR}}}}, params=[exp_id, fmt], tag="reports")}
     return {
         "openapi": "3.0.3",
         "info": {"title": "ptlab API", "version": "1",

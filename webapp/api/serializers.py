@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.urls import reverse
+from django.apps import apps
+from django.urls import NoReverseMatch, reverse
 
 from webapp.experiments.models import Experiment, Run, Sample
 
@@ -20,6 +21,9 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         "queue": e.queue, "created": _iso(e.created), "state": e.state,
         "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
     }
+    if apps.is_installed("webapp.reports"):
+        data["report_url"] = reverse("api:experiment_report", args=[e.pk, "json"])
+        data["downloads"] = _downloads(e.pk)
     if runs is not None:
         data["runs"] = [run_data(r) for r in runs]
     return data
@@ -42,3 +46,14 @@ def run_data(r: Run) -> dict:
 def sample_data(s: Sample) -> dict:
     return {"step": s.step, "prompt_id": s.prompt_id, "index": s.index, "prompt": s.prompt,
             "completion": s.completion, "reward": s.reward}
+
+
+def _downloads(pk: int) -> dict:
+    """Links to the reports app's export pages, by format (those its URLconf resolves)."""
+    found = {}
+    for fmt in ("html", "pdf", "json", "csv", "votes.csv", "md"):
+        try:
+            found[fmt] = reverse("reports:export", args=[pk, fmt])
+        except NoReverseMatch:
+            pass
+    return found

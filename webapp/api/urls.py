@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/experiments/<int:pk>/rate/next", views.rate_next, name="rate_next"),
     path("api/experiments/<int:pk>/votes", views.votes, name="votes"),
     path("api/experiments/<int:pk>/leaderboard", views.leaderboard, name="leaderboard"),
+    path("api/experiments/<int:pk>/report.<str:fmt>", views.experiment_report, name="experiment_report"),
     path("api/runs/<int:pk>", views.run, name="run"),
     path("api/runs/<int:pk>/cancel", views.run_cancel, name="run_cancel"),
     path("api/runs/<int:pk>/metrics", views.run_metrics, name="run_metrics"),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 
+from django.apps import apps
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from webapp.api.auth import api_view, json_body, ok
@@ -128,6 +130,7 @@ def _schema_fields(spec: dict, body: dict) -> list[dict]:
              "description": v.get("description", "")} for k, v in body.get("properties", {}).items()]
 
 
+@csrf_exempt
 def not_found_view(request: HttpRequest, rest: str = "") -> JsonResponse:
     return error_response(404, "No such API endpoint.")
 
@@ -363,3 +366,25 @@ def leaderboard(request: HttpRequest, pk: int) -> JsonResponse:
     if errors:
         raise ApiError(400, "Invalid query parameters.", fields=errors)
     return ok(as_json(build_leaderboard(exp, step=step, both_bad=both_bad)))
+
+
+# --- reports (when the reports app is installed) ---------------------------------------------------------
+
+API_REPORT_FORMATS = ("json", "csv", "votes.csv", "md")  # fast ones; HTML and PDF: the pages' downloads
+
+
+@api_view()
+def experiment_report(request: HttpRequest, pk: int, fmt: str = "json") -> HttpResponse:
+    """The experiment's report (webapp.reports) as a download: JSON, metrics CSV, votes CSV or Markdown."""
+    if not apps.is_installed("webapp.reports") or fmt not in API_REPORT_FORMATS:
+        raise not_found("report format")
+    exp = _experiment(request, pk)
+    from webapp.reports.formats import slug
+    from webapp.reports.report import build_report
+    from webapp.reports.views import FORMATS
+
+    content_type, suffix, render_as = FORMATS[fmt]
+    doc = build_report(exp, votes=fmt != "csv")
+    response = HttpResponse(render_as(doc, None), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{slug(doc)}.{suffix}"'
+    return response
