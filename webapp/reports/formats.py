@@ -151,8 +151,14 @@ def leaderboard_figures(doc: dict) -> list[dict]:
     board = doc["leaderboard"]
     if not board["votes"]:
         return []
-    return [{"id": "win-rate", "dom": "fig-win-rate", "figure": json.loads(win_rate_figure(board["labels"], board["win_rate"]).to_json())},
-            {"id": "pair-votes", "dom": "fig-pair-votes", "figure": json.loads(pair_votes_figure(board["labels"], board["pair_votes"]).to_json())}]
+    out = []
+    for fid, title, fig in (
+            ("win-rate", "Win rate: row against column (ties half)", win_rate_figure(board["labels"], board["win_rate"])),
+            ("pair-votes", "Votes per pair", pair_votes_figure(board["labels"], board["pair_votes"]))):
+        figure = json.loads(fig.to_json())
+        figure["layout"]["title"]["text"] = title
+        out.append({"id": fid, "dom": f"fig-{fid}", "figure": figure, "height": figure["layout"].get("height", 420)})
+    return out
 
 
 def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> dict:
@@ -176,11 +182,20 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
     return {
         "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
-        "summary": report_summary(doc, data), "charts": charts, "configs": config_table(doc),
+        "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         "plotly_js": plotly_js(),
     }
+
+
+def _chunks(table: dict, size: int) -> list[dict]:
+    """The config table split into tables of `size` runs (0: one table), so that print stays on the page."""
+    n = len(table["runs"])
+    size = size or max(n, 1)
+    return [{"runs": table["runs"][k:k + size],
+             "rows": [{**row, "values": row["values"][k:k + size]} for row in table["rows"]]}
+            for k in range(0, max(n, 1), size)]
 
 
 @functools.cache

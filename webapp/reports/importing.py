@@ -10,7 +10,7 @@ from django.db import transaction
 from webapp.experiments.models import Experiment, Metric, Run, Sample
 from webapp.ratings.models import BASE, Vote
 from webapp.reports.models import ImportedReport
-from webapp.reports.report import EXPERIMENT_FIELDS, FORMAT, IMPORTED_RATER, VERSION
+from webapp.reports.report import EXPERIMENT_FIELDS, FORMAT, IMPORTED_RATER, VERSION, votes_digest
 
 
 class ReportError(ValueError):
@@ -93,5 +93,7 @@ def do_import_report(doc: dict, owner) -> Experiment:
     except (KeyError, TypeError, ValueError) as exc:
         raise ReportError(f"The report is incomplete or malformed: {exc!r}") from exc
     ImportedReport.objects.create(experiment=experiment, imported_by=owner, environment=doc.get("environment") or {},
-                                  exported_at=str(doc.get("exported_at", ""))[:64])
+                                  exported_at=str(doc.get("exported_at", ""))[:64],
+                                  leaderboard=doc.get("leaderboard") or {},
+                                  votes_digest=votes_digest(doc["votes"]) if doc.get("leaderboard") else "")
     return experiment

@@ -16,6 +16,10 @@ class ImportedReport(models.Model):
     imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     environment = models.JSONField(default=dict)
     exported_at = models.CharField(max_length=64, blank=True)
+    leaderboard = models.JSONField(default=dict, blank=True,
+                                   help_text="The report's leaderboard, shown again while the votes are the ones imported "
+                                             "(its bootstrap intervals depend on the original installation's ids).")
+    votes_digest = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the imported votes.")
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -125,15 +125,17 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
         samples[keys[run_id]].append(rest)
 
     vote_rows = []
-    if votes:
+    if votes or imported:
         names = {}
         for v in Vote.objects.filter(experiment=experiment).select_related("rater").order_by("updated", "id"):
             names.setdefault(v.rater_id, rater_name(v.rater))
             vote_rows.append(_vote_row(v, names[v.rater_id], keys))
 
+    leaderboard = None
+    if imported and imported.votes_digest and imported.votes_digest == votes_digest(vote_rows):
+        leaderboard = imported.leaderboard  # the same votes: the same board as where they were cast
     exp = {f: getattr(experiment, f) for f in EXPERIMENT_FIELDS}
     exp.update({"id": experiment.pk, "task_label": experiment.task_label, "created": _iso(experiment.created)})
-    board = build_leaderboard(experiment)
     return {
         "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
         "experiment": exp,
@@ -147,9 +149,16 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
         "metrics": metrics,
         "samples": samples,
         "votes": vote_rows,
-        "leaderboard": _leaderboard(board, keys),
+        "leaderboard": leaderboard or _leaderboard(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
     }
+
+
+def votes_digest(votes: list[dict]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(votes, sort_keys=True).encode()).hexdigest()
 
 
 def _contestant(key: str, keys: dict[int, str]) -> str:

@@ -1,0 +1,181 @@
+"""Report exports: access, CSV row counts against the database, JSON round trip (export, import,
+export again: the same document apart from ids), import by command and by upload, Markdown, escaping."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.urls import reverse
+
+from tests.webapp.reports_fixtures import XSS, make_report_experiment
+from webapp.experiments.models import Experiment, Metric, Sample
+from webapp.ratings.models import Vote
+from webapp.reports import formats
+from webapp.reports.importing import ReportError, do_import_report
+from webapp.reports.report import build_report
+
+pytestmark = pytest.mark.django_db
+TEXT_FORMATS = ("html", "csv", "votes.csv", "json", "md")
+
+
+@pytest.fixture
+def carol(db):
+    return User.objects.create_user("carol", password="pw-carol-123")
+
+
+@pytest.fixture
+def exp(alice, carol):
+    return make_report_experiment(alice, [alice, carol], steps=40, votes=30)
+
+
+def get(client, exp, fmt, **params):
+    return client.get(reverse("reports:export", args=[exp.pk, fmt]), params)
+
+
+def without_ids(doc):
+    """The document with `id` fields and the export time left out (what may differ after a round trip)."""
+    if isinstance(doc, dict):
+        return {k: without_ids(v) for k, v in doc.items() if k not in ("id", "exported_at")}
+    if isinstance(doc, list):
+        return [without_ids(v) for v in doc]
+    return doc
+
+
+# --- access -------------------------------------------------------------------------------------------
+
+
+def test_login_required_and_other_users_get_404(client, exp, bob):
+    for fmt in TEXT_FORMATS:
+        response = get(client, exp, fmt)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+    client.force_login(bob)
+    for fmt in (*TEXT_FORMATS, "pdf"):
+        assert get(client, exp, fmt).status_code == 404, fmt
+    assert client.get(reverse("reports:export", args=[exp.pk + 999, "json"])).status_code == 404
+    assert client.get(reverse("reports:import")).status_code == 200
+
+
+def test_shared_user_may_download_and_unknown_format_is_404(client, exp, bob):
+    exp.shared_with.add(bob)
+    client.force_login(bob)
+    response = get(client, exp, "json")
+    assert response.status_code == 200 and response["Content-Disposition"].startswith("attachment;")
+    assert get(client, exp, "exe").status_code == 404
+
+
+def test_download_buttons_on_experiment_and_compare_pages(alice_client, exp):
+    for url in (reverse("experiments:detail", args=[exp.pk]), reverse("compare:experiment", args=[exp.pk])):
+        page = alice_client.get(url).content.decode()
+        for fmt in ("html", "pdf", "csv", "votes.csv", "json", "md"):
+            assert reverse("reports:export", args=[exp.pk, fmt]) in page, (url, fmt)
+
+
+# --- CSV ----------------------------------------------------------------------------------------------
+
+
+def test_metrics_csv_long_format_matches_the_database(alice_client, exp):
+    rows = list(csv.DictReader(io.StringIO(get(alice_client, exp, "csv").content.decode())))
+    assert list(rows[0]) == ["experiment", "run", "method", "seed", "step", "name", "value"]
+    assert len(rows) == Metric.objects.filter(run__experiment=exp).count()
+    for run in exp.runs.all():
+        key = f"{run.method}-s{run.seed}"
+        mine = [r for r in rows if r["run"] == key]
+        assert len(mine) == run.metrics.count()
+        assert {r["method"] for r in mine} == {run.method} and {r["seed"] for r in mine} == {str(run.seed)}
+    last = Metric.objects.filter(run__experiment=exp, name="eval/reward").order_by("-step", "run_id").first()
+    key = f"{last.run.method}-s{last.run.seed}"
+    match = [r for r in rows if r["run"] == key and r["name"] == "eval/reward" and r["step"] == str(last.step)]
+    assert len(match) == 1 and float(match[0]["value"]) == pytest.approx(last.value)
+    assert {r["experiment"] for r in rows} == {exp.name}
+
+
+def test_votes_csv_matches_the_database(alice_client, exp):
+    rows = list(csv.DictReader(io.StringIO(get(alice_client, exp, "votes.csv").content.decode())))
+    assert len(rows) == Vote.objects.filter(experiment=exp).count() > 0
+    assert {r["rater"] for r in rows} == {"alice", "carol"}
+    keys = {f"{r.method}-s{r.seed}" for r in exp.runs.all()} | {"base"}
+    assert all(r["first"] in keys and r["second"] in keys and r["first"] < r["second"] for r in rows)
+    assert {r["result"] for r in rows} <= {"first", "second", "tie", "both_bad"}
+
+
+# --- JSON: round trip ----------------------------------------------------------------------------------
+
+
+def test_json_round_trip_gives_the_same_document_apart_from_ids(alice_client, exp, bob):
+    first = json.loads(get(alice_client, exp, "json").content)
+    assert first["format"] == "ptlab-report" and first["version"] == 1
+    assert len(first["runs"]) == 8 and first["votes"] and first["leaderboard"]["votes"] == len(first["votes"])
+    assert sum(len(v) for v in first["samples"].values()) == Sample.objects.filter(run__experiment=exp).count()
+    copy = do_import_report(first, bob)
+    assert copy.owner == bob and copy.pk != exp.pk and copy.runs.count() == 8
+    assert Metric.objects.filter(run__experiment=copy).count() == Metric.objects.filter(run__experiment=exp).count()
+    assert not copy.runs.filter(state__in=["queued", "running"]).exists()
+    again = build_report(copy)
+    assert without_ids(again) == without_ids(first)
+    assert again["experiment"]["id"] == copy.pk
+
+
+def test_import_command_and_upload_page(alice_client, client, exp, bob, tmp_path):
+    body = get(alice_client, exp, "json").content
+    path = tmp_path / "report.json"
+    path.write_bytes(body)
+    out = io.StringIO()
+    call_command("import_report", str(path), "--user", "bob", stdout=out)
+    assert "Imported experiment" in out.getvalue()
+    assert Experiment.objects.filter(owner=bob, name=exp.name).count() == 1
+
+    client.force_login(bob)
+    response = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", body)})
+    assert response.status_code == 302
+    assert Experiment.objects.filter(owner=bob, name=exp.name).count() == 2
+    copy = Experiment.objects.filter(owner=bob).order_by("-id").first()
+    assert response["Location"] == copy.get_absolute_url()
+    assert client.get(reverse("compare:experiment", args=[copy.pk])).status_code == 200
+    # imported raters hold votes but cannot log in
+    assert not User.objects.get(username="~carol").is_active and not User.objects.get(username="~carol").has_usable_password()
+
+    bad = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", b'{"format": "other"}')})
+    assert bad.status_code == 200 and "Not a ptlab report" in bad.content.decode()
+    bad = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", b"not json")})
+    assert "Not a JSON file" in bad.content.decode()
+
+
+def test_import_refuses_newer_versions_and_malformed_documents(bob, exp):
+    doc = build_report(exp)
+    with pytest.raises(ReportError, match="version"):
+        do_import_report({**doc, "version": 99}, bob)
+    with pytest.raises(ReportError):
+        do_import_report({**doc, "runs": [{"key": "x"}]}, bob)
+    assert not Experiment.objects.filter(owner=bob).exists()  # nothing half-imported
+
+
+# --- Markdown and HTML content --------------------------------------------------------------------------
+
+
+def test_markdown_summary_has_methods_and_leaderboard(alice_client, exp):
+    text = get(alice_client, exp, "md").content.decode()
+    for label in ("SFT", "DPO", "GRPO", "PPO", "Final eval/reward", "Human rating", "BT score", "Base model"):
+        assert label in text
+    doc = build_report(exp)
+    summary = formats.report_summary(doc)
+    assert summary["groups"][0]["cells"][0] in text
+
+
+def test_html_is_self_contained_and_escapes_model_output(alice_client, exp):
+    page = get(alice_client, exp, "html").content.decode()
+    assert XSS not in page and "&lt;img src=x onerror=" in page and "Samples at step 40" in page
+    assert "Report &lt;demo&gt;" in page and "Report <demo>" not in page
+    assert formats.plotly_js() in page  # inlined
+    ours = page.replace(formats.plotly_js(), "")
+    for needle in ('src="http', "src='http", 'href="http', "<link ", "@import", "<script src"):
+        assert needle not in ours
+    assert "class=\"configs\"" in page and "Code revision" in page and "transformers" in page
+    assert page.count('data-fig="') >= 6 and "fig-win-rate" in page
+    assert 'class="differs"' in page  # method and seed differ between runs
+    assert "Samples at step 20" in get(alice_client, exp, "html", step=25).content.decode()
