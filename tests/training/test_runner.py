@@ -17,7 +17,7 @@ TRL_KEYS = {
     "dpo": {"train/loss", "train/rewards/margins", "train/rewards/accuracies"},
     "grpo": {"train/loss", "train/reward", "train/kl"},
     "rloo": {"train/loss", "train/reward", "train/kl"},
-    "ppo": {"train/loss/policy", "train/loss/value", "train/policy/clipfrac", "train/objective/kl"},
+    "ppo": {"train/loss/policy", "train/loss/value", "train/policy/clipfrac", "train/objective/kl", "train/num_tokens"},
 }
 
 

@@ -175,6 +175,7 @@ class PPOTrainer:
         # weight_decay=0 like the TRL trainers (HF's default), so methods differ by algorithm alone
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=0.0)
         self.rows = ctx.task.rl_rows()
+        self.num_tokens = 0  # prompt + completion tokens processed, cumulative like TRL's `num_tokens`
         self.prompt_ids = [self._encode(row["prompt"]) for row in self.rows]
 
     def _encode(self, messages) -> list[int]:
@@ -205,6 +206,7 @@ class PPOTrainer:
         if cfg.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         non_score = (-cfg.kl_coef * kl).sum(dim=1).mean()
+        self.num_tokens += int(attention.sum().item())
         stats = {
             "objective/kl": kl.sum(dim=1).mean().item(),
             "objective/scores": scores.mean().item(),
@@ -212,6 +214,7 @@ class PPOTrainer:
             "objective/rlhf_reward": (scores.mean() + non_score).item(),
             "val/mean": masked_mean(values, mask).item(),
             "completions/mean_length": mask.sum(dim=1).float().mean().item(),
+            "num_tokens": float(self.num_tokens),
         }
         return Rollout(ids, attention, width, mask, logp, values * mask, advantages, returns), stats
 
@@ -286,7 +289,7 @@ class PPOTrainer:
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(_rng_state(), tmp / "rng_state.pt")
         (tmp / "run_config.json").write_text(self.cfg.to_json())
-        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step, "num_tokens": self.num_tokens}))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in _checkpoints(root)[:-KEEP_CHECKPOINTS]:
@@ -307,7 +310,9 @@ class PPOTrainer:
         self.value_head.load_state_dict(torch.load(folder / "value_head.pt", map_location=self.device))
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device))
         _set_rng_state(torch.load(folder / "rng_state.pt", map_location="cpu"))  # RNG states live on the CPU
-        return json.loads((folder / "trainer_state.json").read_text())["global_step"]
+        state = json.loads((folder / "trainer_state.json").read_text())
+        self.num_tokens = state.get("num_tokens", 0)
+        return state["global_step"]
 
 
 class _AdaptersOff:
