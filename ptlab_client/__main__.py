@@ -43,14 +43,15 @@ def progress_bar(exp: dict) -> str:
     done = sum(1 for r in runs if r["state"] not in ACTIVE)
     steps = sum(r["total"] if r["state"] not in ACTIVE else min(r["step"], r["total"]) for r in runs)
     total = sum(r["total"] for r in runs) or 1
-    frac = min(1.0, steps / total)
+    frac = min(1.0 if done == len(runs) else 0.999, steps / total)  # 100 % only once every run has ended
     filled = round(BAR * frac)
     return f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * frac:5.1f}%  runs {done}/{len(runs)} done"
 
 
-def follow(client: Client, pk: int, interval: float = 2.0, out=sys.stderr) -> dict:
+def follow(client: Client, pk: int, interval: float = 2.0, out=None) -> dict:
     """Poll until no run is active, drawing a progress bar (one line, redrawn; one line per poll when
     `out` is not a terminal)."""
+    out = out or sys.stderr
     tty = out.isatty()
     while True:
         exp = client.experiment(pk)
