@@ -133,7 +133,10 @@ def save_model(model, tokenizer, target: Path) -> Path:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint. TRL writes checkpoint-N in place and trainer_state.json last, so a
+    folder without it is what a worker killed mid-save left behind."""
+    found = [p for p in folder.glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return max(found, key=checkpoint_step, default=None)
 
 

@@ -109,3 +109,14 @@ def test_classic_pipeline_reward_model_then_ppo_logs_proxy_and_gold(tmp_path):
     assert [s for s, _ in sink.series("eval/proxy_reward")] == [0, 2, 3]
     assert [s for s, _ in sink.series("eval/reward")] == [0, 2, 3]  # gold, measured alongside
     assert "train/objective/scores" in sink.keys()  # PPO optimised the reward model's scores
+
+
+def test_a_half_written_checkpoint_is_not_resumed_from(tmp_path):
+    from training.runner import last_checkpoint
+
+    for step, complete in ((2, True), (4, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
