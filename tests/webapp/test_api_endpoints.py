@@ -352,3 +352,13 @@ def test_report_downloads(api, bob_api, rated):
     error_of(api.get(f"/api/experiments/{rated.pk}/report.exe"), 404)
     error_of(bob_api.get(f"/api/experiments/{rated.pk}/report.json"), 404)
     error_of(Client().get(f"/api/experiments/{rated.pk}/report.json"), 401)
+
+
+def test_nul_in_query_is_400(api, exp):
+    run = exp.runs.first()
+    assert "names" in error_of(api.get(f"/api/runs/{run.pk}/metrics", names="eval/\x00"), 400)["fields"]
+
+
+def test_create_experiment_nul_in_strings(api):
+    error = error_of(api.post("/api/experiments", {**NEW, "name": "a\x00b", "hyperparams": {"grpo": {"loss_type": "\x00"}}}), 400)
+    assert "name" in error["fields"]

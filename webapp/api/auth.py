@@ -73,6 +73,10 @@ def api_view(methods: tuple[str, ...] = ("GET",), auth: bool = True):
                     response = error_response(405, f"Method {request.method} not allowed.")
                     response["Allow"] = ", ".join(methods)
                     return response
+                bad = sorted({k for k, vs in request.GET.lists() for v in [k, *vs] if "\x00" in v})
+                if bad:
+                    raise ApiError(400, "Query parameters cannot contain NUL characters.",
+                                   fields={k: ["Contains a NUL character."] for k in bad})
                 row = authenticate(request) if auth else None
                 if row is None:
                     return view(request, *args, **kwargs)
