@@ -7,7 +7,9 @@ import json
 
 import pytest
 from django.apps import apps
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from webapp.api.models import ApiToken, hash_token
 from webapp.experiments.models import Experiment, Metric, Run, Sample
@@ -362,3 +364,23 @@ def test_nul_in_query_is_400(api, exp):
 def test_create_experiment_nul_in_strings(api):
     error = error_of(api.post("/api/experiments", {**NEW, "name": "a\x00b", "hyperparams": {"grpo": {"loss_type": "\x00"}}}), 400)
     assert "name" in error["fields"]
+
+
+def test_list_query_count_does_not_grow(api, alice, make_experiment, django_assert_max_num_queries):
+    make_experiment(alice, name="one")
+    with CaptureQueriesContext(connection) as one:
+        api.get("/api/experiments")
+    for n in range(4):
+        make_experiment(alice, name=f"more {n}", methods=["sft", "dpo"])
+    with django_assert_max_num_queries(len(one)):
+        assert api.get("/api/experiments").json()["count"] == 5
+
+
+def test_experiment_detail_query_count_does_not_grow(api, alice, make_experiment):
+    small = make_experiment(alice, methods=["sft"])
+    big = make_experiment(alice, methods=["sft", "dpo", "grpo", "rloo"], seeds=3)
+    with CaptureQueriesContext(connection) as q_small:
+        api.get(f"/api/experiments/{small.pk}")
+    with CaptureQueriesContext(connection) as q_big:
+        assert len(api.get(f"/api/experiments/{big.pk}").json()["runs"]) == 12
+    assert len(q_big) == len(q_small)
