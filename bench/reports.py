@@ -1,6 +1,6 @@
 """Benchmark of report exports (issue 6): an experiment of 8 finished runs (SFT, DPO, GRPO, PPO x 2 seeds)
-x 1,000 steps with the synthetic demo curves (every trainer key at every step: ~70,000 metric rows),
-11 evaluations x 16 eval prompts x 4 completions per run, and 300 votes by two raters, in a SQLite
+x 1,000 steps with the synthetic demo curves (every trainer key at every step: ~46,000 metric rows),
+11 evaluations x 16 eval prompts x 4 completions per run, and ~300 votes by two raters, in a SQLite
 file database. Measures the server time of each download through Django's test client (access, the
 report document, the format; the PDF includes starting Chromium), the document alone, and the sizes.
 
