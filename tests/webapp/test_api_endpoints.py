@@ -384,3 +384,9 @@ def test_experiment_detail_query_count_does_not_grow(api, alice, make_experiment
     with CaptureQueriesContext(connection) as q_big:
         assert len(api.get(f"/api/experiments/{big.pk}").json()["runs"]) == 12
     assert len(q_big) == len(q_small)
+
+
+@pytest.mark.parametrize("path", ["/api/runs/99999999999999999999", "/api/experiments/99999999999999999999/runs",
+                                  "/api/experiments/1e3", "/api/runs/-1/metrics"])
+def test_out_of_range_ids_are_404(api, path):
+    error_of(api.get(path), 404)
