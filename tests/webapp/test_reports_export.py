@@ -179,3 +179,35 @@ def test_html_is_self_contained_and_escapes_model_output(alice_client, exp):
     assert page.count('data-fig="') >= 6 and "fig-win-rate" in page
     assert 'class="differs"' in page  # method and seed differ between runs
     assert "Samples at step 20" in get(alice_client, exp, "html", step=25).content.decode()
+
+
+# --- a comparison across experiments --------------------------------------------------------------------
+
+
+def test_report_of_runs_from_several_experiments(alice_client, client, alice, exp, bob, make_experiment):
+    from webapp.compare.demo import fill_experiment
+
+    other = make_experiment(alice, name="Other <b>", methods=["sft", "dpo"])
+    fill_experiment(other, steps=20, eval_every=10)
+    picked = [*exp.runs.filter(seed=0, method__in=["sft", "dpo"]), *other.runs.all()]
+    query = "run=" + ",".join(str(r.pk) for r in picked)
+    page = alice_client.get(f"{reverse('compare:runs')}?{query}").content.decode()
+    assert f"{reverse('reports:runs_export', args=['html'])}?{query}" in page
+
+    doc = json.loads(alice_client.get(f"{reverse('reports:runs_export', args=['json'])}?{query}").content)
+    assert len(doc["runs"]) == 4 and len({r["key"] for r in doc["runs"]}) == 4
+    assert [e["name"] for e in doc["experiments"]] == [exp.name, other.name] and doc["votes"] == []
+    assert {r["group_label"] for r in doc["runs"]} == {f"SFT · {exp.name}", f"DPO · {exp.name}",
+                                                     f"SFT · {other.name}", f"DPO · {other.name}"}
+    rows = list(csv.DictReader(io.StringIO(
+        alice_client.get(f"{reverse('reports:runs_export', args=['csv'])}?{query}").content.decode())))
+    assert len(rows) == Metric.objects.filter(run__in=picked).count()
+    html_page = alice_client.get(f"{reverse('reports:runs_export', args=['html'])}?{query}").content.decode()
+    assert "Other &lt;b&gt;" in html_page and "No human votes" in html_page
+    assert alice_client.get(f"{reverse('reports:runs_export', args=['md'])}?{query}").status_code == 200
+    copy = do_import_report(doc, bob)
+    assert copy.runs.count() == 4 and copy.name.startswith("Comparison: ")
+
+    client.force_login(bob)
+    assert client.get(f"{reverse('reports:runs_export', args=['json'])}?{query}").status_code == 404
+    assert client.get(reverse("reports:runs_export", args=["json"])).status_code == 404

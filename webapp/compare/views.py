@@ -79,7 +79,7 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
         "warnings": data.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
         "chosen": {r.pk for r in runs}, "across_url": reverse("compare:runs") + (f"?run={ids}" if ids else ""),
-        "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)),
+        "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)), "run_ids": ids,
     })
 
 

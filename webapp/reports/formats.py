@@ -101,7 +101,8 @@ def run_data(doc: dict) -> list[RunData]:
         for step, name, value, wall in doc["metrics"].get(run["key"], []):
             if name in wanted:
                 series.setdefault(name, Series()).add(step, value, wall)
-        out.append(RunData(id=n + 1, label=run["label"], group=run["method"], group_label=run["method_label"],
+        out.append(RunData(id=n + 1, label=run["label"], group=run.get("group", run["method"]),
+                           group_label=run.get("group_label", run["method_label"]),
                            method=run["method"], seed=run["seed"], state=run["state"],
                            series={k: s.snapshot() for k, s in series.items()}))
     return figures.style_runs(out)

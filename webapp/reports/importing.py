@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from webapp.experiments.models import Experiment, Metric, Run, Sample
@@ -52,6 +53,7 @@ def do_import_report(doc: dict, owner) -> Experiment:
     e = doc["experiment"]
     try:
         experiment = Experiment.objects.create(owner=owner, **{f: e[f] for f in EXPERIMENT_FIELDS if f in e})
+        experiment.full_clean(exclude=["owner", "shared_with", "dataset"])
         if e.get("created"):
             Experiment.objects.filter(pk=experiment.pk).update(created=_time(e["created"]))
             experiment.refresh_from_db(fields=["created"])
@@ -90,7 +92,7 @@ def do_import_report(doc: dict, owner) -> Experiment:
                               left_is_first=left_is_first, outcome=v["outcome"], previous_result=previous,
                               revisions=v.get("revisions", 0)))
         Vote.objects.bulk_create(votes, batch_size=2000)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ValidationError) as exc:
         raise ReportError(f"The report is incomplete or malformed: {exc!r}") from exc
     ImportedReport.objects.create(experiment=experiment, imported_by=owner, environment=doc.get("environment") or {},
                                   exported_at=str(doc.get("exported_at", ""))[:64],

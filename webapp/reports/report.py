@@ -103,6 +103,34 @@ def _duration(run: Run) -> float | None:
     return None
 
 
+def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str, str, str]]) -> dict:
+    """Runs, metrics and samples of the document. `labels`: run id -> (label, group, group label)."""
+    ids = [r.pk for r in runs]
+    metrics: dict[str, list] = {keys[r.pk]: [] for r in runs}
+    rows = (Metric.objects.filter(run_id__in=ids).order_by("run_id", "name", "step", "id")
+            .values_list("run_id", "step", "name", "value", "wall_time"))
+    for run_id, step, name, value, wall in rows.iterator(chunk_size=5000):
+        metrics[keys[run_id]].append([step, name, _finite(value), wall])
+
+    samples: dict[str, list] = {keys[r.pk]: [] for r in runs}
+    rows = (Sample.objects.filter(run_id__in=ids).order_by("run_id", "step", "prompt_id", "index")
+            .values_list("run_id", "step", "prompt_id", "index", "prompt", "completion", "reward"))
+    for run_id, *rest in rows.iterator(chunk_size=2000):
+        samples[keys[run_id]].append(rest)
+    return {
+        "runs": [{
+            "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": METHOD_LABELS.get(r.method, r.method),
+            "seed": r.seed, "label": labels[r.pk][0], "group": labels[r.pk][1], "group_label": labels[r.pk][2],
+            "state": r.state, "config": r.config,
+            "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
+            "error": r.error, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+            "duration_s": _duration(r), "claimed_by": r.claimed_by,
+        } for r in runs],
+        "metrics": metrics,
+        "samples": samples,
+    }
+
+
 def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
     """Everything needed to show the comparison again, as plain data (see the module's docstring).
     Queries: a handful, whatever the number of runs (metrics and samples are streamed)."""
@@ -111,18 +139,8 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
     runs = list(experiment.runs.order_by("id"))
     keys = run_keys(runs)
     imported = ImportedReport.objects.filter(experiment=experiment).first()
-
-    metrics: dict[str, list] = {keys[r.pk]: [] for r in runs}
-    rows = (Metric.objects.filter(run__experiment=experiment).order_by("run_id", "name", "step", "id")
-            .values_list("run_id", "step", "name", "value", "wall_time"))
-    for run_id, step, name, value, wall in rows.iterator(chunk_size=5000):
-        metrics[keys[run_id]].append([step, name, _finite(value), wall])
-
-    samples: dict[str, list] = {keys[r.pk]: [] for r in runs}
-    rows = (Sample.objects.filter(run__experiment=experiment).order_by("run_id", "step", "prompt_id", "index")
-            .values_list("run_id", "step", "prompt_id", "index", "prompt", "completion", "reward"))
-    for run_id, *rest in rows.iterator(chunk_size=2000):
-        samples[keys[run_id]].append(rest)
+    labels = {r.pk: (r.label, r.method, METHOD_LABELS.get(r.method, r.method)) for r in runs}
+    parts = _run_rows(runs, keys, labels)
 
     vote_rows = []
     if votes or imported:
@@ -139,18 +157,58 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
     return {
         "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
         "experiment": exp,
-        "runs": [{
-            "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": METHOD_LABELS.get(r.method, r.method),
-            "seed": r.seed, "label": r.label, "state": r.state, "config": r.config,
-            "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
-            "error": r.error, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
-            "duration_s": _duration(r), "claimed_by": r.claimed_by,
-        } for r in runs],
-        "metrics": metrics,
-        "samples": samples,
+        **parts,
         "votes": vote_rows,
         "leaderboard": leaderboard or _leaderboard(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
+    }
+
+
+EMPTY_BOARD = {"step": None, "both_bad": "tie", "votes": 0, "bootstrap_rounds": 0, "rows": [], "labels": [],
+               "win_rate": [], "pair_votes": [], "raters": [], "agreement": None,
+               "position_bias": {"left": 0, "right": 0, "share_left": None}, "kendall_tau": None,
+               "human_reward_disagree": False, "base_contestant": BASE}
+
+
+def build_comparison_report(runs: list[Run]) -> dict:
+    """The report of runs picked from several experiments (the /compare/?run=... page): the same
+    document, its `experiment` a summary of theirs (`experiments` lists them). Votes belong to one
+    experiment's arena: a comparison across experiments has none, and no leaderboard."""
+    experiments = list({r.experiment_id: r.experiment for r in runs}.values())
+    if len(experiments) == 1:
+        keys = run_keys(runs)
+        labels = {r.pk: (r.label, r.method, METHOD_LABELS.get(r.method, r.method)) for r in runs}
+    else:
+        index = {e.pk: n + 1 for n, e in enumerate(experiments)}
+        keys = {r.pk: f"e{index[r.experiment_id]}-{r.method}-s{r.seed}" for r in runs}
+        if len(set(keys.values())) < len(keys):
+            keys = {r.pk: f"{keys[r.pk]}-r{n}" for n, r in enumerate(runs)}
+        labels = {r.pk: (f"{r.experiment.name} · {r.label}", f"{r.experiment_id}:{r.method}",
+                         f"{METHOD_LABELS.get(r.method, r.method)} · {r.experiment.name}") for r in runs}
+
+    def joined(values) -> str:
+        return ", ".join(dict.fromkeys(str(v) for v in values))
+
+    first = experiments[0] if experiments else None
+    exp = {
+        "id": None, "name": ("Comparison: " + " vs ".join(e.name for e in experiments))[:200],
+        "base_model": joined(e.base_model for e in experiments)[:500], "task": joined(e.task for e in experiments)[:100],
+        "methods": list(dict.fromkeys(r.method for r in runs)), "seeds": max((e.seeds for e in experiments), default=1),
+        "max_steps": max((e.max_steps for e in experiments), default=0),
+        "eval_every": first.eval_every if first else 0, "eval_prompts": first.eval_prompts if first else 0,
+        "eval_samples": first.eval_samples if first else 0, "max_new_tokens": first.max_new_tokens if first else 0,
+        "hyperparams": {}, "rl_from_sft": False, "queue": first.queue if first else "train",
+        "task_label": joined(e.task_label for e in experiments), "created": None,
+    }
+    return {
+        "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
+        "experiment": exp,
+        "experiments": [{"id": e.pk, "name": e.name, "base_model": e.base_model, "task_label": e.task_label}
+                        for e in experiments],
+        **_run_rows(runs, keys, labels),
+        "votes": [],
+        "leaderboard": dict(EMPTY_BOARD),
+        "environment": environment(runs),
     }
 
 

@@ -5,5 +5,6 @@ from webapp.reports import views
 app_name = "reports"
 urlpatterns = [
     path("experiments/<int:pk>/report.<str:fmt>", views.export, name="export"),
+    path("compare/report.<str:fmt>", views.runs_export, name="runs_export"),
     path("reports/import/", views.import_report, name="import"),
 ]

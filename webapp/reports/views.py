@@ -9,11 +9,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from webapp.compare.views import _picked_runs
 from webapp.experiments.views import _get_experiment_for_user
 from webapp.reports import formats
 from webapp.reports.forms import ImportForm
 from webapp.reports.importing import ReportError, do_import_report
-from webapp.reports.report import build_report
+from webapp.reports.report import build_comparison_report, build_report
 
 # fmt in the URL -> (content type, file suffix, renderer(doc, step))
 FORMATS = {
@@ -39,8 +40,24 @@ def export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     experiment = _get_experiment_for_user(request, pk)
     if fmt not in FORMATS:
         raise Http404("No such report format.")
+    return _download(request, build_report(experiment, votes=fmt != "csv"), fmt)
+
+
+@login_required
+@require_GET
+def runs_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    """The report of runs picked from any of the user's experiments (`?run=3&run=7`; 404 if any is not
+    theirs to see), as on /compare/."""
+    if fmt not in FORMATS:
+        raise Http404("No such report format.")
+    runs = _picked_runs(request)
+    if not runs:
+        raise Http404("No runs picked.")
+    return _download(request, build_comparison_report(runs), fmt)
+
+
+def _download(request: HttpRequest, doc: dict, fmt: str) -> HttpResponse:
     content_type, suffix, render_as = FORMATS[fmt]
-    doc = build_report(experiment, votes=fmt not in ("csv",))
     response = HttpResponse(render_as(doc, _step(request)), content_type=content_type)
     disposition = "inline" if fmt == "md" and request.GET.get("view") else "attachment"
     response["Content-Disposition"] = f'{disposition}; filename="{formats.slug(doc)}.{suffix}"'
