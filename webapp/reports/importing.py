@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from webapp.experiments.models import Experiment, Metric, Run, Sample
 from webapp.ratings.models import BASE, Vote
@@ -74,7 +74,7 @@ def do_import_report(doc: dict, owner) -> Experiment:
              for key, points in doc["metrics"].items() for step, name, value, wall in points), batch_size=5000)
         Sample.objects.bulk_create(
             (Sample(run=runs[key], step=step, prompt_id=pid, index=index, prompt=prompt, completion=completion,
-                    reward=reward)
+                    reward=float("nan") if reward is None else reward)
              for key, rows in doc["samples"].items() for step, pid, index, prompt, completion, reward in rows),
             batch_size=2000)
         raters = {}
@@ -92,7 +92,7 @@ def do_import_report(doc: dict, owner) -> Experiment:
                               left_is_first=left_is_first, outcome=v["outcome"], previous_result=previous,
                               revisions=v.get("revisions", 0)))
         Vote.objects.bulk_create(votes, batch_size=2000)
-    except (KeyError, TypeError, ValueError, ValidationError) as exc:
+    except (KeyError, TypeError, ValueError, ValidationError, DatabaseError) as exc:
         raise ReportError(f"The report is incomplete or malformed: {exc!r}") from exc
     ImportedReport.objects.create(experiment=experiment, imported_by=owner, environment=doc.get("environment") or {},
                                   exported_at=str(doc.get("exported_at", ""))[:64],

@@ -115,8 +115,8 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
     samples: dict[str, list] = {keys[r.pk]: [] for r in runs}
     rows = (Sample.objects.filter(run_id__in=ids).order_by("run_id", "step", "prompt_id", "index")
             .values_list("run_id", "step", "prompt_id", "index", "prompt", "completion", "reward"))
-    for run_id, *rest in rows.iterator(chunk_size=2000):
-        samples[keys[run_id]].append(rest)
+    for run_id, step, prompt_id, index, prompt, completion, reward in rows.iterator(chunk_size=2000):
+        samples[keys[run_id]].append([step, prompt_id, index, prompt, completion, _finite(reward)])
     return {
         "runs": [{
             "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": METHOD_LABELS.get(r.method, r.method),
