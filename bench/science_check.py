@@ -29,10 +29,11 @@ def main() -> None:
     p.add_argument("--rl-steps", type=int, default=100)
     p.add_argument("--methods", default="dpo,grpo,rloo,ppo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-samples", type=int, default=8, help="completions per eval prompt (more: less noise)")
     p.add_argument("--sft-dir", default="", help="reuse this finished SFT run folder instead of training SFT")
     args = p.parse_args()
     out = Path(args.out)
-    common = {"task": "arithmetic", "seed": args.seed, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8}
+    common = {"task": "arithmetic", "seed": args.seed, "eval_prompts": 20, "eval_samples": args.eval_samples, "max_new_tokens": 8}
     rows = []
 
     def go(name: str, cfg: dict) -> Path:
@@ -50,8 +51,8 @@ def main() -> None:
     rl = {"model": start, "max_steps": args.rl_steps, "eval_every": 20}
     configs = {
         "dpo": {"method": "dpo", "learning_rate": 5e-5, "beta": 0.1, "batch_size": 16, "sft_weight": 1.0},
-        "grpo": {"method": "grpo", "learning_rate": 2e-4, "beta": 0.02, "batch_size": 32, "num_generations": 4},
-        "rloo": {"method": "rloo", "learning_rate": 2e-4, "beta": 0.02, "batch_size": 32, "num_generations": 4},
+        "grpo": {"method": "grpo", "learning_rate": 1e-4, "beta": 0.02, "batch_size": 32, "num_generations": 4},
+        "rloo": {"method": "rloo", "learning_rate": 1e-4, "beta": 0.02, "batch_size": 32, "num_generations": 4},
         "ppo": {"method": "ppo", "learning_rate": 1e-4, "kl_coef": 0.02, "batch_size": 16, "num_minibatches": 2},
     }
     for m in args.methods.split(","):
