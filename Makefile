@@ -28,7 +28,9 @@ test: venv chromium
 	@if [ -x "$(CHROMIUM)" ]; then :; else \
 	  echo "make test: $(CHROMIUM) is missing: the browser tests (tests/e2e) will be SKIPPED."; \
 	  echo "           Install it with: sudo apt-get install -y chromium"; fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@# One torch thread per process: the tests run a pytest process and worker processes side by side, and
+	@# 2-thread torch on 2 shared cores spins (tiny SFT 0.06 -> 0.35 s/step, bench/RESULTS.md).
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
 
