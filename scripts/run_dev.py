@@ -275,8 +275,9 @@ def main() -> int:
     try:
         if not os.environ.get("PTLAB_SKIP_DEMO"):
             demo_state["text"] = "being prepared in the background (the tiny model works already)"
-            code = ("from training.demo_model import prepare_demo; from training.models import cache_dir; "
-                    "prepare_demo(cache_dir() / 'models')")
+            code = ("import sys\nfrom training.demo_model import prepare_demo\nfrom training.models import cache_dir\n"
+                    "try:\n    prepare_demo(cache_dir() / 'models')\n"
+                    "except Exception as e:\n    sys.exit(f'{type(e).__name__}: {e}')\n")
             demo = sup.start("demo", [PY, "-c", code], env, oneshot=True)
 
             def demo_done(rc: int) -> None:
@@ -313,7 +314,7 @@ def main() -> int:
             f"  Open      {url}",
             f"  Log in    user {user!r}, password {password!r}   (kept in {LOGIN_FILE.relative_to(ROOT)})",
             "  Try       New experiment: the form is prefilled with an example (tiny model, arithmetic,",
-            "            SFT then DPO, GRPO, RLOO and PPO from the SFT model): press Start.",
+            "            SFT, then DPO, PPO, GRPO and RLOO from the SFT model): press Start runs.",
             f"  Demo model {demo_state['text']}",
             "  Stop      Ctrl-C stops the web server, the worker and Redis.",
             "",
