@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.apps import apps
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -343,7 +342,6 @@ def test_leaderboard(api, alice, rated):
 
 # --- reports ---------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not apps.is_installed("webapp.reports"), reason="the reports app is not installed")
 def test_report_downloads(api, bob_api, rated):
     r = api.get(f"/api/experiments/{rated.pk}/report.json")
     assert r.status_code == 200 and r["Content-Disposition"].startswith("attachment")
