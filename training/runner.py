@@ -69,6 +69,8 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     hooks = RunHooks(sink, cfg.max_steps, cfg.eval_every, log_eval, start_step=start_step)
     if start_step == 0:
         hooks.run_eval(0, policy)
+    elif start_step % cfg.eval_every == 0:
+        hooks.last_eval_step = start_step  # evaluated before its checkpoint was written: logged already
     reward_fn = _reward_fn(cfg, task, device)
     ctx = MethodContext(cfg=cfg, task=task, tokenizer=tokenizer, model=policy, reference=reference, device=device,
                         out_dir=out, hooks=hooks, resume_from=str(resume_from) if resume_from else None,

@@ -120,3 +120,15 @@ def test_a_half_written_checkpoint_is_not_resumed_from(tmp_path):
         if complete:
             (folder / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def test_resuming_a_run_whose_last_checkpoint_is_its_last_step_trains_no_extra_step(tmp_path):
+    cfg = from_dict({"method": "sft", **FAST, "max_steps": 2, "eval_every": 2, "checkpoint_every": 2})
+    sink = MemorySink()
+    first = run(cfg, sink, tmp_path)
+    before = weights(first.model_dir)
+    again = run(cfg, sink, tmp_path)  # the worker died after checkpoint-2, before the run was marked done
+    assert again.step == 2
+    assert [s for s, _ in sink.series("train/loss")] == [1, 2]
+    assert [s for s, _ in sink.series("eval/reward")] == [0, 2]  # the final evaluation is not logged twice
+    assert not changed(before, weights(again.model_dir))

@@ -72,5 +72,9 @@ def train_trl(trainer, ctx: MethodContext) -> TrainResult:
     """Train with our callback attached and return where it ended."""
     trainer.remove_callback(PrinterCallback)  # our sink reports; Trainer's printer would spam stdout
     trainer.add_callback(TRLCallback(ctx.hooks, save_on_stop=bool(ctx.cfg.checkpoint_every)))
+    if ctx.resume_from and int(Path(ctx.resume_from).name.split("-")[-1]) >= ctx.cfg.max_steps:
+        # Killed after its last checkpoint: all steps are done, and HF would train one step too many.
+        trainer._load_from_checkpoint(ctx.resume_from)
+        return TrainResult(model=trainer.model, step=ctx.cfg.max_steps)
     trainer.train(resume_from_checkpoint=ctx.resume_from)
     return TrainResult(model=trainer.model, step=trainer.state.global_step)
