@@ -22,7 +22,7 @@ from webapp.experiments.actions import do_cancel_experiment, do_cancel_run
 from webapp.experiments.forms import METHODS, ExperimentForm
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, issue_token, redeem_token
+from webapp.ratings.arena import Arena, redeem_token
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard
 from webapp.ratings.models import Vote, leaderboard_experiments, raterable_experiments
 
@@ -317,16 +317,7 @@ def _rating_experiment(request: HttpRequest, pk: int) -> Experiment:
 def rate_next(request: HttpRequest, pk: int) -> JsonResponse:
     """The next item to rate, blind: two texts (a, b) and an opaque token to vote with."""
     exp = _rating_experiment(request, pk)
-    arena = Arena(exp)
-    if arena.step is None or len(arena.contestants) < 2:
-        return ok({"done": True, "reason": "Nothing to rate yet: fewer than two models have samples."})
-    item = arena.next_item(request.user)
-    progress = arena.progress(request.user)
-    if item is None:
-        return ok({"done": True, "reason": "Every item at this step is rated.", "progress": progress})
-    texts = arena.texts(item)
-    return ok({"done": False, "token": issue_token(request.session, exp.pk, item), "prompt": texts["prompt"],
-               "a": texts["a"], "b": texts["b"], "progress": progress})
+    return ok(Arena(exp).next_payload(request.user, request.session))
 
 
 @api_view(methods=("POST",))

@@ -216,6 +216,20 @@ class Arena:
                     return Item(self.step, prompt_id, index, first, second, rng.random() < 0.5)
         return None
 
+    def next_payload(self, rater, session) -> dict:
+        """What a rater is shown next (the page's JSON and the API alike): texts by side and an opaque
+        token, nothing about who wrote them; or `done` with the reason."""
+        if self.step is None or len(self.contestants) < 2:
+            return {"done": True, "reason": "Nothing to rate yet: fewer than two models have samples."}
+        item = self.next_item(rater)
+        progress = self.progress(rater)
+        if item is None:
+            return {"done": True, "progress": progress,
+                    "reason": "You have rated every item at this step. Thank you!"}
+        texts = self.texts(item)
+        return {"done": False, "token": issue_token(session, self.experiment.pk, item), "prompt": texts["prompt"],
+                "a": texts["a"], "b": texts["b"], "progress": progress}
+
     def texts(self, item: Item) -> dict | None:
         """The prompt and the two completions of an item, by side, with their rewards; None when either
         contestant no longer has that completion."""

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.experiments.models import Experiment
 from webapp.ratings.actions import do_cast_vote, do_invite
-from webapp.ratings.arena import Arena, issue_token, redeem_token
+from webapp.ratings.arena import Arena, redeem_token
 from webapp.ratings.forms import InviteForm, SetupForm
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import (
@@ -75,17 +75,7 @@ def rate(request: HttpRequest, pk: int) -> HttpResponse:
 def next_item(request: HttpRequest, pk: int) -> JsonResponse:
     """The next item to rate: texts by side and an opaque token; nothing about who wrote them."""
     experiment = _get_experiment_to_rate(request, pk)
-    arena = Arena(experiment)
-    if arena.step is None or len(arena.contestants) < 2:
-        return JsonResponse({"done": True, "reason": "Nothing to rate yet: fewer than two models have samples."})
-    item = arena.next_item(request.user)
-    progress = arena.progress(request.user)
-    if item is None:
-        return JsonResponse({"done": True, "progress": progress,
-                             "reason": "You have rated every item at this step. Thank you!"})
-    texts = arena.texts(item)
-    return JsonResponse({"done": False, "token": issue_token(request.session, experiment.pk, item),
-                         "prompt": texts["prompt"], "a": texts["a"], "b": texts["b"], "progress": progress})
+    return JsonResponse(Arena(experiment).next_payload(request.user, request.session))
 
 
 @never_cache
