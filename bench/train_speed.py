@@ -1,7 +1,10 @@
 """Training speed benchmark (issue 2): seconds per optimizer step per method, the cost of our sink and
 callbacks and of the uniform evaluation, and CPU efficiency.
 
-    .venv/bin/python bench/train_speed.py [--write] [--threads 1]   # ~10 min on the shared 2-core CPU machine
+    .venv/bin/python bench/train_speed.py [--write] [--threads 1]   # ~15 min on the shared 2-core CPU machine
+
+On a machine with a GPU the runs train there (bf16, as the worker does), the peak is a bf16 matmul on the GPU,
+the thread comparison is skipped, and --write fills the section "## Training speed on GPU (issue 2)".
 
 1. s/step per method on `tiny` (each config's defaults, eval_every=1e6 and the evaluator stubbed out, so no
    evaluation runs; median of the steps after a warm-up) and on `demo` with LoRA (batch 4, 32 new tokens,
@@ -10,7 +13,7 @@ callbacks and of the uniform evaluation, and CPU efficiency.
    TRLCallback, "ours" the same with a FileSink attached through TRLCallback; evaluation stubbed out in both.
    Measured twice: directly (time spent inside RunHooks.on_log/on_step_end, i.e. our callback and the sink,
    over the training loop time) and as the A/B difference of the loop times (bare and ours interleaved).
-   The evaluation at default settings (eval_every=20, 16 prompts x 4 samples x 16 tokens, max_steps=60) is
+   The evaluation at default settings (eval_every=50, 16 prompts x 4 samples x 16 tokens, max_steps=200) is
    timed by wrapping Evaluator.__call__, as a share of the run's wall time (runner.run: load to save).
 3. CPU efficiency: training tokens/s x 6 x parameters / measured float32 matmul FLOP/s. Training tokens are
    the non-padding tokens of every forward pass run with gradients (sampling, reference and old-policy
@@ -46,13 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from training import evaluation, methods, models, runner  # noqa: E402
 from training.callbacks import FileSink, RunHooks  # noqa: E402
-from training.config import from_dict  # noqa: E402
+from training.config import BaseConfig, from_dict  # noqa: E402
 from training.evaluation import EvalSettings, Evaluator  # noqa: E402
 from training.methods import common, dpo, grpo, ppo, sft  # noqa: E402
 from training.methods.common import TrainResult  # noqa: E402
 from training.tasks import get_task  # noqa: E402
 
-HEADING = "## Training speed (issue 2)"
+DEVICE = models.pick_device("auto")
+DEFAULTS = BaseConfig()
+ON_GPU = DEVICE.type == "cuda"
+HEADING = "## Training speed on GPU (issue 2)" if ON_GPU else "## Training speed (issue 2)"
 ALL_METHODS = ("sft", "dpo", "grpo", "rloo", "ppo")
 TRL_METHODS = ("sft", "dpo", "grpo", "rloo")
 NO_EVAL = 1_000_000
@@ -74,7 +80,7 @@ class Record:
     hooks_s: float = 0.0  # inside RunHooks.on_log / on_step_end (our callback + the sink)
     eval_s: float = 0.0
     eval_calls: int = 0
-    eval_logprobs_s: float = 0.0  # of eval_s: the two full forwards (policy, reference) for the KL
+    eval_logprobs_s: float = 0.0  # of eval_s: the reference forward for the KL
     run_s: float = 0.0  # runner.run, load to save
     n_steps: int = 0
     _first_step: float = 0.0
@@ -98,6 +104,7 @@ class TimingSink(FileSink):
 
     def progress(self, p) -> None:
         if p.phase == "training" and CURRENT is not None:
+            _sync()
             CURRENT.steps.append((time.perf_counter(), CURRENT.tokens))
         super().progress(p)
 
@@ -169,12 +176,19 @@ def _train_trl(trainer, ctx):
     return _orig_train_trl(trainer, ctx)
 
 
+def _sync() -> None:
+    if ON_GPU:  # kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize()
+
+
 def _timed(fn, attr: str, count: str | None = None):
     def wrapper(*a, **k):
+        _sync()
         t0 = time.perf_counter()
         try:
             return fn(*a, **k)
         finally:
+            _sync()
             if CURRENT is not None:
                 setattr(CURRENT, attr, getattr(CURRENT, attr) + time.perf_counter() - t0)
                 if count:
@@ -191,7 +205,7 @@ def _ppo_step(fn):
 
 
 def _noop_evaluator(*args, **kwargs):
-    return lambda model, step: ({}, [])
+    return lambda model, step, **_: ({}, [])
 
 
 def instrument(stack: ExitStack, *, evaluate: bool, save: bool) -> None:
@@ -233,21 +247,29 @@ def run_one(cfg: dict, variant: str, workdir: Path, *, evaluate: bool = False, s
 
 
 def matmul_flops(n: int = 1024, seconds: float = 3.0) -> float:
-    """float32 n x n matmul FLOP/s with all of torch's threads: the best 0.25 s window."""
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    """Matmul FLOP/s, the best 0.25 s window: float32 n x n with all of torch's threads on the CPU, bf16
+    8192 x 8192 on a GPU (the dtype runs train in there)."""
+    if ON_GPU:
+        n = 8192
+    kw = {"device": DEVICE, "dtype": torch.bfloat16 if ON_GPU else torch.float32}
+    a, b, c = torch.randn(n, n, **kw), torch.randn(n, n, **kw), torch.empty(n, n, **kw)
     for _ in range(3):
         torch.matmul(a, b, out=c)
+    _sync()
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 0.25:
             torch.matmul(a, b, out=c)
             reps += 1
+        _sync()
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
     return best
 
 
 def cpu_model() -> str:
+    if ON_GPU:
+        return f"{torch.cuda.get_device_name()} ({os.cpu_count()} CPU cores)"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -301,7 +323,7 @@ def bench(args) -> dict:
     try:
         out["flops_start"] = matmul_flops()
         log(f"matmul {out['flops_start'] / 1e9:.1f} GFLOP/s")
-        if torch.get_num_threads() != os.cpu_count():
+        if not ON_GPU and torch.get_num_threads() != os.cpu_count():
             threads = torch.get_num_threads()
             torch.set_num_threads(os.cpu_count())
             out["flops_all_cores"] = matmul_flops()
@@ -322,17 +344,17 @@ def bench(args) -> dict:
             out["ab"][m] = recs["bare"]
             log(f"tiny {m}: " + ", ".join(f"{v} loop {[round(x.loop_s, 2) for x in rs]}" for v, rs in recs.items()))
 
-        # torch threads: one vs one per core, back to back, on the cheapest step (20 steps each)
-        one = {"method": "sft", "model": "tiny", "max_steps": 20, "eval_every": NO_EVAL}
-        threads = torch.get_num_threads()
-        try:
-            for key, n in (("one_thread", 1), ("all_threads", os.cpu_count())):
-                torch.set_num_threads(n)
-                out[key] = run_one(one, "ours", workdir)
-        finally:
-            torch.set_num_threads(threads)
-        log(f"tiny sft 20 steps: 1 thread {out['one_thread'].loop_s:.2f} s, {os.cpu_count()} threads "
-            f"{out['all_threads'].loop_s:.2f} s")
+        if not ON_GPU:  # torch threads: one vs one per core, back to back, on the cheapest step (20 steps each)
+            one = {"method": "sft", "model": "tiny", "max_steps": 20, "eval_every": NO_EVAL}
+            threads = torch.get_num_threads()
+            try:
+                for key, n in (("one_thread", 1), ("all_threads", os.cpu_count())):
+                    torch.set_num_threads(n)
+                    out[key] = run_one(one, "ours", workdir)
+            finally:
+                torch.set_num_threads(threads)
+            log(f"tiny sft 20 steps: 1 thread {out['one_thread'].loop_s:.2f} s, {os.cpu_count()} threads "
+                f"{out['all_threads'].loop_s:.2f} s")
 
         # 2b: evaluation at default settings, as a share of the run
         for m in args.methods:
@@ -360,7 +382,7 @@ def demo_eval_seconds() -> tuple[float, float]:
     """One uniform evaluation at default settings (16 x 4 x 16) of `demo` with LoRA adapters:
     (seconds, of which in the policy and reference log-prob forwards)."""
     global CURRENT
-    device = torch.device("cpu")
+    device = DEVICE
     tok = models.load_tokenizer("demo")
     policy = models.add_lora(models.load_model("demo", device), 16, 32)
     evaluator = Evaluator(get_task("arithmetic"), tok, None, EvalSettings(), device)
@@ -368,8 +390,12 @@ def demo_eval_seconds() -> tuple[float, float]:
     try:
         with mock.patch.object(evaluation, "sequence_logprobs",
                                _timed(evaluation.sequence_logprobs, "eval_logprobs_s")):
+            evaluator(policy, 0)  # warm-up (CUDA kernels, allocator)
+            CURRENT.eval_logprobs_s = 0.0
+            _sync()
             t0 = time.perf_counter()
             evaluator(policy, 0)
+            _sync()
             return time.perf_counter() - t0, CURRENT.eval_logprobs_s
     finally:
         CURRENT = None
@@ -393,25 +419,30 @@ def report(out: dict, meta: dict) -> str:
     args = argparse.Namespace(**meta["args"])
     load, threads, cores = meta["load"], meta["threads"], meta["nproc"]
     flops = max(out["flops_start"], out.get("flops_end", 0.0))
+    gpu = meta.get("gpu", False)
+    unit, scale = ("TFLOP/s", 1e12) if gpu else ("GFLOP/s", 1e9)
+    eff = "GPU eff." if gpu else "CPU eff."
     fmt_eff = lambda s: f"{100 * s['tok_s'] * 6 * s['params'] / flops:.2f}%" if s else "-"  # noqa: E731
     lines = [HEADING, "",
              f"Command: `{meta['command']}`  ",
              f"Date: {meta['date']}; wall time {meta['wall_s'] / 60:.1f} min  ",
-             f"Machine: nproc {cores}, CPU \"{meta['cpu']}\", torch {meta['torch']} with "
-             f"{threads} threads; float32 1024x1024 matmul {flops / 1e9:.1f} GFLOP/s "
-             f"(start {out['flops_start'] / 1e9:.1f}, end {out.get('flops_end', 0) / 1e9:.1f}"
+             f"Machine: nproc {cores}, {'GPU' if gpu else 'CPU'} \"{meta['cpu']}\", torch {meta['torch']} with "
+             f"{threads} threads; {'bf16 8192x8192 matmul on the GPU' if gpu else 'float32 1024x1024 matmul'} "
+             f"{flops / scale:.1f} {unit} "
+             f"(start {out['flops_start'] / scale:.1f}, end {out.get('flops_end', 0) / scale:.1f}"
              + (f"; {out['flops_all_cores'] / 1e9:.1f} on {cores} threads" if "flops_all_cores" in out else "")
              + ")  ",
              f"Load average (1 min) during the run: min {load['min']:.2f}, median {load['median']:.2f}, "
              f"max {load['max']:.2f} (at start {meta['start_load']:.2f}, after waiting {meta['waited_s']:.0f} s for < "
-             f"{args.wait_load}); other engineers share this 2-core machine, so read the numbers with it.", ""]
+             f"{args.wait_load})" + ("." if gpu else "; other engineers share this 2-core machine, so read the "
+                                                 "numbers with it."), ""]
     p_tiny = next(iter(out["tiny"].values()))[0].params if out["tiny"] else 0
     p_demo = next(iter(out["demo"].values()))[0].params if out["demo"] else 0
     lines += [f"### Seconds per optimizer step (tiny: {p_tiny / 1e6:.2f} M params, defaults, {args.tiny_steps} steps "
               f"x {args.repeats} runs (PPO: 1), median after {args.warmup} warm-up steps; demo: {p_demo / 1e6:.1f} M params "
               f"+ LoRA r=16, batch 4, 32 new tokens, {args.demo_steps} steps, median of steps 2..)", "",
-              "| method | tiny s/step | tiny train tok/step | tiny tok/s | tiny CPU eff. | demo+LoRA s/step "
-              "| demo tok/step | demo tok/s | demo CPU eff. |",
+              f"| method | tiny s/step | tiny train tok/step | tiny tok/s | tiny {eff} | demo+LoRA s/step "
+              f"| demo tok/step | demo tok/s | demo {eff} |",
               "|---|---|---|---|---|---|---|---|---|"]
     for m in args.methods:
         t = _pooled(out["tiny"][m], args.warmup) if out["tiny"].get(m) else {}
@@ -420,13 +451,13 @@ def report(out: dict, meta: dict) -> str:
         lines.append(f"| {m} | {cell(t, 's_step', '.4f')} | {cell(t, 'tok_step', '.0f')} | {cell(t, 'tok_s', '.0f')} "
                      f"| {fmt_eff(t)} | {cell(d, 's_step', '.2f')} | {cell(d, 'tok_step', '.0f')} "
                      f"| {cell(d, 'tok_s', '.0f')} | {fmt_eff(d)} |")
-    lines += ["", "CPU eff. = training tokens/s x 6 x parameters / matmul FLOP/s; training tokens = non-padding "
+    lines += ["", f"{eff} = training tokens/s x 6 x parameters / matmul FLOP/s; training tokens = non-padding "
               "tokens of forward passes with gradients (generation, reference and old-policy passes excluded). "
               "With LoRA the 6N rule overstates the work (no weight gradients for frozen weights).", ""]
 
     lines += ["### Cost of our sink + callbacks and of the uniform evaluation (tiny)", "",
               "| method | loop s bare (median) | loop s ours (median) | A/B overhead | in sink+callbacks "
-              "(direct) | eval calls | eval s (in KL forwards) | run s | eval share of run |",
+              "(direct) | eval calls | eval s (in the reference forward) | run s | eval share of run |",
               "|---|---|---|---|---|---|---|---|---|"]
     for m in args.methods:
         ours, bare, ev = out["tiny"].get(m, []), out["ab"].get(m, []), out["eval"].get(m)
@@ -441,8 +472,8 @@ def report(out: dict, meta: dict) -> str:
               if out["tiny"].get(m)}
     share = {m: ev.eval_s / ev.run_s for m, ev in out["eval"].items()}
     lines += ["", "Goals: sink + callbacks < 2% of training time (direct column; the A/B column is the same "
-              "difference seen through run-to-run noise); evaluation at default settings (max_steps 60, "
-              "eval_every 20: steps 0, 20, 40, 60; 16 prompts x 4 samples x 16 tokens) < 15% of the run.", "",
+              "difference seen through run-to-run noise); evaluation at default settings (max_steps 200, "
+              "eval_every 50: steps 0, 50, ..., 200; 16 prompts x 4 samples x 16 tokens) < 15% of the run.", "",
               f"- sink + callbacks: {_verdict(direct, 0.02)}",
               f"- evaluation: {_verdict(share, 0.15)}"]
     if "one_thread" in out:
@@ -451,14 +482,17 @@ def report(out: dict, meta: dict) -> str:
                   f"{cores} (20 steps each, back to back, same load)."]
     if out.get("demo_eval_s") and out["demo"]:
         e, e_kl = out["demo_eval_s"]
+        steps, every = DEFAULTS.max_steps, DEFAULTS.eval_every
+        n = steps // every + 1 + (steps % every > 0)  # step 0, every `every` steps, the end
         proj = []
         for m in args.methods:
             d = _pooled(out["demo"][m], 1)
             if d:
-                proj.append(f"{m} {100 * 4 * e / (4 * e + 60 * d['s_step']):.0f}%")
-        lines += ["", f"demo + LoRA: one evaluation at default settings takes {e:.1f} s ({100 * e_kl / e:.0f}% in the "
-                  f"two KL forwards); with the demo step times "
-                  f"above, 4 evaluations in a 60-step run would be " + ", ".join(proj) + " of training + eval."]
+                proj.append(f"{m} {100 * n * e / (n * e + steps * d['s_step']):.0f}%")
+        lines += ["", f"demo + LoRA: one evaluation at default settings takes {e:.2f} s ({100 * e_kl / e:.0f}% in the "
+                  f"reference forward); with the demo step times above, the {n} evaluations of a run at the default "
+                  f"max_steps {steps} / eval_every {every} would be " + ", ".join(proj) + " of training + eval "
+                  "(an upper bound: the step-0 evaluation skips the reference forward)."]
     return "\n".join(lines) + "\n"
 
 
@@ -490,7 +524,7 @@ def measure(args, argv: list[str] | None) -> tuple[dict, dict]:
     meta = {"command": ".venv/bin/python bench/train_speed.py " + shlex.join(sys.argv[1:] if argv is None else argv),
             "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "nproc": os.cpu_count(),
             "cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "start_load": start_load, "waited_s": waited,
+            "start_load": start_load, "waited_s": waited, "gpu": ON_GPU,
             "args": {k: getattr(args, k) for k in ("methods", "tiny_steps", "warmup", "repeats", "demo_steps",
                                                    "wait_load")}}
     monitor = LoadMonitor()
@@ -518,7 +552,7 @@ def _records(raw: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(ALL_METHODS))
-    p.add_argument("--tiny-steps", type=int, default=60, help="steps per tiny run (the configs' default)")
+    p.add_argument("--tiny-steps", type=int, default=60, help="steps per tiny run for the s/step figures")
     p.add_argument("--warmup", type=int, default=5, help="tiny steps left out of the median")
     p.add_argument("--repeats", type=int, default=2, help="tiny runs per TRL method and variant (bare, ours)")
     p.add_argument("--demo-steps", type=int, default=4, help="steps per demo run (0: skip demo)")

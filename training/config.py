@@ -41,10 +41,12 @@ class BaseConfig:
 
     model: str = opt("tiny", "Base model: 'tiny', 'demo' (SmolLM2-135M-Instruct), a local folder or a hub id.")
     task: str = opt("arithmetic", "Built-in task (arithmetic, sentiment, format) or a path to a JSONL file.")
-    max_steps: int = opt(60, "Optimizer steps to train.", min=1, max=1_000_000)
+    max_steps: int = opt(200, "Optimizer steps to train.", min=1, max=1_000_000)
     seed: int = opt(0, "Random seed (data order, sampling, new weights such as LoRA or value heads).",
                     min=0, max=2**31 - 1)
-    eval_every: int = opt(20, "Evaluate every N steps (also at step 0 and at the end).", min=1, max=1_000_000)
+    eval_every: int = opt(50, "Evaluate every N steps (also at step 0 and at the end). One evaluation samples "
+                              "eval_prompts x eval_samples completions: on tiny about as long as 7 SFT steps.",
+                          min=1, max=1_000_000)
     eval_prompts: int = opt(16, "Held-out prompts used by the uniform evaluation.", min=1, max=1000)
     eval_samples: int = opt(4, "Completions sampled per eval prompt (K).", min=1, max=64)
     max_new_tokens: int = opt(16, "Longest completion, in tokens, for training and evaluation.", min=1, max=4096)

@@ -2,8 +2,13 @@
 
 KL(policy || reference) is estimated per sequence by Monte Carlo on completions sampled from the
 unmodified policy (temperature 1, top_k 0, top_p 1): the sum over completion tokens, up to and
-including the first EOS, of log p_policy - log p_ref. Position ids follow the left padding, so a
-padded prompt scores exactly as an unpadded one. At step 0 (policy == reference) it is exactly 0.
+including the first EOS, of log p_policy - log p_ref. The policy's log-probs are the sampling pass's
+own logits (temperature 1 leaves them as they are), so only the reference needs a second forward.
+Position ids follow the left padding, so a padded prompt scores exactly as an unpadded one.
+
+When the caller knows the policy *is* the reference (step 0 of a run whose reference is its starting
+model), the reference pass is skipped and the KL is exactly 0: the cached sampling pass and a full
+forward agree only to float rounding (~1e-6 nats), which would otherwise show as a non-zero start.
 """
 
 from __future__ import annotations
@@ -43,13 +48,13 @@ class Evaluator:
         self.encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     @torch.no_grad()
-    def __call__(self, model, step: int) -> tuple[dict[str, float], list[Sample]]:
+    def __call__(self, model, step: int, *, is_reference: bool = False) -> tuple[dict[str, float], list[Sample]]:
         was_training = model.training
         model.eval()
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.s.seed)
-                rows = [self._batch(model, chunk) for chunk in self._chunks()]
+                rows = [self._batch(model, chunk, is_reference) for chunk in self._chunks()]
         finally:
             model.train(was_training)
         completions = [c for r in rows for c in r[0]]
@@ -79,22 +84,24 @@ class Evaluator:
         for i in range(0, len(seqs), self.s.batch_size):
             yield seqs[i:i + self.s.batch_size]
 
-    def _batch(self, model, seqs: list[list[int]]):
+    def _batch(self, model, seqs: list[list[int]], is_reference: bool):
         pad = self.tok.pad_token_id
         eos = self.tok.eos_token_id
         width = max(map(len, seqs))
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
                              top_p=1.0, max_new_tokens=self.s.max_new_tokens, eos_token_id=eos,
-                             pad_token_id=pad)
-        completion = out[:, width:]
+                             pad_token_id=pad, output_logits=True, return_dict_in_generate=True)
+        completion = gen.sequences[:, width:]
         comp_mask = completion_mask(completion, eos)
-        full_mask = torch.cat([mask, comp_mask], dim=1)
-        logp = sequence_logprobs(model, out, full_mask, width)
-        with self._reference_context(model) as ref:
-            logp_ref = sequence_logprobs(ref, out, full_mask, width)
-        kl = ((logp - logp_ref) * comp_mask).sum(dim=1)
+        if is_reference:
+            kl = torch.zeros(len(seqs), device=self.device)
+        else:
+            logp = token_logprobs(torch.stack(gen.logits, dim=1), completion)  # raw logits: the sampled distribution
+            with self._reference_context(model) as ref:
+                logp_ref = sequence_logprobs(ref, gen.sequences, torch.cat([mask, comp_mask], dim=1), width)
+            kl = ((logp - logp_ref) * comp_mask).sum(dim=1)
         texts = [self.tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion, comp_mask, strict=True)]
         return texts, kl.cpu(), comp_mask.sum(dim=1).cpu()
 
@@ -118,9 +125,15 @@ def completion_mask(completion: torch.Tensor, eos: int) -> torch.Tensor:
 
 
 def sequence_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
-    """Per-token log-probabilities of ids[:, prompt_width:] (positions respect left padding)."""
+    """Per-token log-probabilities of ids[:, prompt_width:] (positions respect left padding). The LM head
+    runs only where completion tokens are predicted (`logits_to_keep`): most positions are prompt."""
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
-    logits = logits[:, prompt_width - 1:-1].float()
-    targets = ids[:, prompt_width:]
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    keep = ids.shape[1] - prompt_width + 1
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep).logits
+    return token_logprobs(logits[:, :-1], ids[:, prompt_width:])
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per position, without materialising the whole log-softmax."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)

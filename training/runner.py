@@ -57,9 +57,10 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
 
     final: dict[str, float] = {}
     evaluate = _evaluator(cfg, task, tokenizer, reference, device)
+    starts_as_reference = cfg.reference_model in ("", cfg.model)  # LoRA adapters start as the identity
 
     def log_eval(step: int, model) -> None:
-        metrics, samples = evaluate(model, step)
+        metrics, samples = evaluate(model, step, is_reference=step == 0 and starts_as_reference)
         sink.log_metrics(step, metrics)
         if samples:
             sink.log_samples(step, samples)
@@ -106,7 +107,7 @@ def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device):
         from training.methods.reward import pairwise_accuracy
 
         held = task.eval_examples(cfg.eval_prompts)
-        return lambda model, step: (pairwise_accuracy(model, tokenizer, held, device), [])
+        return lambda model, step, **_: (pairwise_accuracy(model, tokenizer, held, device), [])
     settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
     proxy = _reward_fn(cfg, task, device) if getattr(cfg, "reward_model", "") else None
     return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=proxy)

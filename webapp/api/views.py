@@ -30,8 +30,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = {"metrics": 10_000, "samples": 1000, "experiments": 1000}
 MAX_INT = 2**31 - 1
 # What a new experiment gets for a field the request leaves out (the model's defaults).
-CREATE_DEFAULTS = {"base_model": "tiny", "seeds": 1, "max_steps": 60, "eval_every": 20, "eval_prompts": 16,
-                   "eval_samples": 4, "max_new_tokens": 16, "rl_from_sft": False, "queue": "train"}
+CREATE_DEFAULTS = {name: Experiment._meta.get_field(name).default
+                   for name in ("base_model", "seeds", "max_steps", "eval_every", "eval_prompts", "eval_samples",
+                                "max_new_tokens", "rl_from_sft", "queue")}
 
 
 # --- helpers -------------------------------------------------------------------------------------------

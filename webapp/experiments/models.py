@@ -15,9 +15,12 @@ from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from training.config import BaseConfig
+
 # The methods an experiment compares, in the order they are shown and created.
 METHODS = ("sft", "dpo", "ppo", "grpo", "rloo")
 METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO"}
+RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
 
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
@@ -40,16 +43,16 @@ class Experiment(models.Model):
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_experiments",
                                          help_text="Users who may view this experiment (read-only).")
     name = models.CharField(max_length=200)
-    base_model = models.CharField(max_length=500, default="tiny")
+    base_model = models.CharField(max_length=500, default=RUN_DEFAULTS.model)
     task = models.CharField(max_length=100, blank=True, help_text="A built-in task; empty when a dataset is uploaded.")
     dataset = models.FileField(upload_to="datasets/", blank=True, help_text="Uploaded JSONL (ARTIFACT_ROOT/datasets).")
     methods = models.JSONField(default=list)
     seeds = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(5)])
-    max_steps = models.PositiveIntegerField(default=60)
-    eval_every = models.PositiveIntegerField(default=20)
-    eval_prompts = models.PositiveIntegerField(default=16)
-    eval_samples = models.PositiveIntegerField(default=4)
-    max_new_tokens = models.PositiveIntegerField(default=16)
+    max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps)
+    eval_every = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_every)
+    eval_prompts = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_prompts)
+    eval_samples = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_samples)
+    max_new_tokens = models.PositiveIntegerField(default=RUN_DEFAULTS.max_new_tokens)
     hyperparams = models.JSONField(default=dict, blank=True, help_text="Per-method settings: {method: {key: value}}.")
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
