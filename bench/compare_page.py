@@ -2,10 +2,13 @@
 x 5,000 logged steps x 20 metrics (800,000 metric rows, every metric at every step: the worst case)
 in a SQLite file database, plus 51 evaluations x 16 prompts x 4 completions of samples per run.
 
-Measures, through Django's test client (middleware, session and template rendering included): the
-server time and response size of the page and its JSON endpoints, cold (nothing cached: the first
-view after the server starts) and warm, while a run trains (new rows since the last poll), and the
-query count for 2 vs 8 runs.
+Runs end the way the app ends them (`do_finish_run`), which stores each run's downsampled series
+(compare.models.SeriesSummary). Measures, through Django's test client (middleware, session and
+template rendering included): the server time and response size of the page and its JSON endpoints,
+cold (nothing cached in the process: the first view after the server starts) and warm, cold for runs
+without stored series (finished before they were stored: read from the metric rows, then stored),
+while a run trains (new rows since the last poll), the cost of storing a run's series when it ends,
+and the query count for 2 vs 8 runs.
 
     .venv/bin/python bench/compare_page.py [--db PATH] [--repeat 5]
 
@@ -42,7 +45,7 @@ TRAIN = {  # 15 of each trainer's own keys: with the 5 eval keys, 20 metrics at 
 }
 TRAIN["rloo"] = TRAIN["grpo"]
 EVAL_SAMPLES_EVERY, PROMPTS, PER_PROMPT = 100, 16, 4
-SPEC = f"v1 {RUNS} {STEPS} {EVAL} {TRAIN} {EVAL_SAMPLES_EVERY} {PROMPTS} {PER_PROMPT}"
+SPEC = f"v2 {RUNS} {STEPS} {EVAL} {TRAIN} {EVAL_SAMPLES_EVERY} {PROMPTS} {PER_PROMPT}"
 
 
 def setup(db: Path) -> None:
@@ -61,6 +64,7 @@ def build(db: Path) -> None:
     from django.core.management import call_command
     from django.db import connection, transaction
 
+    from webapp.experiments.actions import do_finish_run
     from webapp.experiments.models import Experiment, Run, Sample
 
     marker = db.with_suffix(".spec")
@@ -81,7 +85,7 @@ def build(db: Path) -> None:
     for exp_, runs in ((exp, RUNS), (small, RUNS[::4])):
         for method, seed in runs:
             config = exp_.run_config(method, seed)
-            run = Run.objects.create(experiment=exp_, method=method, seed=seed, config=config, state="succeeded",
+            run = Run.objects.create(experiment=exp_, method=method, seed=seed, config=config, state="running",
                                      step=STEPS, total=STEPS, attempts=1)
             names = EVAL + [f"train/{k}" for k in TRAIN[method]]
             rows = []
@@ -107,6 +111,7 @@ def build(db: Path) -> None:
                        for step in range(0, STEPS + 1, EVAL_SAMPLES_EVERY) for p in range(PROMPTS)
                        for i in range(PER_PROMPT)]
             Sample.objects.bulk_create(samples, batch_size=2000)
+            assert do_finish_run(run, Run.State.SUCCEEDED, note="finished")  # stores its series once committed
             print(f"  built {exp_.name} / {method} seed {seed}: {len(rows)} metric rows "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     marker.write_text(SPEC)
@@ -120,6 +125,7 @@ def measure(repeat: int) -> dict:
     from django.urls import reverse
 
     from webapp.compare import data
+    from webapp.compare.models import SeriesSummary
     from webapp.experiments.models import Experiment, Metric, Run
 
     client = Client()
@@ -142,10 +148,12 @@ def measure(repeat: int) -> dict:
         assert response.status_code == 200, (url, response.status_code)
         return elapsed, len(response.content), len(ctx.captured_queries)
 
-    def timed(url: str, cold: bool = False, rebuild: bool = False) -> dict:
+    def timed(url: str, cold: bool = False, rebuild: bool = False, unstored: bool = False) -> dict:
         times, size, queries = [], 0, 0
         cpu.clear()
         for _ in range(repeat):
+            if unstored:  # as if the runs had finished before their series were stored
+                SeriesSummary.objects.filter(run__experiment=big).delete()
             if cold or rebuild:
                 data.clear_cache(series=cold)
             elapsed, size, queries = get(url)
@@ -154,19 +162,24 @@ def measure(repeat: int) -> dict:
                 "max_ms": round(1000 * max(times)), "cpu_median_ms": round(1000 * statistics.median(cpu)),
                 "bytes": size, "queries": queries}
 
+    assert SeriesSummary.objects.filter(run__experiment=big).count() == len(RUNS), "rebuild: rm the --db file"
     out = {}
-    out["page, cold (first view after a server start: every metric row read)"] = timed(page, cold=True)
+    out["page, cold (first view after a server start: stored series read)"] = timed(page, cold=True)
+    out["page, cold, no stored series (every needed metric row read, series stored)"] = timed(
+        page, cold=True, unstored=True)
     out["page, warm (series cached)"] = timed(page)
     for x, smoothing in (("step", 0), ("step", 0.6), ("tokens", 0.6), ("wall", 0)):
         url = f"{figs}?x={x}&smoothing={smoothing}"
         out[f"data.json x={x} smoothing={smoothing}, series cached, figures rebuilt"] = timed(url, rebuild=True)
         out[f"data.json x={x} smoothing={smoothing}, finished runs: bytes cached"] = timed(url)
     out["data.json, cold"] = timed(figs, cold=True)
+    out["data.json, cold, no stored series"] = timed(figs, cold=True, unstored=True)
     out["samples.json (last step), page's samples"] = timed(samples)
 
     # A run still training: 20 new rows per poll (one step of every metric), then a poll.
     run = big.runs.order_by("id").first()
     Run.objects.filter(pk=run.pk).update(state="running")
+    data.clear_cache()  # a server that saw the run running (its cached series are not frozen)
     get(figs)  # warm, with the run active
     names = list(Metric.objects.filter(run=run, step=STEPS).values_list("name", flat=True))
     times = []
@@ -184,12 +197,29 @@ def measure(repeat: int) -> dict:
         "max_ms": round(1000 * max(times)), "cpu_median_ms": round(1000 * statistics.median(cpu)), "bytes": size,
         "queries": queries}
 
+    # What a run's end costs its worker: reading, downsampling and storing its series.
+    times, cpu_store = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        data.store_summaries([run.pk])
+        times.append(time.perf_counter() - t)
+        cpu_store.append(time.process_time() - c)
+    stored = SeriesSummary.objects.filter(run__experiment=big)
+    sizes = [len(json.dumps(s, separators=(",", ":"))) for s in stored.values_list("series", flat=True)]
+    out["store_summaries (one run's end, in its worker)"] = {
+        "median_ms": round(1000 * statistics.median(times)), "min_ms": round(1000 * min(times)),
+        "max_ms": round(1000 * max(times)), "cpu_median_ms": round(1000 * statistics.median(cpu_store)),
+        "bytes": statistics.median(sizes), "queries": None}
+
     # Query counts: 2 runs vs 8 runs, cold cache (the most queries a request makes).
     counts = {}
     for label, exp in (("2 runs", small), ("8 runs", big)):
         for name in ("compare:experiment", "compare:experiment_data", "compare:experiment_samples"):
             data.clear_cache()
             counts[f"{name} {label}"] = get(reverse(name, args=[exp.pk]))[2]
+        SeriesSummary.objects.filter(run__experiment=exp).delete()
+        data.clear_cache()
+        counts[f"compare:experiment {label}, no stored series"] = get(reverse("compare:experiment", args=[exp.pk]))[2]
     ids = [str(r) for r in big.runs.values_list("pk", flat=True)]
     for n in (2, 8):
         data.clear_cache()

@@ -27,6 +27,7 @@ from django.test import override_settings
 from django.urls import reverse
 
 from webapp.celery import app as celery_app
+from webapp.compare.models import SeriesSummary
 from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,6 +268,9 @@ def test_an_experiment_created_over_http_trains_to_the_end(browser, worker, queu
         assert (Path(run.out_dir) / "model" / "config.json").is_file()
         assert_no_duplicate_points(run)
     assert dpo.config["model"] == str(sft.model_dir) and dpo.started_at > sft.finished_at
+    # Their worker stored each one's downsampled series for the comparison, once the run's end committed.
+    wait_for(lambda: SeriesSummary.objects.filter(run__experiment=exp).count() == 2, WAIT, "series stored", worker)
+    assert all(s.series["eval/reward"]["points"][0] == [0, 2, 4] for s in SeriesSummary.objects.filter(run__experiment=exp))
     _, body = browser.get(reverse("experiments:status", args=[exp.pk]))
     assert '"percent": 100' in body and '"active": false' in body
 

@@ -1,10 +1,14 @@
 """The comparison's queries. Their number does not grow with the number of runs compared: one query
-for the runs, one for all the metric rows they need, two for the samples shown.
+for the runs, one for the stored series of the finished ones, one for the metric rows of the others,
+two for the samples shown.
 
 Metric series are long (5,000 steps x 20 names per run is not unusual) while a chart needs a few
-hundred points per line. So each run's series are downsampled as rows arrive (figures.Series) and
-kept in a small in-process cache; a later request (the page polls every few seconds while runs
-train) fetches only the rows logged since, and a finished run's series not at all. One writer per
+hundred points per line. So each run's series are downsampled (figures.Series) and kept in a small
+in-process cache. A finished run's downsampled series are stored in the database when it finishes
+(models.SeriesSummary, `store_summaries`): the first view reads those, not its metric rows. A finished
+run without one (it finished before summaries were stored, or storing failed) is read from its rows,
+and its summary stored then. A running run's series are downsampled as rows arrive: a later request
+(the page polls every few seconds while runs train) fetches only the rows logged since. One writer per
 run appends its rows in id order, so a per-run id watermark finds exactly the new rows; a new attempt
 (a resumed run rewrites its steps after the checkpoint) starts the run's entry afresh.
 """
@@ -12,6 +16,7 @@ run appends its rows in id order, so a per-run id watermark finds exactly the ne
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,13 +24,16 @@ from functools import reduce
 from operator import or_
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 
 from webapp.compare import figures
-from webapp.compare.figures import RunData, Series
+from webapp.compare.figures import RunData, Series, SeriesData
+from webapp.compare.models import SeriesSummary
 from webapp.experiments.models import METHOD_LABELS, METHODS, Experiment, Metric, Run, Sample
 
+log = logging.getLogger(__name__)
 NAMES = figures.NEEDED_NAMES
 TERMINAL = {Run.State.SUCCEEDED, Run.State.FAILED, Run.State.CANCELLED}
 
@@ -75,8 +83,18 @@ class _Entry:
     attempts: int
     last_id: int = 0
     frozen: bool = False  # loaded after the run had finished: nothing more will arrive
-    series: dict[str, Series] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)  # while rows may still arrive
+    data: dict[str, SeriesData] | None = None  # once frozen: the final series (stored, or snapshot of `series`)
+    read_in_full: bool = False  # frozen by one read of all its rows (not a stored summary, not polls)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:
+        self.series, self.data, self.last_id, self.frozen, self.read_in_full = {}, None, 0, False, False
+
+    def snapshot(self) -> dict[str, SeriesData]:
+        if self.data is not None:
+            return self.data
+        return {name: s.snapshot() for name, s in self.series.items()}
 
 
 _cache: OrderedDict[tuple, _Entry] = OrderedDict()
@@ -111,10 +129,11 @@ def _entry(run: Run) -> _Entry:
     return entry
 
 
-def load_series(runs: list[Run]) -> dict[int, dict[str, figures.SeriesData]]:
+def load_series(runs: list[Run]) -> dict[int, dict[str, SeriesData]]:
     """Each run's series of the names the figures need, downsampled: {run id: {name: SeriesData}}.
-    At most one query, for the rows logged since the last call, whatever the number of runs; none
-    when every run had finished by the last call."""
+    At most two queries whatever the number of runs: the stored summaries of the finished runs not
+    cached yet, the rows logged since the last call of the others; none when every run had finished
+    by the last call."""
     entries = {run.pk: _entry(run) for run in runs}
     fetch = sorted((run for run in runs if not entries[run.pk].frozen), key=lambda r: r.pk)
     held = []
@@ -127,11 +146,10 @@ def load_series(runs: list[Run]) -> dict[int, dict[str, figures.SeriesData]]:
         fetch = [run for run in fetch if not entries[run.pk].frozen]
         if fetch:
             try:
-                _apply_new_rows(fetch, entries)
+                _bring_up_to_date(fetch, entries)
             except BaseException:
                 for run in fetch:  # rows arrive in no particular order: a partial read starts afresh
-                    entry = entries[run.pk]
-                    entry.series, entry.last_id, entry.frozen = {}, 0, False
+                    entries[run.pk].reset()
                 raise
     finally:
         for entry in held:
@@ -140,8 +158,22 @@ def load_series(runs: list[Run]) -> dict[int, dict[str, figures.SeriesData]]:
     for run in runs:
         entry = entries[run.pk]
         with entry.lock:
-            out[run.pk] = {name: s.snapshot() for name, s in entry.series.items()}
+            out[run.pk] = entry.snapshot()
     return out
+
+
+def _bring_up_to_date(fetch: list[Run], entries: dict[int, _Entry]) -> None:
+    """Finished runs with nothing cached: from their stored summaries. The others: from their rows. A
+    finished run read from all its rows gets its summary stored, so the next cold view need not."""
+    finished = [run for run in fetch if run.state in TERMINAL and entries[run.pk].last_id == 0]
+    if finished:
+        for run_id, series in SeriesSummary.objects.current(finished).items():
+            entry = entries[run_id]
+            entry.data, entry.frozen = series, True
+        fetch = [run for run in fetch if not entries[run.pk].frozen]
+    if fetch:
+        _apply_new_rows(fetch, entries)
+        _store([run for run in fetch if entries[run.pk].read_in_full], entries)
 
 
 def _apply_new_rows(fetch: list[Run], entries: dict[int, _Entry]) -> None:
@@ -163,8 +195,38 @@ def _apply_new_rows(fetch: list[Run], entries: dict[int, _Entry]) -> None:
         series.add(step, value, wall)
         if pk > entry.last_id:
             entry.last_id = pk
+    fresh = set(fresh)
     for run in fetch:
-        entries[run.pk].frozen = run.pk in done
+        if run.pk in done:
+            entry = entries[run.pk]
+            entry.data, entry.series, entry.frozen = entry.snapshot(), {}, True
+            entry.read_in_full = run.pk in fresh
+
+
+def _store(runs: list[Run], entries: dict[int, _Entry]) -> None:
+    """Store the frozen series of these finished runs. A failure (a locked database) only costs the
+    next cold view a read of the rows: it is logged, never raised."""
+    if not runs:
+        return
+    try:
+        with transaction.atomic():  # a savepoint inside a request's transaction: a failure leaves it usable
+            SeriesSummary.objects.put({run: entries[run.pk].data for run in runs})
+    except Exception:
+        log.warning("could not store the series of runs %s", [run.pk for run in runs], exc_info=True)
+
+
+def store_summaries(run_ids: list[int]) -> None:
+    """Read, downsample and store the series of these runs if they have finished (a run's end calls
+    this once committed: webapp.experiments.actions). Never raises: a finished run without its
+    summary is read from its rows on its next view, and its summary stored then."""
+    try:
+        runs = [run for run in Run.objects.filter(pk__in=run_ids) if run.state in TERMINAL]
+        if runs:
+            entries = {run.pk: _Entry(attempts=run.attempts) for run in runs}
+            _apply_new_rows(runs, entries)
+            _store(runs, entries)
+    except Exception:
+        log.exception("could not store the series of runs %s", run_ids)
 
 
 def run_data(runs: list[Run], with_series: bool = True) -> list[RunData]:

@@ -68,7 +68,16 @@ def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "",
         if not done:
             return False
         _settle_dependents(run, state)
+        _store_series_on_commit([run.pk])
     return True
+
+
+def _store_series_on_commit(run_ids: list[int]) -> None:
+    """Once a run's end has committed, store its downsampled series for the comparison pages (they then
+    read those instead of its metric rows). Never raises; without them the pages read the rows."""
+    from webapp.compare.data import store_summaries
+
+    transaction.on_commit(lambda: store_summaries(run_ids))
 
 
 def _settle_dependents(run: Run, state: str) -> None:
@@ -84,9 +93,10 @@ def _settle_dependents(run: Run, state: str) -> None:
             enqueue(dep, dep.experiment.queue)
         return
     reason = f"{run.label} (run #{run.pk}) {state}; this run starts from its model, so it cannot run"
-    for dep in waiting:
-        Run.objects.filter(pk=dep.pk, state=State.WAITING).update(
-            state=State.FAILED, error=reason, finished_at=timezone.now(), log=dep.with_log(reason))
+    failed = [dep.pk for dep in waiting if Run.objects.filter(pk=dep.pk, state=State.WAITING).update(
+        state=State.FAILED, error=reason, finished_at=timezone.now(), log=dep.with_log(reason))]
+    if failed:
+        _store_series_on_commit(failed)
 
 
 def do_cancel_run(run: Run, by: str = "") -> None:
@@ -101,6 +111,7 @@ def do_cancel_run(run: Run, by: str = "") -> None:
                     state=State.CANCELLED, finished_at=timezone.now(), phase="cancelled",
                     log=run.with_log(f"cancelled{who}")):
                 _settle_dependents(run, State.CANCELLED)
+                _store_series_on_commit([run.pk])  # a requeued run has metrics of its earlier attempts
         elif run.state == State.RUNNING and not run.stop_requested:
             Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
                 stop_requested=True, stop_requested_at=timezone.now())
