@@ -58,7 +58,7 @@ from training.tasks import get_task  # noqa: E402
 DEVICE = models.pick_device("auto")
 DEFAULTS = BaseConfig()
 ON_GPU = DEVICE.type == "cuda"
-HEADING = "## Training speed on GPU (issue 2)" if ON_GPU else "## Training speed (issue 2)"
+HEADINGS = {False: "## Training speed (issue 2)", True: "## Training speed on GPU (issue 2)"}
 ALL_METHODS = ("sft", "dpo", "grpo", "rloo", "ppo")
 TRL_METHODS = ("sft", "dpo", "grpo", "rloo")
 NO_EVAL = 1_000_000
@@ -422,8 +422,8 @@ def report(out: dict, meta: dict) -> str:
     gpu = meta.get("gpu", False)
     unit, scale = ("TFLOP/s", 1e12) if gpu else ("GFLOP/s", 1e9)
     eff = "GPU eff." if gpu else "CPU eff."
-    fmt_eff = lambda s: f"{100 * s['tok_s'] * 6 * s['params'] / flops:.2f}%" if s else "-"  # noqa: E731
-    lines = [HEADING, "",
+    fmt_eff = lambda s: f"{100 * s['tok_s'] * 6 * s['params'] / flops:.2g}%" if s else "-"  # noqa: E731
+    lines = [HEADINGS[gpu], "",
              f"Command: `{meta['command']}`  ",
              f"Date: {meta['date']}; wall time {meta['wall_s'] / 60:.1f} min  ",
              f"Machine: nproc {cores}, {'GPU' if gpu else 'CPU'} \"{meta['cpu']}\", torch {meta['torch']} with "
@@ -507,8 +507,9 @@ def _verdict(values: dict[str, float], goal: float) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace our section of RESULTS.md (from our heading to the next '## ' heading), or append it."""
+    heading = section.split("\n", 1)[0]
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:
@@ -575,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.json).write_text(json.dumps({"meta": meta, "out": out}, default=asdict, indent=1))
     if args.write:
         write_section(Path(args.results), section)
-        print(f"wrote {HEADING!r} in {args.results}")
+        print(f"wrote {section.splitlines()[0]!r} in {args.results}")
 
 
 if __name__ == "__main__":
