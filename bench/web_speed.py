@@ -1,12 +1,15 @@
 """Issue 3's web app benchmark: metric ingest rate, click-to-running latency, app run vs CLI run.
 
-    .venv/bin/python bench/web_speed.py [--pg] [--redis redis://127.0.0.1:6379/13]
+    .venv/bin/python bench/web_speed.py [--pg] [--redis redis://127.0.0.1:6379/13] [--gap S] [--clicks N]
+    .venv/bin/python bench/web_speed.py --latency-only --clicks 20 --gap 0 --worker-log /tmp/worker.log
 
 1. Ingest: DatabaseSink.log_metrics into a fresh SQLite file (and, with --pg, a PostgreSQL database
    `webbench` that it creates and drops), points/s at 8 and 64 metrics per call.
 2. Click-to-running: a real Celery worker subprocess on its own queue; time from do_create_experiment
-   to Run.started_at (the claim), for 5 one-run experiments run one after another (excludes model
-   loading, which comes after the claim).
+   to Run.started_at (the claim), for 1 + `--clicks` one-run experiments run one after another, each
+   `--gap` s after the previous one finished (0: as it ends, while the worker replaces its process);
+   excludes model loading, which comes after the claim. `--latency-only` measures nothing else;
+   `--worker-log` keeps the worker's log (INFO, timestamps).
 3. The same tiny SFT config through the app (worker) and through `python -m training run`: the
    trainer's own RunResult.seconds ("finished in X s" in the run log vs the CLI's line), and the
    claim-to-finish time of the app run and the CLI process wall time (with imports) are shown too.
@@ -32,6 +35,8 @@ SQLITE_URL = "sqlite:////tmp/webbench.sqlite3"
 PG_URL = "postgres://postgres@127.0.0.1:5432/webbench"
 QUEUE = "webbench"
 GAP = float(os.environ.get("WEBBENCH_GAP", "1.0"))  # seconds idle between a run's end and the next click
+CLICKS = int(os.environ.get("WEBBENCH_CLICKS", "5"))  # click-to-running measurements after the first
+LATENCY_ONLY = os.environ.get("WEBBENCH_LATENCY_ONLY") == "1"
 REPEATS = 3  # app runs and CLI runs of the same config (medians compared)
 
 
@@ -96,8 +101,8 @@ def child(part: str) -> None:
         raise SystemExit(f"run {run_id} did not finish")
 
     latencies = []
-    for i in range(6):  # the first one warms the worker (its first fork), reported separately
-        time.sleep(GAP)  # the previous child exits, the pool forks the next (max_tasks_per_child=1)
+    for i in range(1 + CLICKS):  # the first one warms the worker (its first fork), reported separately
+        time.sleep(GAP)  # the worker is idle (the run it finished is done) for GAP seconds
         t0 = time.time()
         exp = do_create_experiment(Experiment(owner=user, name=f"latency {i}", max_steps=2, eval_every=2,
                                               eval_prompts=2, **fields))
@@ -112,6 +117,9 @@ def child(part: str) -> None:
         latencies.append(started.timestamp() - t0)
         run = wait_done(run_id)
         assert run.state == "succeeded", (run.state, run.error)
+    if LATENCY_ONLY:
+        print("RESULT " + json.dumps({"latency_s": [round(x, 3) for x in latencies]}))
+        return
 
     trainer, claim_to_finish = [], []
     for i in range(REPEATS):
@@ -140,6 +148,9 @@ def main() -> None:
     ap.add_argument("--pg", action="store_true", help="also measure ingest on PostgreSQL (creates/drops webbench)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--gap", type=float, default=1.0, help="seconds between a run's end and the next click")
+    ap.add_argument("--clicks", type=int, default=5, help="click-to-running measurements after the first")
+    ap.add_argument("--latency-only", action="store_true", help="measure click-to-running only (no ingest, no CLI)")
+    ap.add_argument("--worker-log", help="keep the worker's log (-l INFO, timestamps) in this file")
     ap.add_argument("--child")
     args = ap.parse_args()
     if args.child:
@@ -149,10 +160,13 @@ def main() -> None:
     results = {"load_start": os.getloadavg()}
     # 1. ingest
     Path("/tmp/webbench.sqlite3").unlink(missing_ok=True)
-    env = env_for(SQLITE_URL, args.redis, tmp / "artifacts") | {"WEBBENCH_GAP": str(args.gap)}
+    env = env_for(SQLITE_URL, args.redis, tmp / "artifacts") | {
+        "WEBBENCH_GAP": str(args.gap), "WEBBENCH_CLICKS": str(args.clicks),
+        "WEBBENCH_LATENCY_ONLY": "1" if args.latency_only else "0"}
     migrate(env)
-    results["ingest_sqlite"] = run_child("ingest", env)
-    if args.pg:
+    if not args.latency_only:
+        results["ingest_sqlite"] = run_child("ingest", env)
+    if args.pg and not args.latency_only:
         psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c"]
         subprocess.run(psql + ["DROP DATABASE IF EXISTS webbench"], check=True)
         subprocess.run(psql + ["CREATE DATABASE webbench"], check=True)
@@ -165,11 +179,13 @@ def main() -> None:
 
     # 2 + 3. a real worker on its own queue (Redis db of our own, flushed before and after)
     subprocess.run(["redis-cli", "-u", args.redis, "flushdb"], check=True, capture_output=True)
-    log = open(tmp / "worker.log", "w")
+    log = open(args.worker_log or tmp / "worker.log", "w")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", QUEUE, "-c", "1", "--prefetch-multiplier",
-         "1", "-P", "prefork", "-n", "webbench@%h", "-l", "WARNING", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "1", "-P", "prefork", "-n", "webbench@%h", "-l", "INFO" if args.worker_log else "WARNING",
+         "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env | ({"PTLAB_LOG_LEVEL": "INFO"} if args.worker_log else {}), stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
         results["worker"] = run_child("worker", env)
     finally:
@@ -180,6 +196,14 @@ def main() -> None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         subprocess.run(["redis-cli", "-u", args.redis, "flushdb"], capture_output=True)
+
+    if args.latency_only:
+        lat = results["worker"]["latency_s"]
+        print(json.dumps(results | {"load_end": os.getloadavg()}, indent=1))
+        print(f"click-to-running: first (fresh worker) {lat[0]:.3f} s; median of next {len(lat) - 1} "
+              f"{statistics.median(lat[1:]):.3f} s (min {min(lat[1:]):.3f}, max {max(lat[1:]):.3f}); "
+              f"over 1 s: {sum(x > 1 for x in lat[1:])}")
+        return
 
     # 3. the CLI on the same resolved config
     cfg = tmp / "cli.json"

@@ -135,6 +135,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_DISABLE_PREFETCH = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 # A fresh process per run: GPU memory and everything torch allocated go back when a run ends.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 1
+# Celery's prefork pool, fixed for one run per process: a run goes only to a fresh process, forked as soon
+# as the last one has exited (webapp/experiments/prefork.py). `-P prefork` selects it too.
+CELERY_WORKER_POOL = "webapp.experiments.prefork:TaskPool"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- run execution (seconds) -----------------------------------------------------------------------

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.celery_broker import celery_app_on
+
 # Playwright's sync API runs an event loop in the test's thread; Django then refuses ORM calls
 # from "async context" unless told that this is fine (it is: the loop never runs our code).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -95,27 +97,8 @@ def redis_url(tmp_path_factory):
 def broker(redis_url):
     """Point this process's Celery app (the live server enqueues through it) at the test Redis, and
     put everything back afterwards: tests of other modules must not publish to our Redis database."""
-    from django.conf import settings
-
-    from webapp.celery import app
-
-    old = settings.CELERY_BROKER_URL, app.conf.broker_url
-    settings.CELERY_BROKER_URL = app.conf.broker_url = redis_url
-    _forget_connections(app)
-    yield redis_url
-    settings.CELERY_BROKER_URL, app.conf.broker_url = old
-    _forget_connections(app)
-
-
-def _forget_connections(app) -> None:
-    """Drop the connection and producer pools, which were built from the old broker_url (as Celery
-    itself does after a fork)."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    amqp = app.__dict__.get("amqp")
-    if amqp is not None:
-        amqp._producer_pool = None
+    with celery_app_on(redis_url):
+        yield redis_url
 
 
 def _database_url(db: dict) -> str:

@@ -23,10 +23,9 @@ import pytest
 import redis
 from django.db import connection
 from django.db.models import Count
-from django.test import override_settings
 from django.urls import reverse
 
-from webapp.celery import app as celery_app
+from tests.celery_broker import celery_app_on
 from webapp.compare.models import SeriesSummary
 from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
 
@@ -36,6 +35,12 @@ State = Run.State
 SMALL = {"max_steps": "4", "sft-max_steps": "4", "eval_every": "2", "eval_prompts": "2", "eval_samples": "1",
          "max_new_tokens": "4"}
 WAIT = 300  # seconds; generous: CI machines have 2 cores (no test asserts on timing)
+# The workers beat every second and reap a run silent for REAP_AFTER_S seconds (the kill -9 test waits that
+# long for the survivor to take the run over). Not 4 s: on a loaded 2-core machine a live run once missed
+# 4 s of beats and was reaped. The longest stall found in a run process was a full garbage collection
+# holding the GIL (0.4 s idle, 0.75 s at load 5), now ~0.01 s (the worker freezes what it preloads, see
+# webapp/experiments/worker.py); scheduling and database waits under load remain, hence ten beats of margin.
+HEARTBEAT_S, REAP_AFTER_S = 1, 10
 
 
 @pytest.fixture
@@ -89,14 +94,9 @@ def queue():
 
 @pytest.fixture(scope="module")
 def broker(redis_url, queue):
-    """Point this process (the web side) at the test broker."""
-    old = celery_app.conf.broker_url
-    celery_app.conf.broker_url = redis_url
-    celery_app.close()  # drop connections made with the old URL, if any
-    with override_settings(CELERY_BROKER_URL=redis_url):
+    """Point this process (the web side) at the test broker, and back afterwards."""
+    with celery_app_on(redis_url):
         yield redis_url
-    celery_app.conf.broker_url = old
-    celery_app.close()
     client = redis.Redis.from_url(redis_url)
     client.delete(*[key for key in client.keys(f"{queue}*")] or ["-"])
 
@@ -117,9 +117,9 @@ class WorkerProcess:
     def __init__(self, name: str, queue: str, broker_url: str, log_dir: Path, grace: float = 120):
         self.name, self.log_path = name, log_dir / f"worker-{name}.log"
         env = dict(os.environ, DATABASE_URL=database_url(), CELERY_BROKER_URL=broker_url,
-                   DJANGO_SETTINGS_MODULE="webapp.settings", PTLAB_HEARTBEAT_SECONDS="1",
-                   PTLAB_REAP_AFTER_SECONDS="4", PTLAB_CANCEL_GRACE_SECONDS=str(grace), HF_HUB_OFFLINE="1",
-                   PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+                   DJANGO_SETTINGS_MODULE="webapp.settings", PTLAB_HEARTBEAT_SECONDS=str(HEARTBEAT_S),
+                   PTLAB_REAP_AFTER_SECONDS=str(REAP_AFTER_S), PTLAB_CANCEL_GRACE_SECONDS=str(grace),
+                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", "1",
                "--prefetch-multiplier", "1", "-P", "prefork", "-n", f"{name}@%h", "-l", "INFO",
                "--without-mingle", "--without-gossip"]

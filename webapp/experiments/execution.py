@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from webapp.experiments.actions import do_finish_run
 from webapp.experiments.models import Run, Worker
-from webapp.experiments.sink import DatabaseSink
+from webapp.experiments.sink import DatabaseSink, no_fsync_wait
 
 log = logging.getLogger(__name__)
 State = Run.State
@@ -39,6 +39,7 @@ class Heartbeat(threading.Thread):
             connection.close()  # this thread's own connection
 
     def beat(self) -> None:
+        no_fsync_wait()  # a beat is visible to the reaper at once, not after a WAL flush that a busy disk delays
         if not self.sink.lost and not self.sink._mine().update(heartbeat_at=timezone.now()):
             self.sink.lost = True  # reaped or force-cancelled: the sink stops writing, the trainer stops
         Worker.objects.beat(self.hostname, current_run_id=self.sink.run_id)

@@ -37,7 +37,7 @@ class DatabaseSink:
         if self.lost:
             return
         now = time.time()
-        _no_fsync_wait()
+        no_fsync_wait()
         Metric.objects.bulk_create(
             [Metric(run_id=self.run_id, step=step, name=k, value=_json_number(v), wall_time=now)
              for k, v in metrics.items()])
@@ -49,7 +49,7 @@ class DatabaseSink:
     def log_samples(self, step: int, samples) -> None:
         if self.lost:
             return
-        _no_fsync_wait()
+        no_fsync_wait()
         Sample.objects.bulk_create(
             [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
                     completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples],
@@ -108,7 +108,7 @@ class DatabaseSink:
             self.lost = True
 
 
-def _no_fsync_wait() -> None:
+def no_fsync_wait() -> None:
     """On PostgreSQL, let this run process commit without waiting for the WAL to reach the disk (8 ms a
     commit here, which capped ingest near 1,000 points/s). A server crash could lose the last fraction of
     a second of commits, never corrupt anything (the run is then reaped and resumed); a worker crash loses
