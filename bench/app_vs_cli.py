@@ -32,6 +32,55 @@ from bench.web_speed import env_for, migrate  # noqa: E402
 QUEUE = "appcli"
 
 
+def setup_app(redis_url: str, threads: int) -> tuple[dict, Path]:
+    """A fresh SQLite database and artifact root, migrated; this process's Django set up on them."""
+    tmp = Path(tempfile.mkdtemp(prefix="appbench-"))
+    env = env_for(f"sqlite:///{tmp / 'db.sqlite3'}", redis_url, tmp / "artifacts")
+    env["OMP_NUM_THREADS"] = str(threads)  # the worker's and the CLI's torch threads alike
+    migrate(env)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    return env, tmp
+
+
+def start_worker(env: dict, tmp: Path, queue: str) -> subprocess.Popen:
+    """One Celery worker process (as `make run` starts it) on `queue`; returns once it has reported in."""
+    from webapp.experiments.models import Worker
+
+    log = open(tmp / "worker.log", "w")  # noqa: SIM115 - the worker writes to it until the end
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", "1", "--prefetch-multiplier",
+         "1", "-P", "prefork", "-n", f"{queue}@%h", "-l", "WARNING", "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while not Worker.objects.filter(hostname__startswith=f"{queue}@").exists():
+        if time.time() > deadline or worker.poll() is not None:
+            stop_worker(worker)
+            raise SystemExit(f"worker did not report:\n{(tmp / 'worker.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+
+
+def wait_finished(run_id: int, poll: float = 0.2):
+    from webapp.experiments.models import Run
+
+    while True:
+        run = Run.objects.get(pk=run_id)
+        if run.state in ("succeeded", "failed", "cancelled"):
+            return run
+        time.sleep(poll)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default="sft")
@@ -44,48 +93,25 @@ def main() -> None:
     ap.add_argument("--json", help="write the raw figures here")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="appcli-"))
-    db = tmp / "db.sqlite3"
-    env = env_for(f"sqlite:///{db}", args.redis, tmp / "artifacts")
-    env["OMP_NUM_THREADS"] = str(args.threads)  # the same for both sides
-    migrate(env)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    env, tmp = setup_app(args.redis, args.threads)
     import redis
     from django.contrib.auth.models import User
 
     from webapp.experiments.actions import do_create_experiment
-    from webapp.experiments.models import Experiment, Run, Worker
+    from webapp.experiments.models import Experiment
 
     broker = redis.Redis.from_url(args.redis)
     broker.flushdb()
-    log = open(tmp / "worker.log", "w")  # noqa: SIM115 - the worker writes to it until the end
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", QUEUE, "-c", "1", "--prefetch-multiplier",
-         "1", "-P", "prefork", "-n", "appcli@%h", "-l", "WARNING", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_worker(env, tmp, QUEUE)
     user, _ = User.objects.get_or_create(username="bench")
     fields = dict(base_model=args.model, task="arithmetic", methods=[args.method], seeds=1, max_steps=args.steps,
                   eval_every=args.eval_every, rl_from_sft=False, queue=QUEUE, hyperparams={})
     rows: list[dict] = []
     try:
-        deadline = time.time() + 120
-        while not Worker.objects.filter(hostname__startswith="appcli@").exists():
-            if time.time() > deadline or worker.poll() is not None:
-                raise SystemExit(f"worker did not report:\n{(tmp / 'worker.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-
         def app_run(i: int) -> dict:
             t0 = time.time()
             exp = do_create_experiment(Experiment(owner=user, name=f"app {i}", **fields))
-            run_id = exp.runs.get().pk
-            while True:
-                run = Run.objects.get(pk=run_id)
-                if run.state in ("succeeded", "failed", "cancelled"):
-                    break
-                time.sleep(0.2)
+            run = wait_finished(exp.runs.get().pk)
             assert run.state == "succeeded", (run.state, run.error)
             trainer = float(re.search(r"finished in ([0-9.]+) s", run.log).group(1))
             return {"side": "app", "trainer_s": trainer, "wall_s": run.finished_at.timestamp() - t0,
@@ -114,13 +140,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"pair {i} {side}: trainer {row['trainer_s']:.1f} s, wall {row['wall_s']:.1f} s", flush=True)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_worker(worker)
         broker.flushdb()
-        log.close()
 
     med = {f"{side}_{k}": statistics.median(r[k] for r in rows if r["side"] == side)
            for side in ("app", "cli") for k in ("trainer_s", "wall_s")}

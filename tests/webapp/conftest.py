@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.forms import EXAMPLE, ExperimentForm
+from webapp.experiments.forms import example_post_data
 from webapp.experiments.models import Experiment
 
 
@@ -46,13 +46,7 @@ def alice_client(client, alice):
 
 def form_data(**overrides) -> dict:
     """The new-experiment form's POST data for its prefilled example, with `overrides` (None removes a key)."""
-    form = ExperimentForm(initial=EXAMPLE, user=None)
-    data = {}
-    for name in form.fields:
-        value = form[name].value()
-        if value is None or value is False:
-            continue  # unchecked checkboxes and empty fields are absent from a browser's POST
-        data[name] = "on" if value is True else value
+    data = example_post_data()
     for key, value in overrides.items():
         if value is None:
             data.pop(key, None)

@@ -32,7 +32,7 @@ def test_the_example_is_prefilled_and_valid(alice_client, enqueued, django_captu
     assert page.status_code == 200
     form = page.context["form"]
     assert form["base_model"].value() == "tiny" and form["task"].value() == "arithmetic"
-    assert form["sft-max_steps"].value() == 150 and form["rl_from_sft"].value() is True
+    assert form["sft-max_steps"].value() == 300 and form["rl_from_sft"].value() is True
     html = page.content.decode()
     assert "Adam learning rate." in html and "Default: 0.001." in html  # help text and defaults shown
     assert "<summary>Advanced</summary>" in html
@@ -44,13 +44,16 @@ def test_the_example_is_prefilled_and_valid(alice_client, enqueued, django_captu
     runs = list(exp.runs.all())
     assert [r.method for r in runs] == ["sft", "dpo", "ppo", "grpo", "rloo"]
     sft = runs[0]
-    assert sft.state == Run.State.QUEUED and sft.config["max_steps"] == 150
+    assert sft.state == Run.State.QUEUED and sft.config["max_steps"] == 300
     for run in runs[1:]:
-        assert run.state == Run.State.WAITING and run.depends_on == sft and run.config["max_steps"] == 40
+        assert run.state == Run.State.WAITING and run.depends_on == sft and run.config["max_steps"] == 60
     assert enqueued == [(sft.pk, "train")]  # only SFT; the others wait for it
     for run in runs:
         cfg = from_dict(run.config)  # every stored config is a valid training config
-        assert cfg.checkpoint_every == exp.eval_every and cfg.eval_prompts == 8
+        assert cfg.checkpoint_every == exp.eval_every and cfg.eval_prompts == 20
+    # the example's per-method settings reach the runs (DPO with its SFT term: plain DPO collapses here)
+    assert runs[1].config["sft_weight"] == 1.0 and runs[1].config["learning_rate"] == 5e-5
+    assert runs[3].config["batch_size"] == 32 and runs[2].config["kl_coef"] == 0.02
 
 
 def test_one_run_per_method_and_seed(alice_client, enqueued, django_capture_on_commit_callbacks):
