@@ -46,7 +46,7 @@ def test_the_example_is_prefilled_and_valid(alice_client, enqueued, django_captu
     sft = runs[0]
     assert sft.state == Run.State.QUEUED and sft.config["max_steps"] == 300
     for run in runs[1:]:
-        assert run.state == Run.State.WAITING and run.depends_on == sft and run.config["max_steps"] == 60
+        assert run.state == Run.State.WAITING and run.depends_on == sft and run.config["max_steps"] == 100
     assert enqueued == [(sft.pk, "train")]  # only SFT; the others wait for it
     for run in runs:
         cfg = from_dict(run.config)  # every stored config is a valid training config

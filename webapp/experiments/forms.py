@@ -28,7 +28,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 60,
+    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,
