@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from webapp.experiments.models import METHOD_LABELS, Experiment
 from webapp.ratings.arena import Arena, Item, issue_token
-from webapp.ratings.demo import make_demo_experiment
+from webapp.ratings.demo import make_demo_experiment, simulate_votes
 from webapp.ratings.leaderboard import as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import BASE, Invitation, RatingSetup, Vote
 
@@ -390,12 +390,17 @@ def test_leaderboard_both_bad_as_tie_or_dropped_and_no_votes_for_a_contestant(ex
 
 def test_leaderboard_context_for_other_pages(exp, alice):
     context = leaderboard_context(exp, rounds=10)
-    assert set(context) >= {"ratings", "ratings_figures", "tau_warn"}
-    assert context["ratings_figures"]["win_rate"]["data"][0]["type"] == "heatmap"
+    assert set(context) >= {"ratings", "tau_warn"}
+    assert "ratings_figures" not in context  # no votes: no heatmaps to build
     from django.template.loader import render_to_string
 
     html = render_to_string("ratings/_leaderboard.html", context)
-    assert "No votes at this step yet." in html
+    assert "No votes at this step yet." in html and "ratings-fig-win-rate" not in html
+
+    simulate_votes(exp, [alice], 6)
+    context = leaderboard_context(exp, rounds=10)
+    assert context["ratings_figures"]["win_rate"]["data"][0]["type"] == "heatmap"
+    assert "ratings-fig-win-rate" in render_to_string("ratings/_leaderboard.html", context)
 
 
 def test_vote_query_count(exp, rater, django_assert_max_num_queries):

@@ -214,7 +214,7 @@ def leaderboard_context(experiment: Experiment, step: int | None = None, both_ba
     The figures are Plotly JSON strings (heatmaps); the page loads plotly.min.js and js/leaderboard.js."""
     board = build_leaderboard(experiment, step=step, both_bad=both_bad, rounds=rounds)
     context: dict = {"ratings": board, "tau_warn": bt.TAU_WARN}
-    if figures:
+    if figures and board.n_votes:  # the template shows them only then; building them costs 60-85 ms a view
         from webapp.ratings.figures import pair_votes_figure, win_rate_figure
 
         context["ratings_figures"] = {
