@@ -181,6 +181,28 @@ def test_reaper_cancels_a_silent_run_that_was_asked_to_stop(sft_then_dpo):
     assert Run.objects.get(pk=sft.pk).state == State.CANCELLED
 
 
+@pytest.mark.parametrize("case", ["requeue", "fail", "cancel"])
+def test_reaper_leaves_alone_a_run_that_beat_after_it_was_read_as_silent(monkeypatch, settings, sft_then_dpo,
+                                                                         enqueued, case):
+    settings.PTLAB_MAX_ATTEMPTS = 3
+    sft, dpo = sft_then_dpo
+    extra = {"stop_requested": True, "stop_requested_at": timezone.now()} if case == "cancel" else {}
+    running(sft, attempts=3 if case == "fail" else 1, silent_for=600, **extra)
+    queryset = type(Run.objects.all())
+    stale = queryset.stale
+
+    def read_then_beat(qs, silent_since):  # the reaper reads the silent run; its heartbeat lands right after
+        found = list(stale(qs, silent_since))
+        Run.objects.filter(pk=sft.pk).update(heartbeat_at=timezone.now())
+        return found
+
+    monkeypatch.setattr(queryset, "stale", read_then_beat)
+    assert do_reap() == []
+    sft.refresh_from_db()
+    assert sft.state == State.RUNNING and sft.claimed_by == "dead@host" and "worker died" not in sft.log
+    assert enqueued == [] and Run.objects.get(pk=dpo.pk).state == State.WAITING
+
+
 def test_forced_cancel_after_the_grace_period(monkeypatch, settings, sft_then_dpo):
     settings.PTLAB_CANCEL_GRACE_SECONDS = 30
     revoked = []

@@ -56,13 +56,15 @@ def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = 
     return experiment
 
 
-def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "", note: str = "") -> bool:
-    """running -> succeeded / failed / cancelled, if this attempt still holds the run; then release
-    or fail the runs waiting for it. Returns False when the run had already been taken away."""
+def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "", note: str = "",
+                  silent_since=None) -> bool:
+    """running -> succeeded / failed / cancelled, if this attempt still holds the run (and, for the reaper,
+    `silent_since` given, has still not beaten since then); then release or fail the runs waiting for it.
+    Returns False when the run had already been taken away (or has beaten meanwhile)."""
     with transaction.atomic():
         run.refresh_from_db(fields=["log"])  # not `attempts`: the caller's value is its claim token
         line = note or (f"{state}: {error}" if error else state)
-        done = Run.objects.filter(pk=run.pk, state=State.RUNNING, attempts=run.attempts).update(
+        done = _held(run, silent_since).update(
             state=state, error=error[:10_000], traceback=traceback, finished_at=timezone.now(), eta_s=None,
             phase="done" if state == State.SUCCEEDED else state, log=run.with_log(line))
         if not done:
@@ -146,13 +148,13 @@ def do_reap(now=None) -> list[str]:
         silence = (now - run.heartbeat_at).total_seconds()
         why = f"worker died: {run.claimed_by or 'its worker'} sent no heartbeat for {silence:.0f} s"
         if run.stop_requested:
-            ok = do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})")
+            ok = do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
         elif run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
             ok = do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
-                               f"{settings.PTLAB_MAX_ATTEMPTS}); giving up")
+                               f"{settings.PTLAB_MAX_ATTEMPTS}); giving up", silent_since=silent_since)
         else:
             ok = _requeue(run, f"{why}; requeued (attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} "
-                               f"will resume from the last checkpoint)")
+                               f"will resume from the last checkpoint)", silent_since=silent_since)
         if ok:
             done.append(f"run #{run.pk}: {why}")
     grace_start = now - timezone.timedelta(seconds=settings.PTLAB_CANCEL_GRACE_SECONDS)
@@ -198,9 +200,16 @@ def do_resend_lost(queues: list[str], now=None) -> list[str]:
     return done
 
 
-def _requeue(run: Run, line: str) -> bool:
+def _held(run: Run, silent_since=None):
+    """The run, if the attempt `run` was read at still holds it; with `silent_since`, only if it has sent no
+    heartbeat since then either (a reaper that read it as silent must not act on a run that beat meanwhile)."""
+    held = Run.objects.filter(pk=run.pk, state=State.RUNNING, attempts=run.attempts)
+    return held if silent_since is None else held.filter(heartbeat_at__lt=silent_since)
+
+
+def _requeue(run: Run, line: str, silent_since=None) -> bool:
     with transaction.atomic():
-        if not Run.objects.filter(pk=run.pk, state=State.RUNNING, attempts=run.attempts).update(
+        if not _held(run, silent_since).update(
                 state=State.QUEUED, claimed_by="", phase="queued", eta_s=None, log=run.with_log(line)):
             return False
         enqueue(run, run.experiment.queue)
