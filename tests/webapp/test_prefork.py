@@ -55,19 +55,6 @@ def test_the_settings_select_the_ptlab_prefork_pool():
     assert settings.CELERY_WORKER_MAX_TASKS_PER_CHILD == 1  # a fresh process per run
 
 
-def test_a_child_that_ran_its_job_is_never_marked_free_again():
-    """It exits (one run per process): a job written to it would never be read."""
-    p = ptlab_pool.AsynPool.__new__(ptlab_pool.AsynPool)
-    p._busy_workers = {7}  # the inqueue fd of the child that ran the job
-    p._mark_worker_as_available = p._busy_workers.discard
-    p._maxtasksperchild = 1
-    p.on_job_ready(None, 0, None, 7)
-    assert p._busy_workers == {7}
-    p._maxtasksperchild = None  # a pool whose children live on frees them as Celery's does
-    p.on_job_ready(None, 0, None, 7)
-    assert p._busy_workers == set()
-
-
 def test_an_exited_child_not_yet_reapable_is_looked_at_again_until_reaped():
     p, child = pool_whose_child_is_reaped_after(looks=4)
     hub = FakeHub()
