@@ -133,10 +133,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Take a message only when the process is free: a busy worker must not hold the next run back
 # from an idle one (Redis brokers only; Celery ignores it elsewhere with a warning).
 CELERY_WORKER_DISABLE_PREFETCH = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
-# A fresh process per run: GPU memory and everything torch allocated go back when a run ends.
-CELERY_WORKER_MAX_TASKS_PER_CHILD = 1
-# Celery's prefork pool, fixed for one run per process: a run goes only to a fresh process, forked as soon
-# as the last one has exited (webapp/experiments/prefork.py). `-P prefork` selects it too.
+# The pool's child lives on; each run is trained in a process it forks for that run (GPU memory and all
+# that torch allocated go back when the run ends): webapp/experiments/fresh_process.py. Never recycle the
+# child (max_tasks_per_child): Celery's pool could then lose a job that arrived as a run ended.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = None
+# Celery's prefork pool, replacing a child that was killed (a forced cancel) without waiting for its 5 s
+# periodic check (webapp/experiments/prefork.py). `-P prefork` selects it too.
 CELERY_WORKER_POOL = "webapp.experiments.prefork:TaskPool"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

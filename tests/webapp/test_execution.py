@@ -324,3 +324,40 @@ def test_reap_command(monkeypatch, sft_then_dpo):
     call_command("reap", stdout=out)
     assert f"run #{sft.pk}: worker died" in out.getvalue()
     assert Run.objects.get(pk=sft.pk).state == State.QUEUED
+
+
+def killed_after_one_step(run, sink):
+    import os
+    import signal
+
+    sink.log_metrics(1, {"train/loss": 1.0})
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+
+
+@pytest.mark.django_db(transaction=True)  # the forked process must see the rows: no test transaction
+def test_a_run_is_trained_in_a_process_of_its_own(monkeypatch, sft_then_dpo):
+    sft, _ = sft_then_dpo
+    monkeypatch.setattr(execution, "_train", fake_training())  # inherited by the fork
+    assert execution.execute_in_fresh_process(sft.pk, "w1@host", "task-1") == State.SUCCEEDED
+    sft.refresh_from_db()
+    assert sft.state == State.SUCCEEDED and sft.latest["eval/reward"] == 0.5
+    assert Run.objects.get(method="dpo", experiment=sft.experiment).state == State.QUEUED  # released
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_process_is_killed_is_requeued_at_once(monkeypatch, settings, sft_then_dpo, enqueued):
+    settings.PTLAB_MAX_ATTEMPTS = 2
+    sft, _ = sft_then_dpo
+    monkeypatch.setattr(execution, "_train", killed_after_one_step)
+    Worker.objects.create(hostname="w1@host")
+    outcome = execution.execute_in_fresh_process(sft.pk, "w1@host", "task-1")
+    assert outcome.startswith("process died: the run's process killed by SIGKILL")
+    sft.refresh_from_db()
+    assert sft.state == State.QUEUED and sft.attempts == 1 and "killed by SIGKILL" in sft.log
+    assert (sft.pk, sft.experiment.queue) in enqueued  # sent again, not left for the reaper's 60 s
+    assert Metric.objects.filter(run=sft).count() == 1  # what it logged stays
+    assert Worker.objects.get(hostname="w1@host").current_run is None
+    # The second death is the last attempt: the run fails with the cause, not "worker died".
+    execution.execute_in_fresh_process(sft.pk, "w1@host", "task-2")
+    sft.refresh_from_db()
+    assert sft.state == State.FAILED and "killed by SIGKILL" in sft.error and "attempt 2 of 2" in sft.error

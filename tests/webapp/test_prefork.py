@@ -1,6 +1,5 @@
-"""The worker's pool (webapp/experiments/prefork.py) never writes a job to a child that has run its one job,
-and replaces an exited child without waiting for Celery's periodic pool check; the worker's main process
-freezes what it preloads out of the garbage collector."""
+"""The worker's pool (webapp/experiments/prefork.py) replaces an exited child without waiting for Celery's
+periodic pool check; the worker's main process freezes what it preloads out of the garbage collector."""
 
 from __future__ import annotations
 
@@ -52,7 +51,8 @@ def test_the_settings_select_the_ptlab_prefork_pool():
     cls = get_implementation(settings.CELERY_WORKER_POOL)
     assert cls is ptlab_pool.TaskPool and issubclass(cls, PreforkPool)  # revoke(terminate=True) needs prefork
     assert cls.Pool is ptlab_pool.AsynPool
-    assert settings.CELERY_WORKER_MAX_TASKS_PER_CHILD == 1  # a fresh process per run
+    # The child is never recycled (a job could be lost as it exits); runs get a process each all the same.
+    assert settings.CELERY_WORKER_MAX_TASKS_PER_CHILD is None
 
 
 def test_an_exited_child_not_yet_reapable_is_looked_at_again_until_reaped():

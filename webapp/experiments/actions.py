@@ -147,15 +147,7 @@ def do_reap(now=None) -> list[str]:
     for run in Run.objects.stale(silent_since):
         silence = (now - run.heartbeat_at).total_seconds()
         why = f"worker died: {run.claimed_by or 'its worker'} sent no heartbeat for {silence:.0f} s"
-        if run.stop_requested:
-            ok = do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
-        elif run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
-            ok = do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
-                               f"{settings.PTLAB_MAX_ATTEMPTS}); giving up", silent_since=silent_since)
-        else:
-            ok = _requeue(run, f"{why}; requeued (attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} "
-                               f"will resume from the last checkpoint)", silent_since=silent_since)
-        if ok:
+        if _orphaned(run, why, silent_since):
             done.append(f"run #{run.pk}: {why}")
     grace_start = now - timezone.timedelta(seconds=settings.PTLAB_CANCEL_GRACE_SECONDS)
     for run in Run.objects.overdue_stops(grace_start):
@@ -164,6 +156,29 @@ def do_reap(now=None) -> list[str]:
     for line in done:
         log.warning("reaper: %s", line)
     return done
+
+
+def do_process_died(task_id: str, how: str) -> str | None:
+    """The process training the run of task `task_id` ended without finishing it (killed by the OOM killer,
+    a crash in native code): act on the run at once, as the reaper would after its silence."""
+    run = Run.objects.filter(task_id=task_id, state=State.RUNNING).first() if task_id else None
+    why = f"the run's process {how}"
+    if run is None or not _orphaned(run, why):
+        return None
+    log.warning("run #%s: %s", run.pk, why)
+    return why
+
+
+def _orphaned(run: Run, why: str, silent_since=None) -> bool:
+    """A running run lost its process: cancel it if asked to stop, fail it after PTLAB_MAX_ATTEMPTS starts,
+    else requeue it (it resumes from its last checkpoint). False if it was not held any more."""
+    if run.stop_requested:
+        return do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
+    if run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
+        return do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
+                             f"{settings.PTLAB_MAX_ATTEMPTS}); giving up", silent_since=silent_since)
+    return _requeue(run, f"{why}; requeued (attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} "
+                         f"will resume from the last checkpoint)", silent_since=silent_since)
 
 
 def do_requeue_orphans(hostname: str) -> list[int]:

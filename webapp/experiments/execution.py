@@ -10,7 +10,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from webapp.experiments.actions import do_finish_run
+from webapp.experiments.actions import do_finish_run, do_process_died
+from webapp.experiments.fresh_process import ProcessDied, call_in_fresh_process
 from webapp.experiments.models import Run, Worker
 from webapp.experiments.sink import DatabaseSink, no_fsync_wait
 
@@ -51,6 +52,18 @@ class Heartbeat(threading.Thread):
     def __exit__(self, *exc) -> None:
         self.stopping.set()
         self.join()
+
+
+def execute_in_fresh_process(run_id: int, hostname: str, task_id: str) -> str:
+    """`execute` in a process of its own, forked for this run (webapp/experiments/fresh_process.py). If that
+    process dies without finishing the run, the run is requeued or failed at once, not after the reaper's wait."""
+    try:
+        return call_in_fresh_process(execute, run_id, hostname, task_id)
+    except ProcessDied as exc:
+        why = do_process_died(task_id, str(exc))
+        Worker.objects.filter(hostname=hostname, current_run_id=run_id).update(current_run=None)
+        connection.close()  # the next run's fork must not inherit it
+        return f"process died: {why or exc}"
 
 
 def execute(run_id: int, hostname: str, task_id: str) -> str:

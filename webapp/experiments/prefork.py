@@ -1,22 +1,13 @@
-"""The worker's process pool: Celery's prefork pool, fixed for one run per process.
+"""The worker's process pool: Celery's prefork pool, replacing a lost child at once.
 
-Every run gets a fresh process (CELERY_WORKER_MAX_TASKS_PER_CHILD = 1): the child exits after its run and
-the pool forks the next one. Celery's pool (issue 3, measured with bench/web_speed.py; bench/RESULTS.md)
-had two problems when the next run's message came in meanwhile:
-
-1. On the finished run's result it marks the exiting child as free and may write the next job into its
-   pipe; the child never reads it. Usually the pool notices at the child's exit and sends the job to the
-   next child, but once in 159 runs sent as the previous one ended the job was lost: the run stayed queued
-   until the worker's resend of lost messages (PTLAB_RESEND_AFTER_SECONDS, 60 s). NOT changed here: a first
-   fix (never marking such a child free again) once left a job received just as a child finished unwritten
-   for 10 minutes (integration test, 2026-11-25 02:14, cause not found), which is worse than the 60 s
-   resend; Celery's own bookkeeping is kept until that is understood.
-2. It learns of a child's exit when the child's sentinel pipe closes, but the kernel closes a dying
-   process's files a moment before the process can be reaped; when the pool looked in between (5 of 7
-   times) `waitpid` said "still running", no process was started, and the next look was the pool's
-   periodic check, up to 5 s later: the 1-5 s click-to-running outliers. Here the pool looks again every
-   10 ms until the child has been reaped (and its replacement forked): it only calls the pool's own
-   `maintain_pool` sooner.
+The pool's child lives on between runs (each run is trained in a process the child forks for it:
+webapp/experiments/fresh_process.py); it ends only when killed: a forced cancel (revoke with SIGKILL), the
+OOM killer. Celery learns of a child's exit when the child's sentinel pipe closes, then asks `waitpid`; but
+the kernel closes a dying process's files a moment before the process can be reaped, and when the pool
+looked in between (5 of 7 times, measured with bench/web_speed.py when each run had a child of its own;
+bench/RESULTS.md) `waitpid` said "still running", no process was started, and the next look was the pool's
+periodic check, up to 5 s later. Here the pool looks again every 10 ms until the child has been reaped (and
+its replacement forked): it only calls the pool's own `maintain_pool` sooner.
 
 Selected by CELERY_WORKER_POOL; `-P prefork` on the command line selects it too (Celery then takes the
 configured pool)."""

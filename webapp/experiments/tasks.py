@@ -3,13 +3,14 @@
 from celery import shared_task
 
 from webapp.experiments.actions import do_reap
-from webapp.experiments.execution import execute
+from webapp.experiments.execution import execute_in_fresh_process
 
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)
 def train_run(self, run_id: int) -> str:
-    """Train one run. Acked on receipt; the claim (queued -> running) makes a duplicate delivery a no-op."""
-    return execute(run_id, self.request.hostname or "worker", self.request.id or "")
+    """Train one run, in a process forked for it. Acked on receipt; the claim (queued -> running) makes a
+    duplicate delivery a no-op."""
+    return execute_in_fresh_process(run_id, self.request.hostname or "worker", self.request.id or "")
 
 
 @shared_task(ignore_result=True)

@@ -75,9 +75,9 @@ _supervisor: Supervisor | None = None
 
 @worker_init.connect
 def preload_training(**kwargs) -> None:
-    """Import torch, transformers and TRL once in the main process: every run gets a fresh pool process
-    (max_tasks_per_child=1), forked with them loaded, instead of spending seconds importing them. Importing
-    does not initialise CUDA, so the forked processes can still use the GPU.
+    """Import torch, transformers and TRL once in the main process: the pool's child, and the process it
+    forks for each run (fresh_process.py), inherit them loaded instead of spending seconds importing them.
+    Importing does not initialise CUDA, so the forked processes can still use the GPU.
 
     Then freeze what was imported out of the garbage collector's sight: the pool runs gc.collect() before
     each fork, which otherwise walks those ~400,000 objects (0.3-0.6 s on an idle 2-core machine, more

@@ -1,0 +1,101 @@
+"""Call a function in a fresh process forked from this one, and wait for it to end.
+
+A Celery worker trains each run in a process of its own, so that everything the run allocated (host and
+GPU memory, CUDA state, threads) goes back to the system when it ends. Those processes are forked here by
+the pool's long-lived child, which has torch, transformers and TRL imported already (the worker's main
+process preloads them). Letting Celery's pool recycle its child after each run (max_tasks_per_child=1)
+instead lost, about once in 150 hand-overs, a job that arrived as the previous run ended: the pool wrote it
+into the exiting child's pipe (issue 3; bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+
+from django.db import connections
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ProcessDied(RuntimeError):
+    """The fresh process ended without returning: killed by a signal, or exited with an uncaught error."""
+
+
+def call_in_fresh_process(func: Callable[..., object], *args) -> str:
+    """`str(func(*args))`, computed in a forked process. Raises ProcessDied if that process did not
+    return normally. The process is killed with its parent: it never trains on, unsupervised, after the
+    pool's child was killed (a forced cancel, a cold shutdown)."""
+    connections.close_all()  # a forked process must never share the parent's database connections
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write the parent's buffered output again
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _child(func, args, parent, read_end, write_end)  # never returns
+    os.close(write_end)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # the pool child is being stopped (a soft time limit, a signal handler): so is the run
+        _kill(pid)
+        os.close(read_end)
+        raise
+    with os.fdopen(read_end, "rb") as pipe:
+        result = pipe.read().decode(errors="replace")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return result
+    raise ProcessDied(describe_status(status))
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if sig == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+def _child(func, args, parent: int, read_end: int, write_end: int) -> None:
+    code = 1
+    try:
+        os.close(read_end)
+        _die_with(parent)
+        result = str(func(*args))
+        os.write(write_end, result.encode())  # short (a state name): fits the pipe's buffer, never blocks
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            connections.close_all()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)  # never return into the caller's (Celery's) code
+
+
+def _die_with(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
