@@ -82,7 +82,8 @@ def test_log_in_start_an_experiment_watch_it_finish_and_open_the_results(
     grpo = cards[1]
     assert seen[grpo["id"]] - {"succeeded"}, seen  # it was seen waiting, queued or running first
     assert page.is_hidden("#cancel-all")
-    page.screenshot(path=str(screenshot_dir / "e2e-experiment.png"), full_page=True)
+    # animations="disabled": the bars drawn at their end, not mid-way through their CSS transition
+    page.screenshot(path=str(screenshot_dir / "e2e-experiment.png"), full_page=True, animations="disabled")
 
     # The results of the GRPO run: its last evaluation and the sampled completions.
     page.click(f"[data-run='{grpo['id']}'] h3 a")
@@ -94,4 +95,4 @@ def test_log_in_start_an_experiment_watch_it_finish_and_open_the_results(
     samples = page.locator("table.samples tbody tr")
     assert samples.count() == 4 * 2  # eval prompts x samples per prompt, at the last evaluation
     assert "What is" in samples.first.inner_text()
-    page.screenshot(path=str(screenshot_dir / "e2e-run.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir / "e2e-run.png"), full_page=True, animations="disabled")
