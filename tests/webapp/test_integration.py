@@ -325,6 +325,41 @@ def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broke
             w.stop()
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def test_a_run_whose_process_is_killed_is_requeued_at_once_and_resumed(browser, worker, broker, tmp_path):
+    """What the kernel's OOM killer does: SIGKILL the run's process only. The worker's pool process, which
+    forked it, requeues the run at once (no wait for the reaper) and the worker resumes it."""
+    queue = f"itest-oom-{uuid.uuid4().hex[:6]}"
+    own = WorkerProcess("oom", queue, broker, tmp_path)
+    try:
+        own.wait_ready()
+        exp = browser.create_experiment(name="oom", methods=["sft"], rl_from_sft=None, queue=queue,
+                                        **{**SMALL, "sft-max_steps": "16", "eval_every": "4"})
+        run = exp.runs.get()
+        checkpoint = Path(run.out_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+        wait_for(lambda: checkpoint.is_file() and Run.objects.get(pk=run.pk).step >= 5, WAIT,
+                 "a checkpoint and a step past it", own)
+        [pool_child] = children(own.proc.pid)
+        [run_process] = children(pool_child)
+        os.kill(run_process, signal.SIGKILL)
+        wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", own)
+        run.refresh_from_db()
+        assert run.state == State.SUCCEEDED, run.error
+        assert run.attempts == 2 and run.claimed_by.startswith("oom@")
+        assert "the run's process killed by SIGKILL" in run.log and "worker died" not in run.log
+        assert "resuming from the checkpoint at step" in run.log
+        assert children(own.proc.pid) == [pool_child]  # the same pool process went on
+        assert_no_duplicate_points(run)
+        assert steps_of(run, "train/loss") == list(range(1, 17))
+        assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
+    finally:
+        own.stop()
+
+
 def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, worker, broker, tmp_path):
     """A stop request is read between steps; a long evaluation does not read it. After the grace period
     the worker's supervisor kills the run's process (revoke with terminate) and the worker goes on."""
