@@ -89,6 +89,9 @@ def test_run_page_shows_last_eval_samples_and_config(alice_client, alice, make_e
     assert "0.7000" in html and "0.1000" not in html
     assert "c2" in html and "c0" not in html and "at step 2" in html
     assert "&quot;max_steps&quot;: 4" in html
+    curves = f'{reverse("compare:runs")}?run={run.pk}'
+    assert f'href="{curves}"' in html  # its curves and every evaluation's samples
+    assert alice_client.get(curves).status_code == 200
 
 
 def test_workers_page(monkeypatch, alice_client, alice, make_experiment):
