@@ -361,3 +361,23 @@ def test_a_run_whose_process_is_killed_is_requeued_at_once(monkeypatch, settings
     execution.execute_in_fresh_process(sft.pk, "w1@host", "task-2")
     sft.refresh_from_db()
     assert sft.state == State.FAILED and "killed by SIGKILL" in sft.error and "attempt 2 of 2" in sft.error
+
+
+def terminated_after_one_step(run, sink):
+    import os
+    import signal
+
+    sink.log_metrics(1, {"train/loss": 1.0})
+    os.kill(os.getpid(), signal.SIGTERM)  # a worker's shutdown (run_dev.py signals every process group)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_process_is_stopped_is_requeued_even_at_its_last_attempt(monkeypatch, settings,
+                                                                              sft_then_dpo, enqueued):
+    settings.PTLAB_MAX_ATTEMPTS = 1
+    sft, _ = sft_then_dpo
+    monkeypatch.setattr(execution, "_train", terminated_after_one_step)
+    execution.execute_in_fresh_process(sft.pk, "w1@host", "task-1")
+    sft.refresh_from_db()
+    assert sft.state == State.QUEUED and "killed by SIGTERM; requeued (it resumes" in sft.log, sft.log
+    assert (sft.pk, sft.experiment.queue) in enqueued

@@ -158,27 +158,29 @@ def do_reap(now=None) -> list[str]:
     return done
 
 
-def do_process_died(task_id: str, how: str) -> str | None:
-    """The process training the run of task `task_id` ended without finishing it (killed by the OOM killer,
-    a crash in native code): act on the run at once, as the reaper would after its silence."""
+def do_process_died(task_id: str, how: str, *, stopped: bool = False) -> str | None:
+    """The process training the run of task `task_id` ended without finishing it: act on the run at once,
+    as the reaper would after its silence. `stopped`: it was told to stop (a worker's shutdown, Ctrl-C),
+    not broken: the run is requeued whatever its attempts, as a worker shutting down hands its run back."""
     run = Run.objects.filter(task_id=task_id, state=State.RUNNING).first() if task_id else None
     why = f"the run's process {how}"
-    if run is None or not _orphaned(run, why):
+    if run is None or not _orphaned(run, why, may_fail=not stopped):
         return None
     log.warning("run #%s: %s", run.pk, why)
     return why
 
 
-def _orphaned(run: Run, why: str, silent_since=None) -> bool:
-    """A running run lost its process: cancel it if asked to stop, fail it after PTLAB_MAX_ATTEMPTS starts,
-    else requeue it (it resumes from its last checkpoint). False if it was not held any more."""
+def _orphaned(run: Run, why: str, silent_since=None, *, may_fail: bool = True) -> bool:
+    """A running run lost its process: cancel it if asked to stop, fail it after PTLAB_MAX_ATTEMPTS starts
+    (`may_fail`), else requeue it (it resumes from its last checkpoint). False if it was not held any more."""
     if run.stop_requested:
         return do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
-    if run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
+    if may_fail and run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
         return do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
                              f"{settings.PTLAB_MAX_ATTEMPTS}); giving up", silent_since=silent_since)
-    return _requeue(run, f"{why}; requeued (attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} "
-                         f"will resume from the last checkpoint)", silent_since=silent_since)
+    then = (f"attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} will resume" if may_fail
+            else "it resumes")
+    return _requeue(run, f"{why}; requeued ({then} from the last checkpoint)", silent_since=silent_since)
 
 
 def do_requeue_orphans(hostname: str) -> list[int]:

@@ -60,7 +60,7 @@ def execute_in_fresh_process(run_id: int, hostname: str, task_id: str) -> str:
     try:
         return call_in_fresh_process(execute, run_id, hostname, task_id)
     except ProcessDied as exc:
-        why = do_process_died(task_id, str(exc))
+        why = do_process_died(task_id, str(exc), stopped=exc.stopped)
         Worker.objects.filter(hostname=hostname, current_run_id=run_id).update(current_run=None)
         connection.close()  # the next run's fork must not inherit it
         return f"process died: {why or exc}"

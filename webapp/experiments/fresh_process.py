@@ -21,8 +21,24 @@ from django.db import connections
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+# Signals whose handlers in the pool's child are Celery's (billiard's shutdown cleanup, the soft time limit):
+# in the run's process they must do what they do to any process, not run Celery's code there.
+RESET_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+# A run's process ended by one of these was stopped (a worker's shutdown, Ctrl-C, an operator), not broken.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+
+
 class ProcessDied(RuntimeError):
-    """The fresh process ended without returning: killed by a signal, or exited with an uncaught error."""
+    """The fresh process ended without returning: killed by a signal (`signal`), or exited with an uncaught
+    error (`signal` None)."""
+
+    def __init__(self, status: int):
+        self.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        super().__init__(describe_status(status))
+
+    @property
+    def stopped(self) -> bool:
+        return self.signal in STOP_SIGNALS
 
 
 def call_in_fresh_process(func: Callable[..., object], *args) -> str:
@@ -34,21 +50,33 @@ def call_in_fresh_process(func: Callable[..., object], *args) -> str:
         stream.flush()  # or the child would write the parent's buffered output again
     read_end, write_end = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    # No signal handler may run between the fork and the child's reset of the handlers (it would run
+    # Celery's code in the child) or before the parent's wait is set up: hold them back for that moment.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, RESET_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid == 0:
-        _child(func, args, parent, read_end, write_end)  # never returns
+        try:
+            _child(func, args, parent, read_end, write_end, held)
+        finally:
+            os._exit(1)  # whatever happens, never return into the caller's (Celery's) code
     os.close(write_end)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         _, status = os.waitpid(pid, 0)
     except BaseException:  # the pool child is being stopped (a soft time limit, a signal handler): so is the run
         _kill(pid)
         os.close(read_end)
         raise
-    with os.fdopen(read_end, "rb") as pipe:
-        result = pipe.read().decode(errors="replace")
+    result = _read_available(read_end)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return result
-    raise ProcessDied(describe_status(status))
+    raise ProcessDied(status)
 
 
 def describe_status(status: int) -> str:
@@ -63,7 +91,25 @@ def describe_status(status: int) -> str:
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
-def _child(func, args, parent: int, read_end: int, write_end: int) -> None:
+def _read_available(fd: int) -> str:
+    """What the (exited) child wrote. Not a read to the end of the pipe: a process the run forked (a data
+    loader worker) may still hold its write end, and would make the pool's child wait for it."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _child(func, args, parent: int, read_end: int, write_end: int, held) -> None:
+    for sig in RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     code = 1
     try:
         os.close(read_end)
@@ -79,7 +125,7 @@ def _child(func, args, parent: int, read_end: int, write_end: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            os._exit(code)  # never return into the caller's (Celery's) code
+            os._exit(code)
 
 
 def _die_with(parent: int) -> None:

@@ -7,7 +7,9 @@ the kernel closes a dying process's files a moment before the process can be rea
 looked in between (5 of 7 times, measured with bench/web_speed.py when each run had a child of its own;
 bench/RESULTS.md) `waitpid` said "still running", no process was started, and the next look was the pool's
 periodic check, up to 5 s later. Here the pool looks again every 10 ms until the child has been reaped (and
-its replacement forked): it only calls the pool's own `maintain_pool` sooner.
+its replacement forked): it only calls the pool's own `maintain_pool` sooner. (The run's process holds an
+inherited copy of that sentinel pipe, so a killed child's exit shows once the run's process has died too:
+at once, as the kernel kills it with its parent.)
 
 Selected by CELERY_WORKER_POOL; `-P prefork` on the command line selects it too (Celery then takes the
 configured pool)."""
