@@ -384,3 +384,22 @@ def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, work
         assert force.proc.poll() is None  # the worker itself lives on, with a fresh pool process
     finally:
         force.stop()
+
+
+def test_a_stopped_worker_hands_its_run_back_with_a_message_in_the_broker(browser, worker, broker, tmp_path):
+    """Ctrl-C of `make run` (SIGTERM to every process group): the run is requeued and its message waits in
+    the broker for the next worker, not lost in the stopping worker's connection (60 s until a resend)."""
+    queue = f"itest-stop-{uuid.uuid4().hex[:6]}"
+    first = WorkerProcess("first", queue, broker, tmp_path)
+    try:
+        first.wait_ready()
+        exp = browser.create_experiment(name="stop", methods=["sft"], rl_from_sft=None, queue=queue,
+                                        **{**SMALL, "sft-max_steps": "400", "eval_every": "400"})
+        run = exp.runs.get()
+        wait_for(lambda: Run.objects.get(pk=run.pk).step >= 2, WAIT, "the run to train", first)
+    finally:
+        first.stop()
+    run.refresh_from_db()
+    assert run.state == State.QUEUED, run.log
+    client = redis.Redis.from_url(broker)
+    assert client.llen(queue) == 1, (run.log, first.tail())
