@@ -194,3 +194,10 @@ def test_form_without_http(alice):
     form = ExperimentForm(data=form_data(**{"rloo-beta": "-1"}), user=alice)
     assert not form.is_valid()
     assert form.errors["rloo-beta"] == ["must be between 0.0 and 100.0 (got -1.0)"]
+
+
+def test_method_settings_are_labelled_in_words(alice_client):
+    html = alice_client.get(reverse("experiments:new")).content.decode()
+    for label in ("SFT weight", "GAE lambda", "Value loss coef", "Clip range", "KL coef", "LoRA"):
+        assert f"{label}</label>" in html, label
+    assert "Sft weight" not in html and ">Lam<" not in html

@@ -68,10 +68,17 @@ def _base_spec(name: str) -> dict:
     return next(s for s in BaseConfig.field_specs() if s["name"] == name)
 
 
-ACRONYMS = {"lora": "LoRA", "kl": "KL", "ppo": "PPO", "r": "r"}
+ACRONYMS = {"lora": "LoRA", "kl": "KL", "ppo": "PPO", "sft": "SFT", "dpo": "DPO", "nll": "NLL", "r": "r"}
+
+
+# Names that read as code rather than words (the config's, kept for TRL parity).
+LABELS = {"lam": "GAE lambda", "gamma": "Discount (gamma)", "vf_coef": "Value loss coef",
+          "cliprange": "Clip range", "cliprange_value": "Value clip range"}
 
 
 def label_for(name: str) -> str:
+    if name in LABELS:
+        return LABELS[name]
     words = [ACRONYMS.get(w, w) for w in name.split("_")]
     return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
