@@ -201,3 +201,19 @@ def test_method_settings_are_labelled_in_words(alice_client):
     for label in ("SFT weight", "GAE lambda", "Value loss coef", "Clip range", "KL coef", "LoRA"):
         assert f"{label}</label>" in html, label
     assert "Sft weight" not in html and ">Lam<" not in html
+
+
+def test_every_bad_field_is_reported_at_once(alice_client, enqueued):
+    """Not one error a submit: a bad common field, two bad settings of one method, and a bad number."""
+    bad = {"max_steps": "-5", "dpo-beta": "-1", "dpo-learning_rate": "fast", "dpo-sft_weight": "-2",
+           "ppo-ppo_epochs": "0", "grpo-batch_size": "6"}
+    response = alice_client.post(NEW, form_data(**bad))
+    assert response.status_code == 200
+    for field in bad:
+        assert field_errors(response, field), field
+    assert "must be between 0.0 and 100.0" in field_errors(response, "dpo-beta")
+    assert "must be divisible by num_generations" in field_errors(response, "grpo-batch_size")
+    html = response.content.decode()
+    for good in ("sft-learning_rate", "dpo-batch_size", "eval_every"):
+        assert f'id="field-{good}"' in html and not re.search(rf'has-error[^"]*" id="field-{good}"', html), good
+    assert not Experiment.objects.exists() and not enqueued

@@ -192,18 +192,39 @@ class ExperimentForm(forms.Form):
         self._clean_dataset(data)
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
-        if any(name in self._errors for name in self.COMMON_INPUTS):
-            return data  # no run config can be built without them
-        self.experiment = self._build(data, methods)
+        # Every error at once, not one a submit: a common field in error is stood in for by its default
+        # while the methods' settings are checked (and is reported once, by its own field).
+        common_ok = not any(name in self._errors for name in self.COMMON_INPUTS)
+        built = self._build({**self._stand_ins(), **data} if not common_ok else data, methods)
         # An upload is parsed already (and saved only with the experiment): validate with a built-in task.
-        task = "arithmetic" if data["task"] == UPLOAD else None
-        for method in methods:
-            if not any(name.startswith(f"{method}-") for name in self._errors):
-                try:
-                    from_dict(self.experiment.run_config(method, seed=data["seeds"] - 1, task=task))
-                except ConfigError as e:
-                    self._config_error(method, e)
+        task = "arithmetic" if built.task == "" or not common_ok else None
+        for method in methods:  # a method field in error is at its default in `built`
+            self._check_method(built, method, task, report_common=common_ok)
+        if common_ok:
+            self.experiment = built
         return data
+
+    def _stand_ins(self) -> dict:
+        return {name: Experiment._meta.get_field(name).get_default() for name in self.COMMON_INPUTS
+                if name not in ("methods", "task")} | {"task": "arithmetic", "name": "-"}
+
+    def _check_method(self, exp: Experiment, method: str, task: str | None, *, report_common: bool) -> None:
+        """Report each of the method's bad settings: after one, check again with that one at its default."""
+        config = exp.run_config(method, seed=exp.seeds - 1, task=task)
+        defaults = {spec["name"]: spec["default"] for spec in method_specs(method)}
+        reported = set()
+        while True:
+            try:
+                from_dict(config)
+                return
+            except ConfigError as e:
+                if e.key in COMMON_FIELDS and not report_common:
+                    return  # about a stand-in: the field's own error says what is wrong
+                self._config_error(method, e, exp)
+                if e.key in reported or e.key not in defaults or config.get(e.key) == defaults[e.key]:
+                    return  # nothing left to try without the user
+                reported.add(e.key)
+                config[e.key] = defaults[e.key]
 
     def _clean_dataset(self, data: dict) -> None:
         self.upload: UploadedFile | None = data.get("dataset") or None
@@ -249,15 +270,15 @@ class ExperimentForm(forms.Form):
             exp.dataset.name = self.reused_dataset
         return exp
 
-    def _config_error(self, method: str, e: ConfigError) -> None:
+    def _config_error(self, method: str, e: ConfigError, exp: Experiment) -> None:
         field = COMMON_FIELDS.get(e.key)
-        if e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in self.experiment.hyperparams.get(method, {}):
+        if e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {}):
             field = f"{method}-{STEPS_OVERRIDE}"
         elif field is None:
             field = f"{method}-{e.key}" if f"{method}-{e.key}" in self.fields else None
         message = e.message if field else f"{METHOD_LABELS[method]}: {e}"
-        if field and field in self.errors and message in self.errors[field]:
-            return  # the same error of a common field, from another method
+        if field and field in self.errors:
+            return  # one error a field is enough (the same error of a common field, from another method)
         self.add_error(field, message)
 
     def save(self, owner) -> Experiment:
