@@ -103,3 +103,4 @@ def test_log_in_start_an_experiment_watch_it_finish_and_open_the_results(
     page.wait_for_function("Number(document.getElementById('compare').dataset.drawn || 0) > 0")
     assert page.locator("#summary tbody tr").count() == 1
     assert page.locator("#samples-grid table tbody tr").count() == 4  # the eval prompts
+    page.screenshot(path=str(screenshot_dir / "e2e-run-curves.png"), full_page=True, animations="disabled")

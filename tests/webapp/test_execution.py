@@ -174,6 +174,15 @@ def test_reaper_fails_after_max_attempts(settings, sft_then_dpo):
     assert Run.objects.get(pk=dpo.pk).state == State.FAILED
 
 
+def test_a_run_handed_back_at_shutdowns_past_the_limit_says_so(settings, sft_then_dpo):
+    settings.PTLAB_MAX_ATTEMPTS = 3
+    sft, _ = sft_then_dpo
+    running(sft, attempts=5, silent_for=600)  # twice handed back by stopping workers, uncounted
+    do_reap()
+    sft.refresh_from_db()
+    assert sft.state == State.FAILED and "(attempt 5, past the limit of 3 after requeues" in sft.error
+
+
 def test_reaper_cancels_a_silent_run_that_was_asked_to_stop(sft_then_dpo):
     sft, _ = sft_then_dpo
     running(sft, silent_for=600, stop_requested=True, stop_requested_at=timezone.now())

@@ -176,8 +176,10 @@ def _orphaned(run: Run, why: str, silent_since=None, *, may_fail: bool = True) -
     if run.stop_requested:
         return do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
     if may_fail and run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
-        return do_finish_run(run, State.FAILED, error=f"{why} (attempt {run.attempts} of "
-                             f"{settings.PTLAB_MAX_ATTEMPTS}); giving up", silent_since=silent_since)
+        limit = settings.PTLAB_MAX_ATTEMPTS  # hand-backs at worker shutdowns start runs beyond it
+        which = f"attempt {run.attempts} of {limit}" if run.attempts <= limit else (
+            f"attempt {run.attempts}, past the limit of {limit} after requeues at worker shutdowns")
+        return do_finish_run(run, State.FAILED, error=f"{why} ({which}); giving up", silent_since=silent_since)
     then = (f"attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} will resume" if may_fail
             else "it resumes")
     return _requeue(run, f"{why}; requeued ({then} from the last checkpoint)", silent_since=silent_since)
