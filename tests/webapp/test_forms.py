@@ -206,7 +206,7 @@ def test_method_settings_are_labelled_in_words(alice_client):
 def test_every_bad_field_is_reported_at_once(alice_client, enqueued):
     """Not one error a submit: a bad common field, two bad settings of one method, and a bad number."""
     bad = {"max_steps": "-5", "dpo-beta": "-1", "dpo-learning_rate": "fast", "dpo-sft_weight": "-2",
-           "ppo-ppo_epochs": "0", "grpo-batch_size": "6"}
+           "ppo-ppo_epochs": "0", "grpo-batch_size": "6", "sft-max_steps": "0"}
     response = alice_client.post(NEW, form_data(**bad))
     assert response.status_code == 200
     for field in bad:

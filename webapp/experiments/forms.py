@@ -218,7 +218,8 @@ class ExperimentForm(forms.Form):
                 from_dict(config)
                 return
             except ConfigError as e:
-                if e.key in COMMON_FIELDS and not report_common:
+                own_steps = e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {})
+                if e.key in COMMON_FIELDS and not own_steps and not report_common:
                     return  # about a stand-in: the field's own error says what is wrong
                 self._config_error(method, e, exp)
                 if e.key in reported or e.key not in defaults or config.get(e.key) == defaults[e.key]:
