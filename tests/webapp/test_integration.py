@@ -17,6 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -147,7 +148,8 @@ class WorkerProcess:
         self.log.close()
 
     def tail(self, n: int = 40) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
@@ -293,16 +295,31 @@ def test_cancel_a_running_run(browser, worker, queue):
     assert_no_duplicate_points(run)
 
 
-def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broker, tmp_path):
-    queue = f"itest-kill-{uuid.uuid4().hex[:6]}"
-    # Two workers on a queue of their own, started together: one takes the run and is killed with -9.
-    pair = [WorkerProcess(name, queue, broker, tmp_path) for name in ("one", "two")]
+@contextmanager
+def workers_of_their_own(broker, tmp_path, *names: str):
+    """Workers started together on a queue of their own (no other worker takes its runs); stopped at the end."""
+    queue = f"itest-{names[0]}-{uuid.uuid4().hex[:6]}"
+    workers = [WorkerProcess(name, queue, broker, tmp_path) for name in names]
     try:
-        for w in pair:
+        for w in workers:
             w.wait_ready()
-        exp = browser.create_experiment(name="kill -9", methods=["sft"], rl_from_sft=None, queue=queue,
-                                        **{**SMALL, "sft-max_steps": "16", "eval_every": "4"})
-        run = exp.runs.get()
+        yield queue, workers
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def start_sft(browser, queue: str, name: str, steps: int, eval_every: int):
+    """A one-run SFT experiment on `queue`: (experiment, run)."""
+    exp = browser.create_experiment(name=name, methods=["sft"], rl_from_sft=None, queue=queue,
+                                    **{**SMALL, "sft-max_steps": str(steps), "eval_every": str(eval_every)})
+    return exp, exp.runs.get()
+
+
+def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broker, tmp_path):
+    # Two workers on a queue of their own: one takes the run and is killed with -9.
+    with workers_of_their_own(broker, tmp_path, "one", "two") as (queue, pair):
+        exp, run = start_sft(browser, queue, "kill -9", steps=16, eval_every=4)
         checkpoint = Path(run.out_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
         wait_for(lambda: checkpoint.is_file() and Run.objects.get(pk=run.pk).step >= 5, WAIT,
                  "a checkpoint and a step past it", *pair)
@@ -312,17 +329,14 @@ def test_a_killed_worker_run_is_resumed_by_another_worker(browser, worker, broke
         victim.kill9()
         killed_at = Run.objects.get(pk=run.pk).step
         wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", *pair, worker)
-        run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
-        assert run.attempts == 2 and run.claimed_by.startswith(f"{other.name}@")
-        assert f"worker died: {victim.name}@" in run.log and "resuming from the checkpoint at step" in run.log
-        assert killed_at < 16
-        assert_no_duplicate_points(run)
-        assert steps_of(run, "train/loss") == list(range(1, 17))
-        assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
-    finally:
-        for w in pair:
-            w.stop()
+    run.refresh_from_db()
+    assert run.state == State.SUCCEEDED, run.error
+    assert run.attempts == 2 and run.claimed_by.startswith(f"{other.name}@")
+    assert f"worker died: {victim.name}@" in run.log and "resuming from the checkpoint at step" in run.log
+    assert killed_at < 16
+    assert_no_duplicate_points(run)
+    assert steps_of(run, "train/loss") == list(range(1, 17))
+    assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
 
 
 def children(pid: int) -> list[int]:
@@ -333,13 +347,8 @@ def children(pid: int) -> list[int]:
 def test_a_run_whose_process_is_killed_is_requeued_at_once_and_resumed(browser, worker, broker, tmp_path):
     """What the kernel's OOM killer does: SIGKILL the run's process only. The worker's pool process, which
     forked it, requeues the run at once (no wait for the reaper) and the worker resumes it."""
-    queue = f"itest-oom-{uuid.uuid4().hex[:6]}"
-    own = WorkerProcess("oom", queue, broker, tmp_path)
-    try:
-        own.wait_ready()
-        exp = browser.create_experiment(name="oom", methods=["sft"], rl_from_sft=None, queue=queue,
-                                        **{**SMALL, "sft-max_steps": "16", "eval_every": "4"})
-        run = exp.runs.get()
+    with workers_of_their_own(broker, tmp_path, "oom") as (queue, [own]):
+        exp, run = start_sft(browser, queue, "oom", steps=16, eval_every=4)
         checkpoint = Path(run.out_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
         wait_for(lambda: checkpoint.is_file() and Run.objects.get(pk=run.pk).step >= 5, WAIT,
                  "a checkpoint and a step past it", own)
@@ -347,17 +356,15 @@ def test_a_run_whose_process_is_killed_is_requeued_at_once_and_resumed(browser, 
         [run_process] = children(pool_child)
         os.kill(run_process, signal.SIGKILL)
         wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", own)
-        run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
-        assert run.attempts == 2 and run.claimed_by.startswith("oom@")
-        assert "the run's process killed by SIGKILL" in run.log and "worker died" not in run.log
-        assert "resuming from the checkpoint at step" in run.log
         assert children(own.proc.pid) == [pool_child]  # the same pool process went on
-        assert_no_duplicate_points(run)
-        assert steps_of(run, "train/loss") == list(range(1, 17))
-        assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
-    finally:
-        own.stop()
+    run.refresh_from_db()
+    assert run.state == State.SUCCEEDED, run.error
+    assert run.attempts == 2 and run.claimed_by.startswith("oom@")
+    assert "the run's process killed by SIGKILL" in run.log and "worker died" not in run.log
+    assert "resuming from the checkpoint at step" in run.log
+    assert_no_duplicate_points(run)
+    assert steps_of(run, "train/loss") == list(range(1, 17))
+    assert steps_of(run, "eval/reward") == [0, 4, 8, 12, 16]
 
 
 def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, worker, broker, tmp_path):
@@ -389,17 +396,9 @@ def test_a_run_that_does_not_stop_is_killed_after_the_grace_period(browser, work
 def test_a_stopped_worker_hands_its_run_back_with_a_message_in_the_broker(browser, worker, broker, tmp_path):
     """Ctrl-C of `make run` (SIGTERM to every process group): the run is requeued and its message waits in
     the broker for the next worker, not lost in the stopping worker's connection (60 s until a resend)."""
-    queue = f"itest-stop-{uuid.uuid4().hex[:6]}"
-    first = WorkerProcess("first", queue, broker, tmp_path)
-    try:
-        first.wait_ready()
-        exp = browser.create_experiment(name="stop", methods=["sft"], rl_from_sft=None, queue=queue,
-                                        **{**SMALL, "sft-max_steps": "400", "eval_every": "400"})
-        run = exp.runs.get()
+    with workers_of_their_own(broker, tmp_path, "first") as (queue, [first]):
+        exp, run = start_sft(browser, queue, "stop", steps=400, eval_every=400)
         wait_for(lambda: Run.objects.get(pk=run.pk).step >= 2, WAIT, "the run to train", first)
-    finally:
-        first.stop()
     run.refresh_from_db()
     assert run.state == State.QUEUED, run.log
-    client = redis.Redis.from_url(broker)
-    assert client.llen(queue) == 1, (run.log, first.tail())
+    assert redis.Redis.from_url(broker).llen(queue) == 1, (run.log, first.tail())
