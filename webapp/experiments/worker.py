@@ -79,10 +79,9 @@ def preload_training(**kwargs) -> None:
     forks for each run (fresh_process.py), inherit them loaded instead of spending seconds importing them.
     Importing does not initialise CUDA, so the forked processes can still use the GPU.
 
-    Then freeze what was imported out of the garbage collector's sight: the pool runs gc.collect() before
-    each fork, which otherwise walks those ~400,000 objects (0.3-0.6 s on an idle 2-core machine, more
-    under load, between a run's message and its start), and so would every full collection in the run's
-    process, holding the GIL (and copying the pages it touches) while the run's heartbeat thread waits:
+    Then freeze what was imported out of the garbage collector's sight: Celery's pool runs gc.collect()
+    before it forks its child, which otherwise walks those ~400,000 objects (0.3-0.6 s on an idle 2-core
+    machine, more under load), and so would every full collection in the run's process, holding the GIL (and copying the pages it touches) while the run's heartbeat thread waits:
     0.4 s idle, 0.8 s at load 5, ~0.02 s frozen (bench/heartbeat_stall.py)."""
     if settings.PTLAB_PRELOAD_TRAINING:
         import training.runner  # noqa: F401
