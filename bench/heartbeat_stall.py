@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/heartbeat_stall.py [--methods dpo,grpo,sft] [--repeats 2]
 
 Like the worker: this process imports the training stack, then forks a process per run (plain, or after
-gc.freeze() as webapp/experiments/worker.py does). In the child a thread sleeps 20 ms in a loop, a stand-in
+gc.freeze() as webapp/workers/worker.py does). In the child a thread sleeps 20 ms in a loop, a stand-in
 for the heartbeat thread, while the main thread trains a tiny run (4 steps, 2 evaluations). Reported: the
 thread's longest lateness and the garbage collector's pauses (gc.callbacks), which hold the GIL.
 """

@@ -60,7 +60,7 @@ def child(part: str) -> None:
 
     from webapp.experiments.actions import do_create_experiment
     from webapp.experiments.models import Experiment, Metric, Run, Worker
-    from webapp.experiments.sink import DatabaseSink
+    from webapp.workers.sink import DatabaseSink
 
     user, _ = User.objects.get_or_create(username="bench")
     fields = dict(base_model="tiny", task="arithmetic", methods=["sft"], seeds=1, eval_samples=1,

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "webapp.experiments",
+    "webapp.workers",
     "webapp.ratings",
     "webapp.compare",
     "webapp.reports",
@@ -134,12 +135,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # from an idle one (Redis brokers only; Celery ignores it elsewhere with a warning).
 CELERY_WORKER_DISABLE_PREFETCH = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 # The pool's child lives on; each run is trained in a process it forks for that run (GPU memory and all
-# that torch allocated go back when the run ends): webapp/experiments/fresh_process.py. Never recycle the
+# that torch allocated go back when the run ends): webapp/workers/fresh_process.py. Never recycle the
 # child (max_tasks_per_child): Celery's pool could then lose a job that arrived as a run ended.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = None
 # Celery's prefork pool, replacing a child that was killed (a forced cancel) without waiting for its 5 s
-# periodic check (webapp/experiments/prefork.py). `-P prefork` selects it too.
-CELERY_WORKER_POOL = "webapp.experiments.prefork:TaskPool"
+# periodic check (webapp/workers/prefork.py). `-P prefork` selects it too.
+CELERY_WORKER_POOL = "webapp.workers.prefork:TaskPool"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- run execution (seconds) -----------------------------------------------------------------------

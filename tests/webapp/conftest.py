@@ -14,10 +14,8 @@ from webapp.experiments.models import Experiment
 @pytest.fixture(autouse=True)
 def enqueued(monkeypatch):
     """Run ids sent to the broker, as (run_id, queue)."""
-    from webapp.experiments.tasks import train_run
-
     sent = []
-    monkeypatch.setattr(train_run, "apply_async", lambda args, queue=None, **kw: sent.append((args[0], queue)))
+    monkeypatch.setattr("webapp.experiments.actions.send_to_workers", lambda run_id, queue: sent.append((run_id, queue)))
     return sent
 
 

@@ -9,11 +9,13 @@ from django.utils import timezone
 from training.callbacks import Progress
 from training.callbacks import Sample as TrainingSample
 from training.models import ModelLoadError
-from webapp.experiments import actions, execution
-from webapp.experiments.actions import do_cancel_experiment, do_cancel_run, do_reap
-from webapp.experiments.execution import execute
+from webapp.experiments import actions
+from webapp.experiments.actions import do_cancel_experiment, do_cancel_run
 from webapp.experiments.models import Metric, Run, Sample, Worker
-from webapp.experiments.sink import DatabaseSink
+from webapp.workers import execution, recovery
+from webapp.workers.execution import execute
+from webapp.workers.recovery import do_reap
+from webapp.workers.sink import DatabaseSink
 
 pytestmark = pytest.mark.django_db
 State = Run.State
@@ -267,7 +269,7 @@ def test_should_stop_reads_the_database_at_most_once_a_second(monkeypatch, sft_t
     sft, _ = sft_then_dpo
     sink = DatabaseSink(running(sft))
     clock = [100.0]
-    monkeypatch.setattr("webapp.experiments.sink.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("webapp.workers.sink.time.monotonic", lambda: clock[0])
     with django_assert_num_queries(1):
         for _ in range(50):
             assert not sink.should_stop()
@@ -301,7 +303,7 @@ def test_a_worker_shutting_down_hands_its_run_back(sft_then_dpo, enqueued, djang
     sft, _ = sft_then_dpo
     running(sft)
     with django_capture_on_commit_callbacks(execute=True):
-        assert actions.do_requeue_orphans("dead@host") == [sft.pk]
+        assert recovery.do_requeue_orphans("dead@host") == [sft.pk]
     sft.refresh_from_db()
     assert sft.state == State.QUEUED and "shut down" in sft.log and enqueued == [(sft.pk, "train")]
 
@@ -311,14 +313,14 @@ def test_a_worker_shutting_down_hands_its_run_back(sft_then_dpo, enqueued, djang
 def test_lost_messages_are_sent_again(monkeypatch, settings, sft_then_dpo, enqueued,
                                       django_capture_on_commit_callbacks, in_broker, age, resent):
     settings.PTLAB_RESEND_AFTER_SECONDS = 60
-    monkeypatch.setattr(actions, "queue_lengths", lambda names: {n: in_broker for n in names})
+    monkeypatch.setattr(recovery, "queue_lengths", lambda names: {n: in_broker for n in names})
     sft, _ = sft_then_dpo
     Run.objects.filter(pk=sft.pk).update(queued_at=timezone.now() - timezone.timedelta(seconds=age))
     with django_capture_on_commit_callbacks(execute=True):
-        done = actions.do_resend_lost(["train"])
+        done = recovery.do_resend_lost(["train"])
     assert bool(done) == resent and (enqueued == [(sft.pk, "train")]) == resent
     if resent:  # and not again at the next tick
-        assert actions.do_resend_lost(["train"]) == []
+        assert recovery.do_resend_lost(["train"]) == []
 
 
 def test_reap_command(monkeypatch, sft_then_dpo):
@@ -326,7 +328,7 @@ def test_reap_command(monkeypatch, sft_then_dpo):
 
     from django.core.management import call_command
 
-    monkeypatch.setattr(actions, "queue_lengths", lambda names: {})
+    monkeypatch.setattr(recovery, "queue_lengths", lambda names: {})
     sft, _ = sft_then_dpo
     running(sft, silent_for=3600)
     out = StringIO()

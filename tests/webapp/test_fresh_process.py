@@ -1,4 +1,4 @@
-"""Runs are trained in a process forked for each (webapp/experiments/fresh_process.py): the result comes back,
+"""Runs are trained in a process forked for each (webapp/workers/fresh_process.py): the result comes back,
 a death is reported with its cause, and the process never outlives the pool child that forked it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import pytest
 from django.db import connection
 
-from webapp.experiments.fresh_process import ProcessDied, call_in_fresh_process
+from webapp.workers.fresh_process import ProcessDied, call_in_fresh_process
 
 
 def pid_and(value) -> str:

@@ -40,7 +40,7 @@ WAIT = 300  # seconds; generous: CI machines have 2 cores (no test asserts on ti
 # long for the survivor to take the run over). Not 4 s: on a loaded 2-core machine a live run once missed
 # 4 s of beats and was reaped. The longest stall found in a run process was a full garbage collection
 # holding the GIL (0.4 s idle, 0.75 s at load 5), now ~0.01 s (the worker freezes what it preloads, see
-# webapp/experiments/worker.py); scheduling and database waits under load remain, hence ten beats of margin.
+# webapp/workers/worker.py); scheduling and database waits under load remain, hence ten beats of margin.
 HEARTBEAT_S, REAP_AFTER_S = 1, 10
 
 

@@ -1,4 +1,4 @@
-"""The worker's pool (webapp/experiments/prefork.py) replaces an exited child without waiting for Celery's
+"""The worker's pool (webapp/workers/prefork.py) replaces an exited child without waiting for Celery's
 periodic pool check; the worker's main process freezes what it preloads out of the garbage collector."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
-from webapp.experiments import prefork as ptlab_pool
-from webapp.experiments.worker import preload_training
+from webapp.workers import prefork as ptlab_pool
+from webapp.workers.worker import preload_training
 
 
 class FakeHub:

@@ -7,8 +7,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from webapp.experiments.actions import do_reap, do_resend_lost
 from webapp.experiments.models import Experiment
+from webapp.workers.recovery import do_reap, do_resend_lost
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
-from webapp.experiments.actions import do_reap
-from webapp.experiments.execution import execute_in_fresh_process
+from webapp.workers.execution import execute_in_fresh_process
+from webapp.workers.recovery import do_reap
 
 
 @shared_task(bind=True, acks_late=False, ignore_result=True)

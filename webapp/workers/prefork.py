@@ -1,7 +1,7 @@
 """The worker's process pool: Celery's prefork pool, replacing a lost child at once.
 
 The pool's child lives on between runs (each run is trained in a process the child forks for it:
-webapp/experiments/fresh_process.py); it ends only when killed: a forced cancel (revoke with SIGKILL), the
+webapp/workers/fresh_process.py); it ends only when killed: a forced cancel (revoke with SIGKILL), the
 OOM killer. Celery learns of a child's exit when the child's sentinel pipe closes, then asks `waitpid`; but
 the kernel closes a dying process's files a moment before the process can be reaped, and when the pool
 looked in between (5 of 7 times, measured with bench/web_speed.py when each run had a child of its own;

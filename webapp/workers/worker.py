@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from webapp.experiments.actions import do_reap, do_requeue_orphans, do_resend_lost
 from webapp.experiments.models import Worker
+from webapp.workers.recovery import do_reap, do_requeue_orphans, do_resend_lost
 
 log = logging.getLogger(__name__)
 FORGET_AFTER = timezone.timedelta(days=1)  # rows of workers silent this long are deleted

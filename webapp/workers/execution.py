@@ -10,10 +10,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from webapp.experiments.actions import do_finish_run, do_process_died
-from webapp.experiments.fresh_process import ProcessDied, call_in_fresh_process
+from webapp.experiments.actions import do_finish_run
 from webapp.experiments.models import Run, Worker
-from webapp.experiments.sink import DatabaseSink, no_fsync_wait
+from webapp.workers.fresh_process import ProcessDied, call_in_fresh_process
+from webapp.workers.recovery import do_process_died
+from webapp.workers.sink import DatabaseSink, no_fsync_wait
 
 log = logging.getLogger(__name__)
 State = Run.State
@@ -55,7 +56,7 @@ class Heartbeat(threading.Thread):
 
 
 def execute_in_fresh_process(run_id: int, hostname: str, task_id: str) -> str:
-    """`execute` in a process of its own, forked for this run (webapp/experiments/fresh_process.py). If that
+    """`execute` in a process of its own, forked for this run (webapp.workers.fresh_process.py). If that
     process dies without finishing the run, the run is requeued or failed at once, not after the reaper's wait."""
     try:
         return call_in_fresh_process(execute, run_id, hostname, task_id)
