@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
+
+from training.folders import replace_folder
 
 
 @dataclass
@@ -45,7 +48,11 @@ class MetricSink(Protocol):
     def should_stop(self) -> bool: ...
 
     def truncate_after(self, step: int) -> None:
-        """Forget what was logged after `step`: a resumed run logs those steps again."""
+        """Forget what was logged after `step` (-1: everything): a resumed run logs those steps again."""
+
+    # Optional: `publish(source, target) -> bool` moves a finished folder (a checkpoint, the final model) into
+    # place; a sink that can lose its run (the web app's) refuses once it has. Without it: replace_folder.
+    # Optional: `lost: bool`, true once the run was taken away from this attempt (nothing more is written).
 
 
 class FileSink:
@@ -109,6 +116,8 @@ class RunHooks:
     """Called by every trainer: forwards training logs, evaluates on schedule, reports progress,
     relays stop requests. `evaluate(step, model)` is supplied by the runner."""
 
+    keep_checkpoints = 2  # published checkpoints kept (the newest)
+
     def __init__(self, sink: MetricSink, total: int, eval_every: int, evaluate, start_step: int = 0):
         self.sink = sink
         self.total = total
@@ -140,6 +149,28 @@ class RunHooks:
         self.evaluate(step, model)
         self.last_eval_step = step
 
+    @property
+    def lost(self) -> bool:
+        """The run was taken away from this attempt: stop, and write nothing more."""
+        return bool(getattr(self.sink, "lost", False))
+
+    def publish(self, source: Path, target: Path) -> bool:
+        """Move a finished folder into place through the sink (fenced in the web app)."""
+        publish = getattr(self.sink, "publish", replace_folder)
+        return publish(source, target)
+
+    def publish_checkpoint(self, staged: Path, published_root: Path) -> bool:
+        """A checkpoint written in this attempt's own folder goes to `published_root` (where a resumed attempt
+        looks), then all but the newest few there go."""
+        staged = Path(staged)
+        if not self.publish(staged, Path(published_root) / staged.name):
+            shutil.rmtree(staged, ignore_errors=True)
+            return False
+        found = [p for p in Path(published_root).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        for old in sorted(found, key=lambda p: int(p.name.split("-")[-1]))[:-self.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return True
+
     def report(self, phase: str, step: int) -> None:
         elapsed = time.monotonic() - self._t0
         done = step - self.start_step
@@ -150,9 +181,10 @@ class RunHooks:
 class TRLCallback(TrainerCallback):
     """Adapts RunHooks to transformers' Trainer events."""
 
-    def __init__(self, hooks: RunHooks, save_on_stop: bool = False):
+    def __init__(self, hooks: RunHooks, save_on_stop: bool = False, published_root: Path | None = None):
         self.hooks = hooks
         self.save_on_stop = save_on_stop
+        self.published_root = published_root
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
@@ -161,7 +193,14 @@ class TRLCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.hooks.on_step_end(state.global_step, model):
             control.should_training_stop = True
-            control.should_save = self.save_on_stop  # keep a checkpoint of where we stopped
+            # keep a checkpoint of where we stopped (not when the run was lost: nothing more is written)
+            control.should_save = self.save_on_stop and not self.hooks.lost
+
+    def on_save(self, args, state, control, **kwargs):
+        # Trainer wrote checkpoint-N in this attempt's folder (output_dir): publish it.
+        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if staged.is_dir():
+            self.hooks.publish_checkpoint(staged, self.published_root)
 
 
 _DROP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second"}

@@ -50,10 +50,15 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     tokenizer = models.load_tokenizer(cfg.model)
     policy, reference = _load_models(cfg, device, tokenizer)
 
+    # This attempt writes checkpoints and the model in a folder of its own, then publishes each by a rename
+    # through the sink: an attempt that lost its run (the web app's sink refuses) never replaces them.
+    staging = out / ".attempts" / str(getattr(sink, "attempt", "local"))
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     resume_from = last_checkpoint(out / "checkpoints") if resume else None
     start_step = checkpoint_step(resume_from) if resume_from else 0
-    if resume_from:
-        sink.truncate_after(start_step)  # steps after the checkpoint are trained, and logged, again
+    # Steps after the checkpoint are trained, and logged, again; a fresh start forgets every earlier row.
+    sink.truncate_after(start_step if resume_from else -1)
 
     final: dict[str, float] = {}
     evaluate = _evaluator(cfg, task, tokenizer, reference, device)
@@ -75,14 +80,19 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     reward_fn = _reward_fn(cfg, task, device)
     ctx = MethodContext(cfg=cfg, task=task, tokenizer=tokenizer, model=policy, reference=reference, device=device,
                         out_dir=out, hooks=hooks, resume_from=str(resume_from) if resume_from else None,
-                        reward_fn=reward_fn)
+                        reward_fn=reward_fn, staging_dir=staging)
     result = methods.get(cfg.method).train(ctx)
+    model_dir = out / "model"
+    if hooks.lost:  # taken away from this attempt: no final evaluation, no model
+        return RunResult(step=result.step, stopped=True, final_metrics={}, model_dir=model_dir,
+                         seconds=time.monotonic() - t0)
     hooks.run_eval(result.step, result.model)
     hooks.report("saving", result.step)
-    model_dir = save_model(result.model, tokenizer, out / "model")
+    if hooks.publish(save_model(result.model, tokenizer, staging / "model"), model_dir):
+        shutil.rmtree(out / ".attempts", ignore_errors=True)  # every attempt's leftovers: the run is done
     hooks.report("done", result.step)
-    return RunResult(step=result.step, stopped=hooks.stopped, final_metrics=dict(final), model_dir=model_dir,
-                     seconds=time.monotonic() - t0)
+    return RunResult(step=result.step, stopped=hooks.stopped or hooks.lost, final_metrics=dict(final),
+                     model_dir=model_dir, seconds=time.monotonic() - t0)
 
 
 def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
@@ -123,15 +133,12 @@ def _reward_fn(cfg: BaseConfig, task, device):
 
 
 def save_model(model, tokenizer, target: Path) -> Path:
-    """Final weights loadable with from_pretrained (LoRA adapters merged in)."""
+    """Final weights loadable with from_pretrained (LoRA adapters merged in), written to `target`."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
     return target
 
 

@@ -149,6 +149,8 @@ PTLAB_REAP_AFTER_SECONDS = env_float("PTLAB_REAP_AFTER_SECONDS", 60)  # a runnin
 PTLAB_MAX_ATTEMPTS = int(env_float("PTLAB_MAX_ATTEMPTS", 3))  # starts of a run before it is failed
 PTLAB_RESEND_AFTER_SECONDS = env_float("PTLAB_RESEND_AFTER_SECONDS", 60)  # queued, no message: send again
 PTLAB_CANCEL_GRACE_SECONDS = env_float("PTLAB_CANCEL_GRACE_SECONDS", 60)  # clean stop, then kill
+PTLAB_WATCH_SECONDS = env_float("PTLAB_WATCH_SECONDS", 2)  # the worker looks at its run's process this often
+PTLAB_HUNG_AFTER_SECONDS = env_float("PTLAB_HUNG_AFTER_SECONDS", 1800)  # no write this long: killed, requeued
 PTLAB_PRELOAD_TRAINING = env_bool("PTLAB_PRELOAD_TRAINING", True)  # import torch/TRL before forking runs
 PTLAB_WORKER_STALE_SECONDS = env_float("PTLAB_WORKER_STALE_SECONDS", 3 * PTLAB_HEARTBEAT_SECONDS)
 

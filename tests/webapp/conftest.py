@@ -15,7 +15,7 @@ from webapp.experiments.models import Experiment
 def enqueued(monkeypatch):
     """Run ids sent to the broker, as (run_id, queue)."""
     sent = []
-    monkeypatch.setattr("webapp.experiments.actions.send_to_workers", lambda run_id, queue: sent.append((run_id, queue)))
+    monkeypatch.setattr("webapp.experiments.actions.send_to_workers", lambda run_id, queue, priority=3: sent.append((run_id, queue)))
     return sent
 
 

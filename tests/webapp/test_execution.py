@@ -32,6 +32,7 @@ def fake_training(steps=3, stop_at=None, fail=None):
     def train(run, sink):
         if fail:
             raise fail
+        sink.truncate_after(-1)  # as the runner does on a start without a checkpoint
         sink.progress(Progress(0, steps, "loading", 0.0, None))
         for step in range(1, steps + 1):
             sink.log_metrics(step, {"train/loss": 1.0 / step})
@@ -341,6 +342,7 @@ def killed_after_one_step(run, sink):
     import os
     import signal
 
+    sink.truncate_after(-1)  # as the runner does on a start without a checkpoint
     sink.log_metrics(1, {"train/loss": 1.0})
     os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
 

@@ -26,10 +26,17 @@ class MethodContext:
     hooks: RunHooks
     resume_from: str | None = None  # checkpoint folder to resume from
     reward_fn: Any = None  # the reward RL methods optimise: the task's gold reward or a reward model's
+    staging_dir: Path | None = None  # this attempt's own folder: checkpoints are written here, then published
 
     @property
     def checkpoint_dir(self) -> Path:
+        """Published checkpoints: where a resumed attempt looks."""
         return self.out_dir / "checkpoints"
+
+    @property
+    def write_dir(self) -> Path:
+        """Where this attempt writes a checkpoint before publishing it."""
+        return (self.staging_dir or self.out_dir / ".attempts" / "local") / "checkpoints"
 
 
 @dataclass
@@ -44,7 +51,7 @@ def trl_args(config_cls, ctx: MethodContext, **extra):
     on_cpu = ctx.device.type == "cpu"
     bf16 = not on_cpu and torch.cuda.is_bf16_supported()
     return config_cls(
-        output_dir=str(ctx.checkpoint_dir),
+        output_dir=str(ctx.write_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
@@ -71,7 +78,8 @@ def trl_args(config_cls, ctx: MethodContext, **extra):
 def train_trl(trainer, ctx: MethodContext) -> TrainResult:
     """Train with our callback attached and return where it ended."""
     trainer.remove_callback(PrinterCallback)  # our sink reports; Trainer's printer would spam stdout
-    trainer.add_callback(TRLCallback(ctx.hooks, save_on_stop=bool(ctx.cfg.checkpoint_every)))
+    trainer.add_callback(TRLCallback(ctx.hooks, save_on_stop=bool(ctx.cfg.checkpoint_every),
+                                     published_root=ctx.checkpoint_dir))
     if ctx.resume_from and int(Path(ctx.resume_from).name.split("-")[-1]) >= ctx.cfg.max_steps:
         # Killed after its last checkpoint: all steps are done, and HF would train one step too many.
         trainer._load_from_checkpoint(ctx.resume_from)

@@ -26,7 +26,6 @@ from torch import nn
 from training.evaluation import completion_mask
 from training.methods.common import MethodContext, TrainResult
 
-KEEP_CHECKPOINTS = 2
 MAX_GRAD_NORM = 1.0
 
 # --- the math ---------------------------------------------------------------------------------------
@@ -275,10 +274,10 @@ class PPOTrainer:
 
     # checkpoints
 
-    def save(self, step: int) -> Path:
-        """Write checkpoint-{step} atomically (temp folder, then rename) and keep the last few."""
-        root = self.ctx.checkpoint_dir
-        final, tmp = root / f"checkpoint-{step}", root / f".tmp-checkpoint-{step}"
+    def save(self, step: int) -> Path | None:
+        """Write checkpoint-{step} in this attempt's folder, then publish it (a rename) next to the others,
+        which keeps the last few. None when the run was taken away from this attempt (nothing published)."""
+        tmp = self.ctx.write_dir / f"checkpoint-{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self.is_peft:
@@ -290,11 +289,9 @@ class PPOTrainer:
         torch.save(_rng_state(), tmp / "rng_state.pt")
         (tmp / "run_config.json").write_text(self.cfg.to_json())
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step, "num_tokens": self.num_tokens}))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in _checkpoints(root)[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        if not self.ctx.hooks.publish_checkpoint(tmp, self.ctx.checkpoint_dir):
+            return None
+        return self.ctx.checkpoint_dir / tmp.name
 
     def restore(self, folder: str | Path) -> int:
         """Load everything `save` wrote; returns the checkpoint's step."""
@@ -330,11 +327,6 @@ class _AdaptersOff:
         return self._ctx.__exit__(*exc)
 
 
-def _checkpoints(root: Path) -> list[Path]:
-    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -361,7 +353,7 @@ def train(ctx: MethodContext) -> TrainResult:
     for step in range(start, cfg.max_steps + 1):
         ctx.hooks.on_log(step, trainer.step(step))
         stop = ctx.hooks.on_step_end(step, trainer.policy)  # evaluates on schedule, relays stop requests
-        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or stop):
+        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or stop) and not ctx.hooks.lost:
             trainer.save(step)  # also on a stop, as the TRL methods do: the run can be resumed from there
         if stop:
             break

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from webapp.experiments.models import Experiment, Run
@@ -21,20 +22,35 @@ State = Run.State
 
 
 TRAIN_TASK = "webapp.workers.tasks.train_run"  # by name: the domain never imports the worker runtime
+# kombu's Redis transport serves priority 0 before 3: a run sent again (requeued after its worker died, resumed)
+# goes ahead of the runs queued after it first was.
+FIRST_PRIORITY, AHEAD_PRIORITY = 3, 0
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def send_to_workers(run_id: int, queue: str) -> None:
+def send_to_workers(run_id: int, queue: str, priority: int = FIRST_PRIORITY) -> None:
     """Publish the run id on `queue` (the tests replace this to record what was sent)."""
     from webapp.celery import app
 
-    app.send_task(TRAIN_TASK, args=(run_id,), queue=queue)
+    app.send_task(TRAIN_TASK, args=(run_id,), queue=queue, priority=priority, retry_policy=PUBLISH_RETRY)
 
 
-def enqueue(run: Run, queue: str) -> None:
-    """Send the run id to the workers once the transaction that made it `queued` has committed."""
+def enqueue(run: Run, queue: str, *, ahead: bool = False) -> None:
+    """Send the run id to the workers once the transaction that made it `queued` has committed. With the
+    broker down the run stays queued, and the workers' resend sends it when the broker is back
+    (PTLAB_RESEND_AFTER_SECONDS): what was saved is never undone by a broker outage."""
     run_id = run.pk
-    Run.objects.filter(pk=run_id).update(queued_at=timezone.now())
-    transaction.on_commit(lambda: send_to_workers(run_id, queue))
+    Run.objects.filter(pk=run_id).update(queued_at=Now())
+    priority = AHEAD_PRIORITY if ahead else FIRST_PRIORITY
+
+    def send() -> None:
+        try:
+            send_to_workers(run_id, queue, priority)
+        except Exception:  # kombu/redis raise several types for "no broker"; nothing here may undo the commit
+            log.warning("run #%s: the broker is unavailable; it stays queued and is sent when the broker is back",
+                        run_id, exc_info=True)
+
+    transaction.on_commit(send)
 
 
 def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = None) -> Experiment:
@@ -123,7 +139,7 @@ def do_cancel_run(run: Run, by: str = "") -> None:
                 _store_series_on_commit([run.pk])  # a requeued run has metrics of its earlier attempts
         elif run.state == State.RUNNING and not run.stop_requested:
             Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
-                stop_requested=True, stop_requested_at=timezone.now())
+                stop_requested=True, stop_requested_at=Now())
 
 
 def do_cancel_experiment(experiment: Experiment, by: str = "") -> None:
@@ -146,5 +162,5 @@ def requeue(run: Run, line: str, silent_since=None) -> bool:
         if not held_by_attempt(run, silent_since).update(
                 state=State.QUEUED, claimed_by="", phase="queued", eta_s=None, log=run.with_log(line)):
             return False
-        enqueue(run, run.experiment.queue)
+        enqueue(run, run.experiment.queue, ahead=True)
     return True

@@ -6,12 +6,14 @@ Single-row logic lives here; writes spanning several rows live in actions.py (`d
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import connection, models
 from django.db.models import Count, F, Q
+from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
 
@@ -22,6 +24,17 @@ METHODS = ("sft", "dpo", "ppo", "grpo", "rloo")
 METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO"}
 RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
+
+def db_now():
+    """The database's clock. Heartbeats are written with it (`Now()`) and the reaper compares with it, so a
+    host whose clock runs ahead or behind never reaps a live run. (SQLite: the local clock; it is one host.)"""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')")
+            return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        return cursor.fetchone()[0]
+
 
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
 
@@ -56,6 +69,7 @@ class Experiment(models.Model):
     hyperparams = models.JSONField(default=dict, blank=True, help_text="Per-method settings: {method: {key: value}}.")
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
+    imported = models.BooleanField(default=False, help_text="From a report import: its runs are never trained.")
     created = models.DateTimeField(auto_now_add=True)
 
     objects = ExperimentQuerySet.as_manager()
@@ -121,22 +135,26 @@ class RunQuerySet(models.QuerySet):
     def active(self) -> RunQuerySet:
         return self.filter(state__in=Run.ACTIVE_STATES)
 
+    def trainable(self) -> RunQuerySet:
+        """Runs the workers may train: never those of an imported report."""
+        return self.filter(experiment__imported=False)
+
     def claim(self, pk: int, hostname: str, task_id: str) -> Run | None:
         """queued -> running, atomically. Returns the run, or None when it is not queued (already taken,
         cancelled, finished): a redelivered or duplicate message never trains a run twice."""
-        now = timezone.now()
-        claimed = self.filter(pk=pk, state=Run.State.QUEUED).update(
+        claimed = self.trainable().filter(pk=pk, state=Run.State.QUEUED).update(
             state=Run.State.RUNNING, claimed_by=hostname, task_id=task_id, attempts=F("attempts") + 1,
-            heartbeat_at=now, started_at=now, phase="starting", eta_s=None)
+            heartbeat_at=Now(), progress_at=Now(), started_at=Now(), phase="starting", eta_s=None)
         return self.get(pk=pk) if claimed else None
 
     def stale(self, silent_since) -> RunQuerySet:
         """Running runs whose worker has not sent a heartbeat since `silent_since`."""
-        return self.filter(state=Run.State.RUNNING, heartbeat_at__lt=silent_since)
+        return self.trainable().filter(state=Run.State.RUNNING, heartbeat_at__lt=silent_since)
 
     def overdue_stops(self, requested_before) -> RunQuerySet:
         """Running runs asked to stop before `requested_before` that still have not."""
-        return self.filter(state=Run.State.RUNNING, stop_requested=True, stop_requested_at__lt=requested_before)
+        return self.trainable().filter(state=Run.State.RUNNING, stop_requested=True,
+                                       stop_requested_at__lt=requested_before)
 
 
 class Run(models.Model):
@@ -162,7 +180,11 @@ class Run(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     claimed_by = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started it (claim token).")
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts_before_resume = models.PositiveIntegerField(
+        default=0, help_text="Attempts made before its owner last resumed it: the attempt limit counts from here.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="The database's clock (db_now).")
+    progress_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="Its process's last write (database clock): a hung process stops it.")
     queued_at = models.DateTimeField(null=True, blank=True, help_text="When its message was last sent.")
     stop_requested = models.BooleanField(default=False)
     stop_requested_at = models.DateTimeField(null=True, blank=True)
@@ -258,7 +280,8 @@ class Metric(models.Model):
     wall_time = models.FloatField(help_text="Seconds since the epoch when it was logged.")
 
     class Meta:
-        indexes = [models.Index(fields=["run", "name", "step"], name="metric_run_name_step")]
+        # One point per (run, name, step): an attempt that wrote again what another wrote fails loudly.
+        constraints = [models.UniqueConstraint(fields=["run", "name", "step"], name="metric_unique_point")]
 
     def __str__(self) -> str:
         return f"{self.name}@{self.step}={self.value:g}"
@@ -277,13 +300,15 @@ class Sample(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["run", "step"], name="sample_run_step")]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "prompt_id", "index"],
+                                               name="sample_unique_completion")]
         ordering = ["step", "prompt_id", "index"]
 
 
 class WorkerQuerySet(models.QuerySet):
     def beat(self, hostname: str, **fields) -> None:
         """Record a heartbeat (creating the row on a worker's first one)."""
-        fields["last_heartbeat"] = timezone.now()
+        fields["last_heartbeat"] = Now()
         if not self.filter(hostname=hostname).update(**fields):
             self.update_or_create(hostname=hostname, defaults=fields)
 

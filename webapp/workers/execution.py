@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from webapp.experiments.actions import do_finish_run
-from webapp.experiments.models import Run, Worker
+from webapp.experiments.models import Run, Worker, db_now
 from webapp.workers.fresh_process import ProcessDied, call_in_fresh_process
 from webapp.workers.recovery import do_process_died
 from webapp.workers.sink import DatabaseSink, no_fsync_wait
@@ -42,7 +43,7 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         no_fsync_wait()  # a beat is visible to the reaper at once, not after a WAL flush that a busy disk delays
-        if not self.sink.lost and not self.sink._mine().update(heartbeat_at=timezone.now()):
+        if not self.sink.lost and not self.sink._mine().update(heartbeat_at=Now()):
             self.sink.lost = True  # reaped or force-cancelled: the sink stops writing, the trainer stops
         Worker.objects.beat(self.hostname, current_run_id=self.sink.run_id)
 
@@ -55,13 +56,58 @@ class Heartbeat(threading.Thread):
         self.join()
 
 
+class RunWatch:
+    """What the pool's child checks, every PTLAB_WATCH_SECONDS, about the run its forked process trains.
+    Returns why that process must be killed, or None: its run was requeued or is held by another attempt
+    (a process stopped with SIGSTOP and resumed later), or it has written nothing for
+    PTLAB_HUNG_AFTER_SECONDS (a hung process: its heartbeat thread may beat on, so progress is what counts)."""
+
+    finish_grace_s = 60.0  # its run ended (by this attempt), yet the process has not exited
+
+    def __init__(self, run_id: int, task_id: str):
+        self.run_id, self.task_id = run_id, task_id
+        self.claimed = False
+        self.since = time.monotonic()
+        self.ended_at: float | None = None
+
+    def __call__(self) -> str | None:
+        hung_after = settings.PTLAB_HUNG_AFTER_SECONDS
+        row = Run.objects.filter(pk=self.run_id).values("state", "task_id", "progress_at").first()
+        if row is None:
+            return "its run was deleted"
+        mine = row["task_id"] == self.task_id
+        if not self.claimed:
+            if not mine:  # not claimed yet (or not claimable: the process then returns at once)
+                waited = time.monotonic() - self.since
+                return f"it did not claim its run within {waited:.0f} s" if waited > hung_after else None
+            self.claimed = True
+        if not mine:
+            return "its run was requeued and is held by another attempt now"
+        if row["state"] == State.RUNNING:
+            silent = (db_now() - row["progress_at"]).total_seconds() if row["progress_at"] else 0.0
+            if silent > hung_after:
+                return f"it made no progress for {silent:.0f} s (PTLAB_HUNG_AFTER_SECONDS is {hung_after:.0f})"
+            return None
+        if row["state"] in (State.QUEUED, State.WAITING):
+            return "its run was taken away from it and requeued"
+        self.ended_at = self.ended_at or time.monotonic()
+        if time.monotonic() - self.ended_at > self.finish_grace_s:
+            return f"it did not exit within {self.finish_grace_s:.0f} s of its run's end"
+        return None
+
+
 def execute_in_fresh_process(run_id: int, hostname: str, task_id: str) -> str:
-    """`execute` in a process of its own, forked for this run (webapp.workers.fresh_process.py). If that
-    process dies without finishing the run, the run is requeued or failed at once, not after the reaper's wait."""
+    """`execute` in a process of its own, forked for this run (webapp/workers/fresh_process.py), watched while
+    it runs (RunWatch). If that process dies, or is killed, without finishing the run, the run is requeued or
+    failed at once, not after the reaper's wait."""
     try:
-        return call_in_fresh_process(execute, run_id, hostname, task_id)
+        return call_in_fresh_process(execute, run_id, hostname, task_id, watch=RunWatch(run_id, task_id),
+                                     watch_every=settings.PTLAB_WATCH_SECONDS)
     except ProcessDied as exc:
-        why = do_process_died(task_id, str(exc), stopped=exc.stopped)
+        if exc.killed_by_watch:
+            log.warning("run #%s: killed its process: %s", run_id, exc)
+        why = do_process_died(task_id, f"was killed by its worker: {exc}" if exc.killed_by_watch else str(exc),
+                              stopped=exc.stopped)
         Worker.objects.filter(hostname=hostname, current_run_id=run_id).update(current_run=None)
         connection.close()  # the next run's fork must not inherit it
         return f"process died: {why or exc}"

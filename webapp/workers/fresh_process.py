@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -32,19 +34,22 @@ class ProcessDied(RuntimeError):
     """The fresh process ended without returning: killed by a signal (`signal`), or exited with an uncaught
     error (`signal` None)."""
 
-    def __init__(self, status: int):
+    def __init__(self, status: int, why: str = ""):
         self.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        super().__init__(describe_status(status))
+        self.killed_by_watch = bool(why)
+        super().__init__(why or describe_status(status))
 
     @property
     def stopped(self) -> bool:
         return self.signal in STOP_SIGNALS
 
 
-def call_in_fresh_process(func: Callable[..., object], *args) -> str:
+def call_in_fresh_process(func: Callable[..., object], *args, watch: Callable[[], str | None] | None = None,
+                          watch_every: float = 1.0) -> str:
     """`str(func(*args))`, computed in a forked process. Raises ProcessDied if that process did not
     return normally. The process is killed with its parent: it never trains on, unsupervised, after the
-    pool's child was killed (a forced cancel, a cold shutdown)."""
+    pool's child was killed (a forced cancel, a cold shutdown). `watch`, called every `watch_every` seconds
+    while it runs, returns why the process must be killed now (it hangs, its run went elsewhere), or None."""
     connections.close_all()  # a forked process must never share the parent's database connections
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the parent's buffered output again
@@ -68,15 +73,49 @@ def call_in_fresh_process(func: Callable[..., object], *args) -> str:
     os.close(write_end)
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        _, status = os.waitpid(pid, 0)
+        status, why = _wait(pid, watch, watch_every)
     except BaseException:  # the pool child is being stopped (a soft time limit, a signal handler): so is the run
         _kill(pid)
         os.close(read_end)
         raise
     result = _read_available(read_end)
-    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+    if not why and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return result
-    raise ProcessDied(status)
+    raise ProcessDied(status, why)
+
+
+def _wait(pid: int, watch, every: float) -> tuple[int, str]:
+    """Wait for the process to end; kill it (SIGKILL also ends a stopped process) when `watch` says so.
+    Returns its wait status and the watch's reason ("" when it ended by itself)."""
+    if watch is None:
+        return os.waitpid(pid, 0)[1], ""
+    try:
+        ended = os.pidfd_open(pid)  # readable once the process has ended: no polling delay at its end
+    except (AttributeError, OSError):
+        ended = None
+    try:
+        next_watch = time.monotonic() + every
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status, ""
+            if time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + every
+                try:
+                    why = watch()
+                except Exception:  # a database hiccup: look again next time
+                    why = None
+                if why:
+                    os.kill(pid, signal.SIGKILL)
+                    return os.waitpid(pid, 0)[1], why
+            timeout = max(0.0, next_watch - time.monotonic())
+            if ended is not None:
+                select.select([ended], [], [], timeout)
+            else:
+                time.sleep(min(timeout, 0.05))
+    finally:
+        if ended is not None:
+            os.close(ended)
 
 
 def describe_status(status: int) -> str:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from webapp.experiments.actions import do_finish_run, enqueue, requeue
 from webapp.experiments.broker import queue_lengths
-from webapp.experiments.models import Run
+from webapp.experiments.models import Run, db_now
 
 log = logging.getLogger(__name__)
 State = Run.State
@@ -21,7 +21,7 @@ def do_reap(now=None) -> list[str]:
     """Find running runs whose worker went silent. Requeue them (they resume from their last checkpoint)
     or, after PTLAB_MAX_ATTEMPTS starts, fail them; force-cancel runs that ignored a stop request.
     Safe to run anywhere, any number of times at once. Returns what it did, one line each."""
-    now = now or timezone.now()
+    now = now or db_now()  # never this host's clock: heartbeats are written with the database's
     done = []
     silent_since = now - timezone.timedelta(seconds=settings.PTLAB_REAP_AFTER_SECONDS)
     for run in Run.objects.stale(silent_since):
@@ -55,12 +55,13 @@ def _orphaned(run: Run, why: str, silent_since=None, *, may_fail: bool = True) -
     (`may_fail`), else requeue it (it resumes from its last checkpoint). False if it was not held any more."""
     if run.stop_requested:
         return do_finish_run(run, State.CANCELLED, note=f"cancelled ({why})", silent_since=silent_since)
-    if may_fail and run.attempts >= settings.PTLAB_MAX_ATTEMPTS:
+    attempt = run.attempts - run.attempts_before_resume  # a resumed run gets the full limit again
+    if may_fail and attempt >= settings.PTLAB_MAX_ATTEMPTS:
         limit = settings.PTLAB_MAX_ATTEMPTS  # hand-backs at worker shutdowns start runs beyond it
-        which = f"attempt {run.attempts} of {limit}" if run.attempts <= limit else (
-            f"attempt {run.attempts}, past the limit of {limit} after requeues at worker shutdowns")
+        which = f"attempt {attempt} of {limit}" if attempt <= limit else (
+            f"attempt {attempt}, past the limit of {limit} after requeues at worker shutdowns")
         return do_finish_run(run, State.FAILED, error=f"{why} ({which}); giving up", silent_since=silent_since)
-    then = (f"attempt {run.attempts + 1} of {settings.PTLAB_MAX_ATTEMPTS} will resume" if may_fail
+    then = (f"attempt {attempt + 1} of {settings.PTLAB_MAX_ATTEMPTS} will resume" if may_fail
             else "it resumes")
     return requeue(run, f"{why}; requeued ({then} from the last checkpoint)", silent_since=silent_since)
 
@@ -80,19 +81,19 @@ def do_resend_lost(queues: list[str], now=None) -> list[str]:
     while their queue in the broker is empty: the message was lost (Redis restarted without persistence,
     a worker died between taking it and claiming the run). Duplicates would be harmless (the claim), but
     a queue with messages waiting is left alone. Returns what it did, one line each."""
-    now = now or timezone.now()
+    now = now or db_now()
     lengths = queue_lengths(queues)
     cutoff = now - timezone.timedelta(seconds=settings.PTLAB_RESEND_AFTER_SECONDS)
     done = []
     for queue in queues:
         if lengths.get(queue) != 0:  # messages waiting, or a broker we cannot ask
             continue
-        for run in Run.objects.filter(state=State.QUEUED, experiment__queue=queue, queued_at__lt=cutoff):
+        for run in Run.objects.trainable().filter(state=State.QUEUED, experiment__queue=queue, queued_at__lt=cutoff):
             with transaction.atomic():
                 line = "its message was lost (broker restarted?): sent again"
                 if Run.objects.filter(pk=run.pk, state=State.QUEUED, queued_at=run.queued_at).update(
                         log=run.with_log(line)):
-                    enqueue(run, queue)
+                    enqueue(run, queue, ahead=run.attempts > 0)
                     done.append(f"run #{run.pk}: {line}")
     for line in done:
         log.warning("resend: %s", line)

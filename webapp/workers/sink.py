@@ -1,17 +1,20 @@
-"""The worker's MetricSink (training.callbacks): metrics, samples and progress go to the database.
+"""The worker's MetricSink (training.callbacks): metrics, samples, progress, checkpoints and the final
+model, each written only while this attempt still holds the run.
 
-Every write is conditional on the run still being held by this attempt (state running, same
-`attempts`). If the reaper or a forced cancel took the run away, the sink notices, drops further
-writes and asks the trainer to stop: a run is never written by two workers."""
+Every write runs in a transaction that first updates the run's row on the condition (state running, same
+`attempts`): that row lock keeps the reaper from taking the run away in the middle of the write, and a run
+already taken makes the write a no-op. Then the sink drops every later write and asks the trainer to stop."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
-from django.db import connection
-from django.utils import timezone
+from django.db import connection, transaction
+from django.db.models.functions import Now
 
+from training.folders import replace_folder
 from webapp.experiments.models import LOG_LINES, Metric, Run, Sample
 
 SHOWN = ("eval/reward", "eval/kl")  # what the log line of an evaluation shows
@@ -24,7 +27,7 @@ class DatabaseSink:
 
     def __init__(self, run: Run):
         self.run_id = run.pk
-        self.attempt = run.attempts
+        self.attempt = run.attempts  # the claim token; also names the attempt's private folder
         self.lines = run.log.splitlines()
         self.lost = False  # the run was taken away from this attempt
         self.stop = False
@@ -34,33 +37,33 @@ class DatabaseSink:
 
     # --- MetricSink ---------------------------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        if self.lost:
-            return
         now = time.time()
-        no_fsync_wait()
-        Metric.objects.bulk_create(
-            [Metric(run_id=self.run_id, step=step, name=k, value=_json_number(v), wall_time=now)
-             for k, v in metrics.items()])
+        rows = [Metric(run_id=self.run_id, step=step, name=k, value=_json_number(v), wall_time=now)
+                for k, v in metrics.items()]
         evals = {k: _json_number(v) for k, v in metrics.items() if k.startswith("eval/")}
-        if evals:
-            shown = " ".join(f"{k}={float(metrics[k]):.4g}" for k in SHOWN if k in metrics)
-            self._write(latest={**evals, "step": step}, log=self._log(f"step {step}: {shown}".rstrip()))
+        if not evals:
+            self._while_held(lambda: Metric.objects.bulk_create(rows))
+            return
+        shown = " ".join(f"{k}={float(metrics[k]):.4g}" for k in SHOWN if k in metrics)
+        self._while_held(lambda: Metric.objects.bulk_create(rows),
+                         latest={**evals, "step": step}, log=self._log(f"step {step}: {shown}".rstrip()))
 
     def log_samples(self, step: int, samples) -> None:
-        if self.lost:
-            return
-        no_fsync_wait()
-        Sample.objects.bulk_create(
-            [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
-                    completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples],
-            batch_size=500)
+        rows = [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
+                       completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples]
+        self._while_held(lambda: Sample.objects.bulk_create(rows, batch_size=500))
+
+    def publish(self, source: str | Path, target: str | Path) -> bool:
+        """Move the folder `source` (this attempt's checkpoint or final model) to `target`, replacing what is
+        there, only while this attempt holds the run."""
+        return self._while_held(lambda: replace_folder(Path(source), Path(target)))
 
     def progress(self, p) -> None:
         now = time.monotonic()
         changed = p.phase != self._phase
         if not changed and now - self._last_progress < self.progress_every and p.step < p.total:
             return
-        fields = {"step": p.step, "total": p.total, "eta_s": p.eta_s, "phase": p.phase, "heartbeat_at": timezone.now()}
+        fields = {"step": p.step, "total": p.total, "eta_s": p.eta_s, "phase": p.phase, "heartbeat_at": Now()}
         if changed and (p.phase in LOGGED_PHASES or p.phase == "training" and self._phase in (None, "loading")):
             fields["log"] = self._log(f"{p.phase} at step {p.step} of {p.total}")
         self._phase, self._last_progress = p.phase, now
@@ -79,16 +82,22 @@ class DatabaseSink:
         return self.stop or self.lost
 
     def truncate_after(self, step: int) -> None:
-        """Resuming from the checkpoint at `step`: what was logged after it is trained, and logged, again."""
-        Metric.objects.filter(run_id=self.run_id, step__gt=step).delete()
-        Sample.objects.filter(run_id=self.run_id, step__gt=step).delete()
+        """Resuming from the checkpoint at `step` (-1: a fresh start): what was logged after it is trained,
+        and logged, again, so it goes (an earlier attempt's rows included)."""
+        def forget() -> None:
+            for model in (Metric, Sample):
+                rows = model.objects.filter(run_id=self.run_id)
+                (rows.filter(step__gt=step) if step >= 0 else rows).delete()
+
+        self._while_held(forget)
         last = (Metric.objects.filter(run_id=self.run_id, name__startswith="eval/")
                 .order_by("-step").values_list("step", flat=True).first())
         latest = {}
         if last is not None:
             rows = Metric.objects.filter(run_id=self.run_id, name__startswith="eval/", step=last)
             latest = {name: _json_number(v) for name, v in rows.values_list("name", "value")} | {"step": last}
-        self._write(latest=latest, step=step, log=self._log(f"resuming from the checkpoint at step {step}"))
+        line = f"resuming from the checkpoint at step {step}" if step >= 0 else "starting from step 0"
+        self._write(latest=latest, step=max(step, 0), log=self._log(line))
 
     # --- helpers ------------------------------------------------------------------------------------
     def note(self, line: str) -> None:
@@ -104,8 +113,22 @@ class DatabaseSink:
     def _write(self, **fields) -> None:
         # A conditional UPDATE of just these columns (never a whole-row save): it also tells us
         # whether this attempt still holds the run.
-        if not self.lost and not self._mine().update(**fields):
+        if not self.lost and not self._mine().update(progress_at=Now(), **fields):
             self.lost = True
+
+    def _while_held(self, write, **fields) -> bool:
+        """`write()` in one transaction with a conditional update of the run's row (progress time and
+        `fields`): done only if this attempt holds the run, and the row stays locked until it commits.
+        Returns False, having written nothing, once the run was taken away."""
+        if self.lost:
+            return False
+        no_fsync_wait()
+        with transaction.atomic():
+            if not self._mine().update(progress_at=Now(), **fields):
+                self.lost = True
+                return False
+            write()
+        return True
 
 
 def no_fsync_wait() -> None:
