@@ -4,6 +4,7 @@
   status ID                     an experiment's runs: state, progress, latest reward and KL
   follow ID                     wait for an experiment to finish, with a progress bar
   cancel ID                     cancel an experiment's active runs
+  resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
   metrics RUN_ID [--names a,b]  a run's metric points as CSV (name,step,value)
   report ID --out FILE.json     download the experiment's JSON report
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="An experiment's runs.").add_argument("id", type=int)
     sub.add_parser("follow", help="Wait for an experiment to finish.").add_argument("id", type=int)
     sub.add_parser("cancel", help="Cancel an experiment.").add_argument("id", type=int)
+    sub.add_parser("resume", help="Resume a failed or cancelled run from its last checkpoint.").add_argument(
+        "run_id", type=int)
     p = sub.add_parser("metrics", help="A run's metrics as CSV.")
     p.add_argument("run_id", type=int)
     p.add_argument("--names", help="Comma-separated metric names (eval/* for a prefix).")
@@ -114,6 +117,10 @@ def _run(client: Client, args) -> int:
         return _follow(client, args.id, args.interval)
     if args.command == "cancel":
         print("\n".join(status_lines(client.cancel_experiment(args.id))))
+        return 0
+    if args.command == "resume":
+        r = client.resume_run(args.run_id)
+        print(f"run {r['id']} ({r['method']} seed {r['seed']}): {r['state']}")
         return 0
     if args.command == "metrics":
         names = args.names.split(",") if args.names else None

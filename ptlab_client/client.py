@@ -66,6 +66,9 @@ class Client:
     def cancel_experiment(self, pk: int) -> dict:
         return self.post(f"/api/experiments/{pk}/cancel")
 
+    def resume_run(self, run_id: int) -> dict:
+        return self.post(f"/api/runs/{run_id}/resume")
+
     def metrics(self, run_id: int, names: list[str] | None = None, step_min: int | None = None,
                 step_max: int | None = None, page_size: int = 5000):
         """Every matching point, following the pages."""

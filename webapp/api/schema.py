@@ -162,6 +162,9 @@ def schema() -> dict:
         "/api/runs/{id}/cancel": {"post": _op(
             "cancelRun", "Cancel a run (owner only): queued runs at once, running ones after their step",
             {"200": _resp("The run", _ref("Run"))}, params=[exp_id], errors=("403",), tag="runs")},
+        "/api/runs/{id}/resume": {"post": _op(
+            "resumeRun", "Resume a failed or cancelled run from its last checkpoint (owner only), keeping its metrics",
+            {"200": _resp("The run", _ref("Run"))}, params=[exp_id], errors=("403", "409"), tag="runs")},
         "/api/runs/{id}/metrics": {"get": _op(
             "getRunMetrics", "Metric points, long format, ordered by (name, step)",
             {"200": _resp("A page of points", _ref("Metrics"))}, tag="runs", errors=("400",), params=[

@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/experiments/<int:pk>/report.<str:fmt>", views.experiment_report, name="experiment_report"),
     path("api/runs/<int:pk>", views.run, name="run"),
     path("api/runs/<int:pk>/cancel", views.run_cancel, name="run_cancel"),
+    path("api/runs/<int:pk>/resume", views.run_resume, name="run_resume"),
     path("api/runs/<int:pk>/metrics", views.run_metrics, name="run_metrics"),
     path("api/runs/<int:pk>/samples", views.run_samples, name="run_samples"),
     re_path(r"^api/(?P<rest>.*)$", views.not_found_view),

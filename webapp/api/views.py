@@ -18,7 +18,7 @@ from webapp.api.auth import api_view, json_body, ok
 from webapp.api.errors import ApiError, error_response, not_found
 from webapp.api.schema import schema
 from webapp.api.serializers import experiment_data, run_data, sample_data
-from webapp.experiments.actions import do_cancel_experiment, do_cancel_run
+from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
 from webapp.experiments.forms import METHODS, ExperimentForm
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
@@ -246,6 +246,16 @@ def run_cancel(request: HttpRequest, pk: int) -> JsonResponse:
     r = _run(request, pk, owner=True)
     do_cancel_run(r, by=request.user.get_username())
     r.refresh_from_db()
+    return ok(run_data(r))
+
+
+@api_view(methods=("POST",))
+def run_resume(request: HttpRequest, pk: int) -> JsonResponse:
+    r = _run(request, pk, owner=True)
+    try:
+        r = do_resume_run(r, by=request.user.get_username())
+    except NotResumable as exc:
+        raise ApiError(409, str(exc), "not_resumable") from exc
     return ok(run_data(r))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -140,6 +141,42 @@ def do_cancel_run(run: Run, by: str = "") -> None:
         elif run.state == State.RUNNING and not run.stop_requested:
             Run.objects.filter(pk=run.pk, state=State.RUNNING).update(
                 stop_requested=True, stop_requested_at=Now())
+
+
+class NotResumable(Exception):
+    """Why a run cannot be resumed now (shown to the user as is)."""
+
+
+def do_resume_run(run: Run, by: str = "") -> Run:
+    """A failed or cancelled run goes back to the queue, ahead of runs queued after it first was. It resumes
+    from its last checkpoint (keeping its metrics up to there) with the full attempt limit again; runs that
+    failed because they start from its model wait for it again. A run whose starting run has not succeeded
+    waits for it (or cannot resume while that one is failed or cancelled itself)."""
+    who = f" by {by}" if by else ""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().select_related("experiment", "depends_on").get(pk=run.pk)
+        if run.experiment.imported:
+            raise NotResumable("Runs of an imported report are never trained.")
+        if run.state not in (State.FAILED, State.CANCELLED):
+            raise NotResumable(f"Only a failed or cancelled run can be resumed; this one is {run.state}.")
+        parent = run.depends_on
+        if parent is not None and parent.state in (State.FAILED, State.CANCELLED):
+            raise NotResumable(f"It starts from {parent.label} (run #{parent.pk}), which is {parent.state}: "
+                               "resume that one first.")
+        waits = parent is not None and parent.state != State.SUCCEEDED
+        line = f"resumed{who}: " + (f"waiting for {parent.label}" if waits else "queued (from its last checkpoint)")
+        Run.objects.filter(pk=run.pk, state=run.state).update(
+            state=State.WAITING if waits else State.QUEUED, attempts_before_resume=F("attempts"),
+            stop_requested=False, stop_requested_at=None, error="", traceback="", finished_at=None,
+            phase="queued", claimed_by="", eta_s=None, log=run.with_log(line))
+        for dep in run.dependents.filter(state=State.FAILED, started_at__isnull=True):
+            dep.state, dep.error, dep.finished_at = State.WAITING, "", None
+            dep.log = dep.with_log(f"waiting for {run.label} again (resumed)")
+            dep.save(update_fields=["state", "error", "finished_at", "log"])
+        if not waits:
+            enqueue(run, run.experiment.queue, ahead=True)
+    run.refresh_from_db()
+    return run
 
 
 def do_cancel_experiment(experiment: Experiment, by: str = "") -> None:

@@ -12,5 +12,6 @@ urlpatterns = [
     path("experiments/<int:pk>/clone/", views.experiment_clone, name="clone"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/resume/", views.run_resume, name="run_resume"),
     path("workers/", views.worker_list, name="workers"),
 ]

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.experiments.actions import do_cancel_experiment, do_cancel_run
+from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
 from webapp.experiments.broker import queue_lengths
 from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
 from webapp.experiments.models import Experiment, Run, Sample, Worker
@@ -105,6 +105,21 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _get_run_for_user(request, pk)
+    _owner_only(request, run.experiment)
+    try:
+        run = do_resume_run(run, by=request.user.get_username())
+    except NotResumable as exc:
+        messages.error(request, str(exc))
+        return redirect(run)
+    messages.info(request, f"Resuming {run.label} from its last checkpoint." if run.state == Run.State.QUEUED
+                  else f"{run.label} waits for the run it starts from.")
+    return redirect(run)
+
+
+@login_required
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = _get_run_for_user(request, pk)
@@ -124,7 +139,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def worker_list(request: HttpRequest) -> HttpResponse:
     workers = list(Worker.objects.select_related("current_run", "current_run__experiment"))
-    counts = Run.objects.filter(state=Run.State.QUEUED).values("experiment__queue").annotate(n=Count("id")).order_by()
+    counts = Run.objects.trainable().filter(state=Run.State.QUEUED).values("experiment__queue").annotate(n=Count("id")).order_by()
     queued = {row["experiment__queue"]: row["n"] for row in counts}
     names = sorted({"train", *queued, *(q for w in workers for q in w.queues.split(",") if q)})
     lengths = queue_lengths(names)

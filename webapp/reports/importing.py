@@ -52,7 +52,8 @@ def do_import_report(doc: dict, owner) -> Experiment:
     check(doc)
     e = doc["experiment"]
     try:
-        experiment = Experiment.objects.create(owner=owner, **{f: e[f] for f in EXPERIMENT_FIELDS if f in e})
+        experiment = Experiment.objects.create(owner=owner, imported=True,
+                                               **{f: e[f] for f in EXPERIMENT_FIELDS if f in e})
         experiment.full_clean(exclude=["owner", "shared_with", "dataset"])
         if e.get("created"):
             Experiment.objects.filter(pk=experiment.pk).update(created=_time(e["created"]))
