@@ -157,5 +157,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"webapp": {"handlers": ["console"], "level": os.environ.get("PTLAB_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "webapp": {"handlers": ["console"], "level": os.environ.get("PTLAB_LOG_LEVEL", "INFO")},
+        # Django's own loggers: with DEBUG off its default sends them nowhere (mail_admins, with no ADMINS), so
+        # an unhandled error's traceback (django.request, ERROR) would be lost. Here it goes to stderr.
+        "django": {"handlers": ["console"], "level": "INFO" if DEBUG else "ERROR"},
+    },
 }
