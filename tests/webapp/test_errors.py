@@ -1,8 +1,9 @@
 """Unhandled errors (webapp/errors.py): with the database or the broker unreachable, the API answers 503 in its
 JSON error shape and pages a short page, both with Retry-After; every unhandled error's traceback is logged.
 
-The database goes away for real: the default connection is pointed at a PostgreSQL address where nothing
-answers (a port bound but not listening), whatever database the suite runs on."""
+The database goes away for real, whatever database the suite runs on: the default connection is pointed at a
+PostgreSQL address where nothing answers (a port bound but not listening), or at a real PostgreSQL server through
+a proxy that is then cut (a server restarted under an open connection)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +47,85 @@ def database_down(django_db_blocker):
                 "OPTIONS": {"connect_timeout": 5}, "CONN_MAX_AGE": 0}
         connections["default"] = DatabaseWrapper(dead, "default")
         try:
+            yield
+        finally:
+            connections["default"].close()
+            connections["default"] = old
+
+
+class Proxy:
+    """A TCP proxy to a real server: `cut()` closes every connection and stops listening."""
+
+    def __init__(self, host: str, port: int):
+        self.target, self.socks = (host, port), []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self):
+        self.listener.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def _postgres() -> dict | None:
+    """The real PostgreSQL server to connect to: the suite's own, else the local one (its `postgres` database:
+    the queries never reach it)."""
+    s = connections["default"].settings_dict
+    if s["ENGINE"].endswith("postgresql"):
+        return {"HOST": s["HOST"] or "127.0.0.1", "PORT": int(s["PORT"] or 5432), "NAME": s["NAME"],
+                "USER": s["USER"], "PASSWORD": s["PASSWORD"]}
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        return None
+    return {"HOST": "127.0.0.1", "PORT": 5432, "NAME": "postgres", "USER": "postgres", "PASSWORD": ""}
+
+
+@pytest.fixture
+def database_restarted(django_db_blocker):
+    """The default database is a real PostgreSQL server, connected, whose connection then breaks (and which
+    then refuses new ones), like a server restarted under the web server's persistent connection."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    real = _postgres()
+    if real is None:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    proxy = Proxy(real["HOST"], real["PORT"])
+    old = connections["default"]
+    with django_db_blocker.unblock():
+        live = {**old.settings_dict, "ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1",
+                "PORT": str(proxy.port), "NAME": real["NAME"], "USER": real["USER"], "PASSWORD": real["PASSWORD"],
+                "OPTIONS": {"connect_timeout": 5}, "CONN_MAX_AGE": None}
+        connections["default"] = DatabaseWrapper(live, "default")
+        try:
+            connections["default"].ensure_connection()
+            with connections["default"].cursor() as c:
+                c.execute("SELECT 1")
+            proxy.cut()
             yield
         finally:
             connections["default"].close()
@@ -86,6 +167,12 @@ def test_the_api_answers_503_in_its_error_shape(database_down, browser, caplog):
     assert logged_traceback(caplog, "OperationalError")
     response = browser.post("/api/experiments", "{}", content_type="application/json")  # the session's user
     assert_unavailable_json(response)
+
+
+def test_a_broken_connection_is_a_503_too(database_restarted, browser, caplog):
+    assert_unavailable_json(browser.get("/api/experiments", HTTP_AUTHORIZATION="Bearer some-token"))
+    assert_unavailable_page(browser.get("/"))
+    assert logged_traceback(caplog, "OperationalError") or logged_traceback(caplog, "InterfaceError")
 
 
 def test_pages_answer_a_short_unavailable_page(database_down, browser, caplog):
