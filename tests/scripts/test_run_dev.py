@@ -122,7 +122,10 @@ def test_ctrl_c_while_preparing_stops_without_a_traceback(tmp_path):
     and the supervisor both printed a KeyboardInterrupt traceback."""
     pid, fd = pty.fork()
     if pid == 0:  # a session of its own, with the pseudo-terminal as its controlling terminal
-        os.execve(sys.executable, [sys.executable, str(SCRIPT)], _env(tmp_path))
+        try:
+            os.execve(sys.executable, [sys.executable, str(SCRIPT)], _env(tmp_path))
+        finally:
+            os._exit(127)
     output = b""
 
     def read_until(predicate, timeout: float) -> bool:
