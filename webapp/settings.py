@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from django.utils.log import DEFAULT_LOGGING
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PTLAB_VAR_DIR", BASE_DIR / "var"))
@@ -157,7 +158,15 @@ PTLAB_WORKER_STALE_SECONDS = env_float("PTLAB_WORKER_STALE_SECONDS", 3 * PTLAB_H
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"webapp": {"handlers": ["console"], "level": os.environ.get("PTLAB_LOG_LEVEL", "INFO")}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "django.server": DEFAULT_LOGGING["formatters"]["django.server"]},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"},
+                 "django.server": DEFAULT_LOGGING["handlers"]["django.server"]},
+    "loggers": {
+        "webapp": {"handlers": ["console"], "level": os.environ.get("PTLAB_LOG_LEVEL", "INFO")},
+        # Django's own loggers: with DEBUG off its default sends them nowhere (mail_admins, with no ADMINS), so
+        # an unhandled error's traceback (django.request, ERROR) would be lost. Here it goes to stderr.
+        "django": {"handlers": ["console"], "level": "INFO" if DEBUG else "ERROR"},
+        "django.server": DEFAULT_LOGGING["loggers"]["django.server"],  # runserver's request lines, as by default
+    },
 }

@@ -1,12 +1,14 @@
 """Every API error has one shape: {"error": {"code": ..., "message": ..., "fields": {...}}}.
-`fields` (field name -> list of messages) is present only on validation errors (400)."""
+`fields` (field name -> list of messages) is present only on validation errors (400). An unhandled error
+answers 500 (`server_error`) or, with the database or the broker unreachable, 503 (`unavailable`) with a
+`Retry-After` header: see webapp/errors.py."""
 
 from __future__ import annotations
 
 from django.http import JsonResponse
 
 DEFAULT_CODES = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict"}
+                 405: "method_not_allowed", 409: "conflict", 500: "server_error", 503: "unavailable"}
 
 
 class ApiError(Exception):

@@ -26,7 +26,8 @@ def _resp(description: str, schema: dict | None = None) -> dict:
 
 ERR = _ref("Error")
 COMMON_ERRORS = {"401": _resp("No valid token (or session)", ERR), "404": _resp("Not found, or not yours", ERR),
-                 "405": _resp("Method not allowed", ERR)}
+                 "405": _resp("Method not allowed", ERR),
+                 "503": _resp("The database or the broker is unreachable: retry after `Retry-After` seconds", ERR)}
 PAGE_PARAMS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "Page size."},
     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
