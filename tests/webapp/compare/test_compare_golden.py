@@ -50,7 +50,7 @@ def _experiment(pk: int, owner, name: str, methods: list[str], seeds: int, *, ta
 
 @pytest.fixture
 def golden(monkeypatch):
-    from webapp.compare import data
+    from webapp.compare import loader as data
     from webapp.reports import report
 
     data.clear_cache()
@@ -100,7 +100,7 @@ def get(client, url: str) -> bytes:
 
 
 def test_comparison_pages_and_data(client, golden):
-    from webapp.compare import data
+    from webapp.compare import loader as data
 
     owner, main, other = golden
     client.force_login(owner)
