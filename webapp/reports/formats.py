@@ -1,6 +1,7 @@
 """The report's formats, each made from the document of `report.build_report`: JSON, CSV (metrics in
 long format; votes), Markdown, self-contained HTML (plotly.js inlined, interactive charts) and PDF (the
-same page printed by headless Chromium, charts as static vector images)."""
+same page printed by headless Chromium). Figures, tables and the samples grid come from the comparison
+core (webapp.compare.core), fed from the document; `FORMATS` lists them for the pages and the API."""
 
 from __future__ import annotations
 
@@ -160,8 +161,8 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
         "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
-        # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, ~2 s
-        # sooner than inline). The HTML report inlines it: it must open anywhere with no network.
+        # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner
+        # than inline). The HTML report inlines it: it must open anywhere with no network.
         "plotly_js": "" if pdf else plotly_js(), "plotly_src": plotly_path().as_uri() if pdf else "",
     }
 
@@ -196,9 +197,8 @@ FOOTER = ('<div style="font-size:8px;width:100%;padding:0 12mm;color:#667085;dis
 
 def to_pdf(doc: dict, *, step: int | None = None, timeout_s: float = 60) -> bytes:
     """A4, printed by headless Chromium from the print layout of the HTML report: the page draws its
-    charts as static plots (Plotly's staticPlot: a fixed SVG image, no mode bar or hover; printed as
-    vectors, sharp at any zoom and ~1 s faster than rasterizing them with Plotly.toImage), then is printed
-    with page numbers in the footer. The page may load nothing but local files."""
+    charts as static plots (Plotly's staticPlot: vectors, sharp at any zoom; timings in bench/RESULTS.md),
+    then is printed with page numbers in the footer. The page may load nothing but local files."""
     from html import escape
 
     from playwright.sync_api import sync_playwright
