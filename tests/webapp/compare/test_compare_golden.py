@@ -82,7 +82,7 @@ def mask(text: str) -> str:
 
 def check(name: str, body: bytes | str) -> None:
     text = mask(body.decode() if isinstance(body, bytes) else body)
-    path = GOLDEN / name
+    path = GOLDEN / f"{name}.golden"
     if os.environ.get("PTLAB_UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"no golden file {name}: run with PTLAB_UPDATE_GOLDEN=1"
