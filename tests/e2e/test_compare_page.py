@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from webapp.compare import data
+from webapp.compare import loader
 from webapp.compare.demo import fill_run
 from webapp.experiments.models import Experiment, Metric, Run
 
@@ -58,9 +58,9 @@ def wait_drawn(page, after: int = 0) -> int:
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    data.clear_cache()
+    loader.clear_cache()
     yield
-    data.clear_cache()
+    loader.clear_cache()
 
 
 def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, page, django_user_model,

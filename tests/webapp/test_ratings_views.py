@@ -11,7 +11,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from webapp.experiments.models import METHOD_LABELS, Experiment
+from webapp.experiments.methods import METHOD_LABELS
+from webapp.experiments.models import Experiment
 from webapp.ratings.arena import Arena, Item, issue_token
 from webapp.ratings.demo import make_demo_experiment, simulate_votes
 from webapp.ratings.leaderboard import as_json, build_leaderboard, leaderboard_context

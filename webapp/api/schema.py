@@ -7,7 +7,8 @@ from functools import cache
 
 from django.apps import apps
 
-from webapp.experiments.models import METHODS, Run
+from webapp.experiments.methods import METHODS
+from webapp.experiments.models import Run
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES
 from webapp.ratings.models import Vote
 

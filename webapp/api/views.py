@@ -8,7 +8,7 @@ import math
 
 from django.apps import apps
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -18,8 +18,10 @@ from webapp.api.auth import api_view, json_body, ok
 from webapp.api.errors import ApiError, error_response, not_found
 from webapp.api.schema import schema
 from webapp.api.serializers import experiment_data, run_data, sample_data
+from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
-from webapp.experiments.forms import METHODS, ExperimentForm
+from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
 from webapp.ratings.arena import Arena, redeem_token
@@ -31,8 +33,7 @@ MAX_LIMIT = {"metrics": 10_000, "samples": 1000, "experiments": 1000}
 MAX_INT = 2**31 - 1
 # What a new experiment gets for a field the request leaves out (the model's defaults).
 CREATE_DEFAULTS = {name: Experiment._meta.get_field(name).default
-                   for name in ("base_model", "seeds", "max_steps", "eval_every", "eval_prompts", "eval_samples",
-                                "max_new_tokens", "rl_from_sft", "queue")}
+                   for name in Experiment.SETTINGS if name not in ("name", "task", "methods", "hyperparams")}
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -69,24 +70,19 @@ def _page(request: HttpRequest, queryset, kind: str, errors: dict) -> tuple[list
 
 
 def _experiment(request: HttpRequest, pk: int, owner: bool = False) -> Experiment:
-    """Visible to the user (owned or shared); owner-only for changes. Anything else: 404."""
-    qs = Experiment.objects.visible_to(request.user).select_related("owner")
-    if owner:
-        qs = qs.filter(owner=request.user)
-    found = qs.filter(pk=pk).first()
-    if found is None:
-        raise not_found("experiment")
-    return found
+    """Visible to the user (owned or shared); owner-only for changes (webapp.experiments.access). Anything
+    else: the API's 404."""
+    try:
+        return experiment_for_user(request.user, pk, write=owner)
+    except Http404:
+        raise not_found("experiment") from None
 
 
 def _run(request: HttpRequest, pk: int, owner: bool = False) -> Run:
-    experiments = Experiment.objects.visible_to(request.user)
-    if owner:
-        experiments = experiments.filter(owner=request.user)
-    found = Run.objects.select_related("experiment").filter(pk=pk, experiment__in=experiments).first()
-    if found is None:
-        raise not_found("run")
-    return found
+    try:
+        return run_for_user(request.user, pk, write=owner)
+    except Http404:
+        raise not_found("run") from None
 
 
 def _finite(x):
@@ -143,7 +139,7 @@ def experiments(request: HttpRequest) -> JsonResponse:
     if request.method == "POST":
         return _create_experiment(request)
     errors: dict = {}
-    qs = Experiment.objects.visible_to(request.user).with_run_counts().select_related("owner")
+    qs = experiments_for_user(request.user).with_run_counts().select_related("owner")
     items, page = _page(request, qs, "experiments", errors)
     return ok({**page, "results": [experiment_data(e) for e in items]})
 
@@ -381,12 +377,10 @@ def experiment_report(request: HttpRequest, pk: int, fmt: str = "json") -> HttpR
     if not apps.is_installed("webapp.reports") or fmt not in API_REPORT_FORMATS:
         raise not_found("report format")
     exp = _experiment(request, pk)
-    from webapp.reports.formats import slug
+    from webapp.reports.formats import render
     from webapp.reports.report import build_report
-    from webapp.reports.views import FORMATS
 
-    content_type, suffix, render_as = FORMATS[fmt]
-    doc = build_report(exp, votes=fmt != "csv")
-    response = HttpResponse(render_as(doc, None), content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{slug(doc)}.{suffix}"'
+    body, content_type, filename = render(build_report(exp, votes=fmt != "csv"), fmt)
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -1,8 +1,5 @@
-"""What the comparison keeps in the database: each finished run's series, downsampled (`SeriesSummary`).
-
-A run of thousands of steps logs hundreds of thousands of metric rows, while its charts need at most
-500 points per line. When a run finishes, its series of the names the charts need are downsampled
-once (figures.Series) and stored here; the comparison reads this row instead of the metric rows."""
+"""What the comparison keeps in the database: each finished run's series of the names the charts need,
+downsampled once when it ends (`SeriesSummary`), so that a view reads one row instead of its metric rows."""
 
 from __future__ import annotations
 
@@ -11,14 +8,13 @@ import hashlib
 from django.db import models
 from django.utils import timezone
 
-from webapp.compare import figures
-from webapp.compare.figures import SeriesData
+from webapp.compare.core.series import MAX_BUCKETS, NEEDED_NAMES, SeriesData
 from webapp.experiments.models import Run
 
 FORMAT = 1
 # The names and the downsampling a summary was made with: a summary of another spec (a chart that
 # needs a new name, another point budget) is not used, and is replaced when the run's rows are read.
-SPEC = hashlib.sha256(repr((FORMAT, figures.MAX_BUCKETS, sorted(figures.NEEDED_NAMES))).encode()).hexdigest()[:16]
+SPEC = hashlib.sha256(repr((FORMAT, MAX_BUCKETS, sorted(NEEDED_NAMES))).encode()).hexdigest()[:16]
 
 
 class SeriesSummaryQuerySet(models.QuerySet):
@@ -39,7 +35,7 @@ class SeriesSummaryQuerySet(models.QuerySet):
 
 
 class SeriesSummary(models.Model):
-    """A finished run's series of the names the comparison's charts need (figures.NEEDED_NAMES),
+    """A finished run's series of the names the comparison's charts need (series.NEEDED_NAMES),
     downsampled as the charts show them: each series' first, last, minimum and maximum point kept."""
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="series_summary")

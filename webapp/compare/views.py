@@ -1,25 +1,24 @@
 """Comparison pages: an experiment's runs, or runs picked from any of the user's experiments. Thin:
-access here (the experiments app's helper, 404 for what the user may not see), queries in data.py,
-figures in figures.py."""
+access through webapp.experiments.access, the data through the loader, figures from the core."""
 
 from __future__ import annotations
 
 import math
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from webapp.compare import data, figures
+from webapp.compare import loader
+from webapp.compare.core.figures import X_MODES
+from webapp.experiments.access import experiment_for_user
 from webapp.experiments.models import Run
-from webapp.experiments.views import _get_experiment_for_user
 from webapp.ratings.leaderboard import leaderboard_context
 from webapp.ratings.models import leaderboard_experiments
 
 POLL_SECONDS = 3
-MAX_RUNS = 40  # runs in one comparison across experiments
 
 
 def _x_and_smoothing(request: HttpRequest) -> tuple[str, float]:
@@ -29,7 +28,7 @@ def _x_and_smoothing(request: HttpRequest) -> tuple[str, float]:
     except ValueError:
         smoothing = 0.0
     smoothing = min(max(smoothing, 0.0), 0.99) if math.isfinite(smoothing) else 0.0
-    return (x if x in figures.X_MODES else "step"), round(smoothing, 2)
+    return (x if x in X_MODES else "step"), round(smoothing, 2)
 
 
 def _step(request: HttpRequest) -> int | None:
@@ -37,24 +36,6 @@ def _step(request: HttpRequest) -> int | None:
         return int(request.GET["step"])
     except (KeyError, ValueError):
         return None
-
-
-def _picked_runs(request: HttpRequest) -> list[Run]:
-    """The runs named by `run` parameters (`?run=3&run=7`, or `?run=3,7`); 404 if any is not the
-    user's to see."""
-    ids = []
-    for value in request.GET.getlist("run"):
-        for part in value.split(","):
-            if part.strip():
-                try:
-                    ids.append(int(part))
-                except ValueError:
-                    raise Http404("No such run.") from None
-    ids = list(dict.fromkeys(ids))[:MAX_RUNS]
-    runs = data.visible_runs(request.user, ids)
-    if len(runs) != len(ids):
-        raise Http404("No such run.")
-    return runs
 
 
 def _json(payload: dict) -> JsonResponse:
@@ -65,18 +46,21 @@ def _json_bytes(body: bytes) -> HttpResponse:
     return HttpResponse(body, content_type="application/json")
 
 
+def _picked(request: HttpRequest) -> list[Run]:
+    return loader.picked_runs(request.user, request.GET.getlist("run"))
+
+
 def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: str, samples_url: str,
           picker=None) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
-    _, summary = data.summary_payload(runs)
     ids = ",".join(str(r.pk) for r in runs)
     context = {}
     if experiment is not None and runs and leaderboard_experiments(request.user).filter(pk=experiment.pk).exists():
-        context.update(leaderboard_context(experiment))  # issue 5: the human ranking beside the curves
+        context.update(leaderboard_context(experiment))  # the human ranking beside the curves
     return render(request, "compare/compare.html", context | {
-        "experiment": experiment, "runs": runs, "summary": summary, "x": x, "smoothing": smoothing,
-        "x_modes": figures.X_MODES.items(), "grid": data.samples_grid(runs, _step(request)),
-        "warnings": data.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
+        "experiment": experiment, "runs": runs, "summary": loader.summary(runs), "x": x, "smoothing": smoothing,
+        "x_modes": X_MODES.items(), "grid": loader.samples_grid(runs, _step(request)),
+        "warnings": loader.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
         "chosen": {r.pk for r in runs}, "across_url": reverse("compare:runs") + (f"?run={ids}" if ids else ""),
         "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)), "run_ids": ids,
@@ -89,8 +73,8 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
 @login_required
 @require_GET
 def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = _get_experiment_for_user(request, pk)
-    return _page(request, data.experiment_runs(experiment), experiment=experiment,
+    experiment = experiment_for_user(request.user, pk)
+    return _page(request, loader.experiment_runs(experiment), experiment=experiment,
                  data_url=reverse("compare:experiment_data", args=[pk]),
                  samples_url=reverse("compare:experiment_samples", args=[pk]))
 
@@ -99,16 +83,16 @@ def experiment_compare(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
     """The figures and summary; polled by static/js/compare.js while runs train."""
-    experiment = _get_experiment_for_user(request, pk)
+    experiment = experiment_for_user(request.user, pk)
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(data.figures_json(data.experiment_runs(experiment), x, smoothing))
+    return _json_bytes(loader.figures_json(loader.experiment_runs(experiment), x, smoothing))
 
 
 @login_required
 @require_GET
 def experiment_samples(request: HttpRequest, pk: int) -> JsonResponse:
-    experiment = _get_experiment_for_user(request, pk)
-    return _json(data.samples_grid(data.experiment_runs(experiment), _step(request)))
+    experiment = experiment_for_user(request.user, pk)
+    return _json(loader.samples_grid(loader.experiment_runs(experiment), _step(request)))
 
 
 # --- runs from any of the user's experiments -----------------------------------------------------------
@@ -117,20 +101,20 @@ def experiment_samples(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 @require_GET
 def runs_compare(request: HttpRequest) -> HttpResponse:
-    runs = _picked_runs(request)
+    runs = _picked(request)
     query = request.GET.urlencode()
     return _page(request, runs, data_url=f"{reverse('compare:runs_data')}?{query}",
-                 samples_url=f"{reverse('compare:runs_samples')}?{query}", picker=data.pickable_runs(request.user))
+                 samples_url=f"{reverse('compare:runs_samples')}?{query}", picker=loader.pickable_runs(request.user))
 
 
 @login_required
 @require_GET
 def runs_data(request: HttpRequest) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(data.figures_json(_picked_runs(request), x, smoothing))
+    return _json_bytes(loader.figures_json(_picked(request), x, smoothing))
 
 
 @login_required
 @require_GET
 def runs_samples(request: HttpRequest) -> JsonResponse:
-    return _json(data.samples_grid(_picked_runs(request), _step(request)))
+    return _json(loader.samples_grid(_picked(request), _step(request)))

@@ -99,11 +99,11 @@ def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "",
 
 
 def _store_series_on_commit(run_ids: list[int]) -> None:
-    """Once a run's end has committed, store its downsampled series for the comparison pages (they then
-    read those instead of its metric rows). Never raises; without them the pages read the rows."""
-    from webapp.compare.data import store_summaries
+    """Once a run's end has committed, tell the apps above (`runs_ended`: the comparison stores the run's
+    downsampled series). Receivers never raise; without the series the pages read the rows."""
+    from webapp.experiments.signals import runs_ended
 
-    transaction.on_commit(lambda: store_summaries(run_ids))
+    transaction.on_commit(lambda: runs_ended.send(sender=Run, run_ids=run_ids))
 
 
 def _settle_dependents(run: Run, state: str) -> None:

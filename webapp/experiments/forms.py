@@ -11,7 +11,8 @@ from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.models import METHOD_LABELS, METHODS, Experiment, Run, queue_name_validator
+from webapp.experiments.methods import METHOD_LABELS, METHODS
+from webapp.experiments.models import Experiment, Run, queue_name_validator
 
 UPLOAD = "upload"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -143,8 +144,7 @@ class ExperimentForm(forms.Form):
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
 
     # The fields every run config is built from: with an error in one, no config can be checked.
-    COMMON_INPUTS = ("name", "base_model", "task", "methods", "seeds", "max_steps", "eval_every", "eval_prompts",
-                     "eval_samples", "max_new_tokens", "queue")
+    COMMON_INPUTS = tuple(f for f in Experiment.SETTINGS if f not in ("hyperparams", "rl_from_sft"))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

@@ -18,10 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from training.config import BaseConfig
+from webapp.experiments.methods import METHOD_LABELS
 
-# The methods an experiment compares, in the order they are shown and created.
-METHODS = ("sft", "dpo", "ppo", "grpo", "rloo")
-METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO"}
 RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
 
@@ -52,6 +50,10 @@ class ExperimentQuerySet(models.QuerySet):
 
 
 class Experiment(models.Model):
+    # Its settings, the ones every run of it shares: the form, the API and the report list them from here.
+    SETTINGS = ("name", "base_model", "task", "methods", "seeds", "max_steps", "eval_every", "eval_prompts",
+                "eval_samples", "max_new_tokens", "hyperparams", "rl_from_sft", "queue")
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="experiments")
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_experiments",
                                          help_text="Users who may view this experiment (read-only).")

@@ -1,4 +1,4 @@
-"""Pages of the experiments app. Thin: access checks here, validation in forms, logic on models/actions."""
+"""Pages of the experiments app. Thin: access through access.py, validation in forms, logic on models/actions."""
 
 from __future__ import annotations
 
@@ -8,38 +8,22 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
 from webapp.experiments.broker import queue_lengths
 from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
-from webapp.experiments.models import Experiment, Run, Sample, Worker
-
-
-def _get_experiment_for_user(request: HttpRequest, pk: int) -> Experiment:
-    """The experiment if the user owns it or it is shared with them; 404 otherwise (no hint it exists)."""
-    return get_object_or_404(Experiment.objects.visible_to(request.user).select_related("owner"), pk=pk)
-
-
-def _get_run_for_user(request: HttpRequest, pk: int) -> Run:
-    visible = Experiment.objects.visible_to(request.user)
-    return get_object_or_404(Run.objects.select_related("experiment", "experiment__owner"),
-                             pk=pk, experiment__in=visible)
-
-
-def _owner_only(request: HttpRequest, experiment: Experiment) -> None:
-    """Shared experiments are read-only: changes answer 404 like any experiment one cannot change."""
-    if not experiment.is_owned_by(request.user):
-        raise Http404("No Experiment matches the given query.")
+from webapp.experiments.models import Run, Sample, Worker
 
 
 @login_required
 @require_GET
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    experiments = Experiment.objects.visible_to(request.user).with_run_counts().select_related("owner")
+    experiments = experiments_for_user(request.user).with_run_counts().select_related("owner")
     return render(request, "experiments/experiment_list.html", {"experiments": experiments})
 
 
@@ -59,7 +43,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def experiment_clone(request: HttpRequest, pk: int) -> HttpResponse:
-    source = _get_experiment_for_user(request, pk)
+    source = experiment_for_user(request.user, pk)
     form = ExperimentForm(initial=initial_from(source), user=request.user)
     return render(request, "experiments/experiment_form.html", {"form": form, "source": source})
 
@@ -67,7 +51,7 @@ def experiment_clone(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = _get_experiment_for_user(request, pk)
+    experiment = experiment_for_user(request.user, pk)
     runs = experiment.runs.select_related("depends_on")
     return render(request, "experiments/experiment_detail.html", {
         "experiment": experiment, "runs": runs, "can_edit": experiment.is_owned_by(request.user),
@@ -79,7 +63,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def experiment_status(request: HttpRequest, pk: int) -> JsonResponse:
     """Polled by static/js/experiment.js every 2 s."""
-    experiment = _get_experiment_for_user(request, pk)
+    experiment = experiment_for_user(request.user, pk)
     runs = [run.status() for run in experiment.runs.all()]
     return JsonResponse({"runs": runs, "active": any(r["active"] for r in runs), "now": timezone.now().isoformat()})
 
@@ -87,8 +71,7 @@ def experiment_status(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 @require_POST
 def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = _get_experiment_for_user(request, pk)
-    _owner_only(request, experiment)
+    experiment = experiment_for_user(request.user, pk, write=True)
     do_cancel_experiment(experiment, by=request.user.get_username())
     messages.info(request, "Cancelling: queued runs are cancelled, running runs stop after their current step.")
     return redirect(experiment)
@@ -97,8 +80,7 @@ def experiment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _get_run_for_user(request, pk)
-    _owner_only(request, run.experiment)
+    run = run_for_user(request.user, pk, write=True)
     do_cancel_run(run, by=request.user.get_username())
     messages.info(request, f"Cancelling {run.label}.")
     return redirect(run.experiment)
@@ -107,8 +89,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _get_run_for_user(request, pk)
-    _owner_only(request, run.experiment)
+    run = run_for_user(request.user, pk, write=True)
     try:
         run = do_resume_run(run, by=request.user.get_username())
     except NotResumable as exc:
@@ -122,7 +103,7 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _get_run_for_user(request, pk)
+    run = run_for_user(request.user, pk)
     last = run.samples.order_by("-step").values_list("step", flat=True).first()
     samples = run.samples.filter(step=last) if last is not None else Sample.objects.none()
     final = {}

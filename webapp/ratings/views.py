@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.models import Experiment
 from webapp.ratings.actions import do_cast_vote, do_invite
 from webapp.ratings.arena import Arena, redeem_token
@@ -37,7 +38,7 @@ def _get_experiment_for_leaderboard(request: HttpRequest, pk: int) -> Experiment
 
 
 def _get_own_experiment(request: HttpRequest, pk: int) -> Experiment:
-    return get_object_or_404(Experiment.objects.filter(owner=request.user), pk=pk)
+    return experiment_for_user(request.user, pk, write=True)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -112,7 +113,7 @@ def leaderboard(request: HttpRequest, pk: int) -> HttpResponse:
         "experiment": experiment, "both_bad_choices": BOTH_BAD_CHOICES.items(),
         "can_rate": raterable_experiments(request.user).filter(pk=pk).exists(),
         "can_manage": experiment.is_owned_by(request.user),
-        "can_see_experiment": Experiment.objects.visible_to(request.user).filter(pk=pk).exists(),
+        "can_see_experiment": experiments_for_user(request.user).filter(pk=pk).exists(),
     })
     return render(request, "ratings/leaderboard.html", context)
 

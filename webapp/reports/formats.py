@@ -1,6 +1,7 @@
 """The report's formats, each made from the document of `report.build_report`: JSON, CSV (metrics in
 long format; votes), Markdown, self-contained HTML (plotly.js inlined, interactive charts) and PDF (the
-same page printed by headless Chromium, charts as static vector images)."""
+same page printed by headless Chromium). Figures, tables and the samples grid come from the comparison
+core (webapp.compare.core), fed from the document; `FORMATS` lists them for the pages and the API."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare import figures
-from webapp.compare.figures import RunData, Series
+from webapp.compare.core import figures, view
+from webapp.compare.core.series import summarize
+from webapp.compare.core.view import RunData
 from webapp.reports.report import config_table, metric_rows
 
 CHROMIUM = "/usr/bin/chromium"
@@ -93,57 +95,26 @@ def to_markdown(doc: dict) -> str:
 
 
 def run_data(doc: dict) -> list[RunData]:
-    """The compare app's view of the runs, from the document's metrics (downsampled as on the page)."""
-    wanted = set(figures.NEEDED_NAMES)
-    out = []
-    for n, run in enumerate(doc["runs"]):
-        series: dict[str, Series] = {}
-        for step, name, value, wall in doc["metrics"].get(run["key"], []):
-            if name in wanted:
-                series.setdefault(name, Series()).add(step, value, wall)
-        out.append(RunData(id=n + 1, label=run["label"], group=run.get("group", run["method"]),
-                           group_label=run.get("group_label", run["method_label"]),
-                           method=run["method"], seed=run["seed"], state=run["state"],
-                           series={k: s.snapshot() for k, s in series.items()}))
-    return figures.style_runs(out)
+    """The comparison core's view of the document's runs (series downsampled as on the page)."""
+    return view.style_runs([
+        RunData(id=n + 1, label=run["label"], group=run.get("group", run["method"]),
+                group_label=run.get("group_label", run["method_label"]), method=run["method"], seed=run["seed"],
+                state=run["state"], depends_on=bool(run["depends_on"]),
+                series=summarize(doc["metrics"].get(run["key"], [])))
+        for n, run in enumerate(doc["runs"])])
 
 
 def report_summary(doc: dict, data: list[RunData] | None = None) -> dict:
-    return figures.summary(data if data is not None else run_data(doc))
+    return view.summary(data if data is not None else run_data(doc))
 
 
-def samples_grid(doc: dict, step: int | None = None) -> dict:
-    """Eval prompts down, the base model (step 0) and each run across, at `step` (default: the last
-    evaluation; a run without one there shows its latest before it)."""
-    runs = doc["runs"]
-    steps_of = {r["key"]: sorted({row[0] for row in doc["samples"].get(r["key"], [])}) for r in runs}
-    steps = sorted({s for ss in steps_of.values() for s in ss})
-    if not steps:
-        return {"steps": [], "step": None, "columns": [], "prompts": []}
-    chosen = steps[-1] if step is None else max([s for s in steps if s <= step] or steps[:1])
-    base = next((r for r in runs if not r["depends_on"] and 0 in steps_of[r["key"]]), None)
-    shown = {}
-    columns = []
-    if base is not None:
-        columns.append({"key": "\0base", "label": "Base model", "note": f"step 0 of {base['label']}"})
-    for r in runs:
-        before = [s for s in steps_of[r["key"]] if s <= chosen]
-        s = shown[r["key"]] = before[-1] if before else None
-        note = "no evaluation yet" if s is None else (f"step {s}" if s == chosen else f"step {s} (latest by then)")
-        columns.append({"key": r["key"], "label": r["label"], "note": note})
-    cells: dict[tuple, list] = {}
-    prompts: dict[int, str] = {}
-    for r in runs:
-        for s, pid, _index, prompt, completion, reward in doc["samples"].get(r["key"], []):
-            prompts.setdefault(pid, prompt)
-            cell = {"completion": completion, "reward": reward}
-            if base is not None and r is base and s == 0:
-                cells.setdefault(("\0base", pid), []).append(cell)
-            if shown[r["key"]] == s:
-                cells.setdefault((r["key"], pid), []).append(cell)
-    return {"steps": steps, "step": chosen, "columns": columns,
-            "prompts": [{"id": pid, "prompt": text, "cells": [cells.get((c["key"], pid), []) for c in columns]}
-                        for pid, text in sorted(prompts.items())]}
+def samples_grid(doc: dict, data: list[RunData], step: int | None = None) -> dict:
+    """The samples grid (core.view.samples_grid) of the document's samples at `step`."""
+    samples = {r.id: doc["samples"].get(run["key"], []) for r, run in zip(data, doc["runs"], strict=True)}
+    plan = view.grid_plan(data, {rid: sorted({row[0] for row in rows}) for rid, rows in samples.items()}, step)
+    rows = ((rid, s, pid, prompt, completion, reward)
+            for rid, rows in samples.items() for s, pid, _index, prompt, completion, reward in rows)
+    return view.samples_grid(plan, data, rows)
 
 
 def leaderboard_figures(doc: dict) -> list[dict]:
@@ -172,7 +143,7 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     for chart in charts:
         chart["dom"] = f"fig-{chart['id']}"
     board = doc["leaderboard"]
-    grid = samples_grid(doc, step)
+    grid = samples_grid(doc, data, step)
     for p in grid["prompts"]:
         p["rows"] = list(zip(grid["columns"], p["cells"], strict=True))
     ranked = [r for r in board["rows"] if r["votes"]]
@@ -190,8 +161,8 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
         "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
-        # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, ~2 s
-        # sooner than inline). The HTML report inlines it: it must open anywhere with no network.
+        # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner
+        # than inline). The HTML report inlines it: it must open anywhere with no network.
         "plotly_js": "" if pdf else plotly_js(), "plotly_src": plotly_path().as_uri() if pdf else "",
     }
 
@@ -226,9 +197,8 @@ FOOTER = ('<div style="font-size:8px;width:100%;padding:0 12mm;color:#667085;dis
 
 def to_pdf(doc: dict, *, step: int | None = None, timeout_s: float = 60) -> bytes:
     """A4, printed by headless Chromium from the print layout of the HTML report: the page draws its
-    charts as static plots (Plotly's staticPlot: a fixed SVG image, no mode bar or hover; printed as
-    vectors, sharp at any zoom and ~1 s faster than rasterizing them with Plotly.toImage), then is printed
-    with page numbers in the footer. The page may load nothing but local files."""
+    charts as static plots (Plotly's staticPlot: vectors, sharp at any zoom; timings in bench/RESULTS.md),
+    then is printed with page numbers in the footer. The page may load nothing but local files."""
     from html import escape
 
     from playwright.sync_api import sync_playwright
@@ -253,3 +223,22 @@ def to_pdf(doc: dict, *, step: int | None = None, timeout_s: float = 60) -> byte
                                 margin={"top": "12mm", "bottom": "16mm", "left": "12mm", "right": "12mm"})
             finally:
                 browser.close()
+
+
+# --- the formats, by the suffix in their URL ---------------------------------------------------------
+
+# fmt -> (content type, file suffix, renderer(doc, step))
+FORMATS = {
+    "html": ("text/html; charset=utf-8", "html", lambda doc, step: to_html(doc, step=step)),
+    "pdf": ("application/pdf", "pdf", lambda doc, step: to_pdf(doc, step=step)),
+    "csv": ("text/csv; charset=utf-8", "metrics.csv", lambda doc, step: metrics_csv(doc)),
+    "votes.csv": ("text/csv; charset=utf-8", "votes.csv", lambda doc, step: votes_csv(doc)),
+    "json": ("application/json", "json", lambda doc, step: to_json(doc)),
+    "md": ("text/markdown; charset=utf-8", "md", lambda doc, step: to_markdown(doc)),
+}
+
+
+def render(doc: dict, fmt: str, step: int | None = None) -> tuple[bytes | str, str, str]:
+    """The document in format `fmt` (a key of FORMATS): (body, content type, file name)."""
+    content_type, suffix, render_as = FORMATS[fmt]
+    return render_as(doc, step), content_type, f"{slug(doc)}.{suffix}"

@@ -19,14 +19,15 @@ from collections import Counter
 from django.conf import settings
 from django.utils import timezone
 
-from webapp.experiments.models import METHOD_LABELS, Experiment, Metric, Run, Sample, Worker
+from webapp.compare.loader import labels
+from webapp.experiments.methods import method_label
+from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
 from webapp.ratings.leaderboard import as_json, build_leaderboard
 from webapp.ratings.models import BASE, Vote
 
 FORMAT = "ptlab-report"
 VERSION = 1
-EXPERIMENT_FIELDS = ("name", "base_model", "task", "methods", "seeds", "max_steps", "eval_every", "eval_prompts",
-                     "eval_samples", "max_new_tokens", "hyperparams", "rl_from_sft", "queue")
+EXPERIMENT_FIELDS = Experiment.SETTINGS
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "Django", "celery", "plotly")
 IMPORTED_RATER = "~"  # prefix of the inactive users that hold imported votes (not a valid username in forms)
 
@@ -119,7 +120,7 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
         samples[keys[run_id]].append([step, prompt_id, index, prompt, completion, _finite(reward)])
     return {
         "runs": [{
-            "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": METHOD_LABELS.get(r.method, r.method),
+            "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": method_label(r.method),
             "seed": r.seed, "label": labels[r.pk][0], "group": labels[r.pk][1], "group_label": labels[r.pk][2],
             "state": r.state, "config": r.config,
             "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
@@ -139,8 +140,7 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
     runs = list(experiment.runs.order_by("id"))
     keys = run_keys(runs)
     imported = ImportedReport.objects.filter(experiment=experiment).first()
-    labels = {r.pk: (r.label, r.method, METHOD_LABELS.get(r.method, r.method)) for r in runs}
-    parts = _run_rows(runs, keys, labels)
+    parts = _run_rows(runs, keys, labels(runs))
 
     vote_rows = []
     if votes or imported:
@@ -177,14 +177,11 @@ def build_comparison_report(runs: list[Run]) -> dict:
     experiments = list({r.experiment_id: r.experiment for r in runs}.values())
     if len(experiments) == 1:
         keys = run_keys(runs)
-        labels = {r.pk: (r.label, r.method, METHOD_LABELS.get(r.method, r.method)) for r in runs}
     else:
         index = {e.pk: n + 1 for n, e in enumerate(experiments)}
         keys = {r.pk: f"e{index[r.experiment_id]}-{r.method}-s{r.seed}" for r in runs}
         if len(set(keys.values())) < len(keys):
             keys = {r.pk: f"{keys[r.pk]}-r{n}" for n, r in enumerate(runs)}
-        labels = {r.pk: (f"{r.experiment.name} · {r.label}", f"{r.experiment_id}:{r.method}",
-                         f"{METHOD_LABELS.get(r.method, r.method)} · {r.experiment.name}") for r in runs}
 
     def joined(values) -> str:
         return ", ".join(dict.fromkeys(str(v) for v in values))
@@ -205,7 +202,7 @@ def build_comparison_report(runs: list[Run]) -> dict:
         "experiment": exp,
         "experiments": [{"id": e.pk, "name": e.name, "base_model": e.base_model, "task_label": e.task_label}
                         for e in experiments],
-        **_run_rows(runs, keys, labels),
+        **_run_rows(runs, keys, labels(runs)),
         "votes": [],
         "leaderboard": dict(EMPTY_BOARD),
         "environment": environment(runs),
@@ -245,7 +242,7 @@ def _leaderboard(board, keys: dict[int, str]) -> dict:
         row["contestant"] = _contestant(row["contestant"], keys)
         if row["contestant"] != BASE:
             method, seed = row["contestant"].split("-s", 1)
-            new = f"{METHOD_LABELS.get(method, method)} seed {seed}"
+            new = f"{method_label(method)} seed {seed}"
             labels[row["label"]] = row["label"] = new
     out["labels"] = [labels.get(label, label) for label in out["labels"]]
     for rater in out["raters"]:

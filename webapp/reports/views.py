@@ -1,5 +1,5 @@
-"""Report downloads and the import page. Thin: access as everywhere (404 for experiments the user may
-not see), the document from report.build_report, the formats from formats.py."""
+"""Report downloads and the import page. Thin: access through webapp.experiments.access (404 for what the
+user may not see), the document from report.py, the formats from formats.py."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from webapp.compare.views import _picked_runs
-from webapp.experiments.views import _get_experiment_for_user
+from webapp.compare.loader import picked_runs
+from webapp.experiments.access import experiment_for_user
 from webapp.reports import formats
 from webapp.reports.forms import ImportForm
 from webapp.reports.importing import ReportError, do_import_report
 from webapp.reports.report import build_comparison_report, build_report
-
-# fmt in the URL -> (content type, file suffix, renderer(doc, step))
-FORMATS = {
-    "html": ("text/html; charset=utf-8", "html", lambda doc, step: formats.to_html(doc, step=step)),
-    "pdf": ("application/pdf", "pdf", lambda doc, step: formats.to_pdf(doc, step=step)),
-    "csv": ("text/csv; charset=utf-8", "metrics.csv", lambda doc, step: formats.metrics_csv(doc)),
-    "votes.csv": ("text/csv; charset=utf-8", "votes.csv", lambda doc, step: formats.votes_csv(doc)),
-    "json": ("application/json", "json", lambda doc, step: formats.to_json(doc)),
-    "md": ("text/markdown; charset=utf-8", "md", lambda doc, step: formats.to_markdown(doc)),
-}
 
 
 def _step(request: HttpRequest) -> int | None:
@@ -37,8 +27,8 @@ def _step(request: HttpRequest) -> int | None:
 @login_required
 @require_GET
 def export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    experiment = _get_experiment_for_user(request, pk)
-    if fmt not in FORMATS:
+    experiment = experiment_for_user(request.user, pk)
+    if fmt not in formats.FORMATS:
         raise Http404("No such report format.")
     return _download(request, build_report(experiment, votes=fmt != "csv"), fmt)
 
@@ -48,19 +38,19 @@ def export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
 def runs_export(request: HttpRequest, fmt: str) -> HttpResponse:
     """The report of runs picked from any of the user's experiments (`?run=3&run=7`; 404 if any is not
     theirs to see), as on /compare/."""
-    if fmt not in FORMATS:
+    if fmt not in formats.FORMATS:
         raise Http404("No such report format.")
-    runs = _picked_runs(request)
+    runs = picked_runs(request.user, request.GET.getlist("run"))
     if not runs:
         raise Http404("No runs picked.")
     return _download(request, build_comparison_report(runs), fmt)
 
 
 def _download(request: HttpRequest, doc: dict, fmt: str) -> HttpResponse:
-    content_type, suffix, render_as = FORMATS[fmt]
-    response = HttpResponse(render_as(doc, _step(request)), content_type=content_type)
+    body, content_type, filename = formats.render(doc, fmt, _step(request))
+    response = HttpResponse(body, content_type=content_type)
     disposition = "inline" if fmt == "md" and request.GET.get("view") else "attachment"
-    response["Content-Disposition"] = f'{disposition}; filename="{formats.slug(doc)}.{suffix}"'
+    response["Content-Disposition"] = f'{disposition}; filename="{filename}"'
     return response
 
 

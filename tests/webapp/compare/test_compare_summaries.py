@@ -1,19 +1,22 @@
 """Finished runs' series stored in the database (compare.models.SeriesSummary): stored when a run
-finishes, read by the comparison instead of the metric rows, and a fallback to the rows (which stores
-them) for a finished run without one, giving the same figures."""
+finishes (the `runs_ended` signal) or by `manage.py store_summaries`, read by the comparison instead of
+the metric rows, and a fallback to the rows for a finished run without one, giving the same figures.
+A GET never writes them."""
 
+import io
 import json
 import math
 import random
 
 import pytest
+from django.core.management import call_command
 from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from webapp.compare import data
+from webapp.compare import loader
+from webapp.compare.core.series import MAX_POINTS, Series
 from webapp.compare.demo import fill_run
-from webapp.compare.figures import MAX_POINTS, Series
 from webapp.compare.models import SPEC, SeriesSummary, SeriesSummaryQuerySet
 from webapp.experiments.actions import do_cancel_run, do_finish_run
 from webapp.experiments.models import Metric, Run
@@ -24,9 +27,9 @@ VIEWS = [{"x": "step", "smoothing": 0}, {"x": "step", "smoothing": 0.6}, {"x": "
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    data.clear_cache()
+    loader.clear_cache()
     yield
-    data.clear_cache()
+    loader.clear_cache()
 
 
 def trained(experiment, steps=40, eval_every=10) -> list[Run]:
@@ -51,7 +54,7 @@ def payloads(client, exp) -> list[bytes]:
     url = reverse("compare:experiment_data", args=[exp.pk])
     out = []
     for params in VIEWS:
-        data.clear_cache()
+        loader.clear_cache()
         out.append(client.get(url, params).content)
     return out
 
@@ -79,7 +82,7 @@ def test_a_finished_run_stores_its_series_and_the_page_reads_them_not_the_rows(
     assert metric_queries(ctx) == []
     # Without any metric row left, the cold page draws the same curves: it reads the stored series.
     Metric.objects.filter(run__experiment=exp).delete()
-    data.clear_cache()
+    loader.clear_cache()
     assert alice_client.get(url).content == first
     assert reward_steps(first) == {run.pk: [0, 10, 20, 30, 40] for run in runs}
     page = alice_client.get(reverse("compare:experiment", args=[exp.pk]))
@@ -97,14 +100,15 @@ def test_a_run_without_a_summary_falls_back_to_its_rows_with_the_same_figures(
     with_summaries = payloads(alice_client, exp)
 
     SeriesSummary.objects.all().delete()  # runs that finished before summaries were stored
-    data.clear_cache()
+    loader.clear_cache()
     with CaptureQueriesContext(connection) as ctx:
         assert alice_client.get(reverse("compare:experiment_data", args=[exp.pk])).content == with_summaries[0]
     assert metric_queries(ctx)
-    # The fallback stored them again, the same as when the runs finished.
-    assert {s.run_id: s.series for s in SeriesSummary.objects.all()} == stored
-    SeriesSummary.objects.all().delete()
+    assert not SeriesSummary.objects.exists()  # a GET never writes
     assert payloads(alice_client, exp) == with_summaries
+    # Stored again by the command, the same as when the runs finished.
+    call_command("store_summaries", stdout=io.StringIO())
+    assert {s.run_id: s.series for s in SeriesSummary.objects.all()} == stored
 
 
 def test_a_stale_summary_is_not_used_and_is_replaced(alice_client, alice, make_experiment,
@@ -117,10 +121,12 @@ def test_a_stale_summary_is_not_used_and_is_replaced(alice_client, alice, make_e
     for stale in ({"attempts": 7}, {"spec": "made-with-other-names"}):
         SeriesSummary.objects.update(**stale, series={"eval/reward": {"points": [[0], [9.0], [0.0]],
                                                                       "means": [[0], [9.0], [1], [0.0]]}})
-        data.clear_cache()
+        loader.clear_cache()
         with CaptureQueriesContext(connection) as ctx:
             assert alice_client.get(url).content == expected
         assert metric_queries(ctx)
+        assert SeriesSummary.objects.get().series["eval/reward"]["points"][1] == [9.0]  # a GET never writes
+        call_command("store_summaries", stdout=io.StringIO())
         summary = SeriesSummary.objects.get()
         assert (summary.attempts, summary.spec) == (run.attempts, SPEC)
 
@@ -137,12 +143,16 @@ def test_a_failure_to_store_leaves_the_run_finished_and_its_page_working(
     finish([run], django_capture_on_commit_callbacks)
     assert Run.objects.get(pk=run.pk).state == Run.State.SUCCEEDED and not SeriesSummary.objects.exists()
     url = reverse("compare:experiment_data", args=[exp.pk])
-    response = alice_client.get(url)  # storing fails again, in the request: still answered, from the rows
+    response = alice_client.get(url)  # answered from the rows
     assert response.status_code == 200 and reward_steps(response.content) == {run.pk: [0, 10, 20, 30, 40]}
     monkeypatch.undo()
-    data.clear_cache()
+    loader.clear_cache()
     assert alice_client.get(url).content == response.content
+    assert not SeriesSummary.objects.filter(run=run).exists()  # a GET never writes
+    call_command("store_summaries", stdout=io.StringIO())
     assert SeriesSummary.objects.filter(run=run).exists()
+    loader.clear_cache()
+    assert alice_client.get(url).content == response.content
 
 
 def test_a_run_cancelled_while_queued_keeps_its_earlier_attempts_series(
@@ -164,11 +174,11 @@ def test_query_count_with_stored_series_does_not_grow_with_runs(
     finish(trained(small, steps=20) + trained(big, steps=20), django_capture_on_commit_callbacks)
     assert SeriesSummary.objects.count() == 10
     for name in ("compare:experiment", "compare:experiment_data"):
-        data.clear_cache()
+        loader.clear_cache()
         with CaptureQueriesContext(connection) as ctx:
             assert client.get(reverse(name, args=[small.pk])).status_code == 200
         assert metric_queries(ctx) == []
-        data.clear_cache()
+        loader.clear_cache()
         with django_assert_num_queries(len(ctx.captured_queries)):
             assert client.get(reverse(name, args=[big.pk])).status_code == 200
 

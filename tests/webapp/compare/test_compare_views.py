@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from webapp.compare import data
+from webapp.compare import loader
+from webapp.compare.core.figures import as_go
+from webapp.compare.core.series import Series
 from webapp.compare.demo import fill_experiment, fill_run
-from webapp.compare.figures import Series, as_go
 from webapp.experiments.models import Metric, Run, Sample
 
 pytestmark = pytest.mark.django_db
@@ -23,9 +24,9 @@ XSS = '<script>alert(1)</script> and <img src=x onerror=alert(1)>'
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """The series cache lives in the process; the database does not outlive a test."""
-    data.clear_cache()
+    loader.clear_cache()
     yield
-    data.clear_cache()
+    loader.clear_cache()
 
 
 def urls(exp) -> list[str]:
@@ -34,7 +35,7 @@ def urls(exp) -> list[str]:
 
 
 def count_queries(client, url) -> int:
-    data.clear_cache()
+    loader.clear_cache()
     with CaptureQueriesContext(connection) as ctx:
         assert client.get(url).status_code == 200
     return len(ctx.captured_queries)
@@ -288,7 +289,7 @@ def test_different_prompts_of_the_same_task_are_flagged(alice, make_experiment):
     fill_experiment(a, steps=10, eval_every=10)
     fill_experiment(b, steps=10, eval_every=10)
     Sample.objects.filter(run__experiment=b, prompt_id=0).update(prompt="Something else entirely")
-    warnings = data.comparability_warnings(data.visible_runs(alice, [a.runs.get().pk, b.runs.get().pk]))
+    warnings = loader.comparability_warnings(loader.picked_runs(alice, [f"{a.runs.get().pk},{b.runs.get().pk}"]))
     assert len(warnings) == 1 and warnings[0].startswith("The eval prompt sets differ: one vs two")
 
 
@@ -330,7 +331,7 @@ def test_query_count_does_not_grow_with_runs(client, alice, make_experiment, dja
     assert big.runs.count() == 8
     for name in ("compare:experiment", "compare:experiment_data", "compare:experiment_samples"):
         expected = count_queries(client, reverse(name, args=[small.pk]))
-        data.clear_cache()
+        loader.clear_cache()
         with django_assert_num_queries(expected):
             assert client.get(reverse(name, args=[big.pk])).status_code == 200
     ids = list(big.runs.values_list("pk", flat=True)) + list(small.runs.values_list("pk", flat=True))
@@ -342,7 +343,7 @@ def test_query_count_does_not_grow_with_runs(client, alice, make_experiment, dja
 def test_a_failed_read_leaves_no_partial_series(alice, make_experiment, monkeypatch):
     exp = make_experiment(alice, methods=["dpo"])
     fill_experiment(exp, steps=40, eval_every=10)
-    runs = data.experiment_runs(exp)
+    runs = loader.experiment_runs(exp)
     original, calls = Series.add, []
 
     def flaky(self, *args):
@@ -353,9 +354,9 @@ def test_a_failed_read_leaves_no_partial_series(alice, make_experiment, monkeypa
 
     monkeypatch.setattr(Series, "add", flaky)
     with pytest.raises(RuntimeError):
-        data.load_series(runs)
+        loader.load_series(runs)
     monkeypatch.setattr(Series, "add", original)
-    series = data.load_series(runs)[runs[0].pk]
+    series = loader.load_series(runs)[runs[0].pk]
     assert [p[0] for p in series["eval/reward"].points] == [0, 10, 20, 30, 40]
     assert [p[0] for p in series["train/loss"].points] == list(range(1, 41))
 

@@ -1,0 +1,52 @@
+"""The plot step: one module per chart, each a function from `RunData` (the info step's output) to a
+plotly figure as a plain dict. `build_figures` gives every chart of the comparison page, in page order;
+the exported reports draw the same."""
+
+from __future__ import annotations
+
+from webapp.compare.core.figures import frontier, kl, proxy, reward
+from webapp.compare.core.figures.common import X_MODES, Axis, as_go
+from webapp.compare.core.figures.frontier import frontier_figure, frontier_points
+from webapp.compare.core.figures.kl import kl_figure
+from webapp.compare.core.figures.panels import panel_figure
+from webapp.compare.core.figures.proxy import proxy_figure
+from webapp.compare.core.figures.reward import reward_figure
+from webapp.compare.core.series import PANELS
+from webapp.compare.core.view import RunData
+
+__all__ = ["CHARTS", "WIDE", "X_MODES", "as_go", "build_figures", "frontier_points"]
+
+WIDE = {"reward", "kl", "frontier"}  # charts drawn across the page (more runs, more legend)
+CHARTS = tuple((module.__name__.rsplit(".", 1)[1], module.TITLE, module.NOTE)  # (id, title, note), page order
+               for module in (reward, kl, frontier, proxy))
+
+
+def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0) -> list[dict]:
+    """Every chart of the comparison page as {id, title, note, figure}; charts without data are left out.
+    The reward and KL curves, loss and panels follow the x axis (`step`, `tokens`, `wall`) and the EMA
+    `smoothing`; the frontier shows the evaluations as logged."""
+    axis = Axis(x, runs)
+    weight = min(max(float(smoothing), 0.0), 0.99)
+    out = []
+    notes = {cid: (title, note) for cid, title, note in CHARTS}
+    missing_x = [r.label for r in runs if not axis.has(r)]
+    for cid, fig in (("reward", reward_figure(runs, axis, weight)), ("kl", kl_figure(runs, axis, weight)),
+                     ("frontier", frontier_figure(runs)), ("proxy", proxy_figure(runs, axis, weight))):
+        if fig is not None and (cid in WIDE or fig["data"]):
+            title, note = notes[cid]
+            out.append({"id": cid, "title": title, "note": note, "figure": fig, "wide": cid in WIDE})
+    for panel in PANELS:
+        fig = panel_figure(runs, panel, axis, weight)
+        if fig is not None:
+            out.append({"id": panel.id, "title": panel.title, "note": " / ".join(panel.keys), "figure": fig,
+                        "wide": False})
+    for item in out:
+        if not item["figure"]["data"]:
+            item["figure"]["layout"]["annotations"] = [{
+                "text": "No evaluations yet", "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5,
+                "y": 0.5, "font": {"size": 14, "color": "#98a2b3"}}]
+    if missing_x:
+        for item in out:
+            if item["id"] != "frontier":
+                item["missing_x"] = missing_x
+    return out
