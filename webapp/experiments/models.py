@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from training.config import BaseConfig
+from webapp.experiments.references import model_path
 
 # The methods an experiment compares, in the order they are shown and created.
 METHODS = ("sft", "dpo", "ppo", "grpo", "rloo")
@@ -86,10 +87,12 @@ class Experiment(models.Model):
         every run is measured the same way. Checkpoints at each evaluation make runs resumable."""
         params = dict(self.hyperparams.get(method, {}))
         steps = params.pop("max_steps", None)
+        if params.get("reward_model"):
+            params["reward_model"] = model_path(params["reward_model"])
         return {
             "method": method,
             **params,
-            "model": self.base_model,
+            "model": model_path(self.base_model),
             "task": task or self.task_for_config(),
             "seed": seed,
             "max_steps": self.max_steps if steps is None else steps,
