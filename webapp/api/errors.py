@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 DEFAULT_CODES = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict"}
+                 405: "method_not_allowed", 409: "conflict", 413: "body_too_large",
+                 429: "limit_exceeded"}
 
 
 class ApiError(Exception):
