@@ -82,9 +82,11 @@
         if (res.status === 409) { load(); return; }
         if (res.status !== 200) throw new Error(res.data.error || "HTTP " + res.status);
         var data = res.data;
-        revealA.textContent = data.reveal.a.label + fmt(data.reveal.a.reward);
-        revealB.textContent = data.reveal.b.label + fmt(data.reveal.b.reward);
-        revealA.hidden = revealB.hidden = false;
+        if (data.reveal) {  // null while the owner holds reveals back until the rater is done
+          revealA.textContent = data.reveal.a.label + fmt(data.reveal.a.reward);
+          revealB.textContent = data.reveal.b.label + fmt(data.reveal.b.reward);
+          revealA.hidden = revealB.hidden = false;
+        }
         if (outcome === "a") { sideA.classList.add("winner"); sideB.classList.add("loser"); }
         if (outcome === "b") { sideB.classList.add("winner"); sideA.classList.add("loser"); }
         if (outcome === "both_bad") { sideA.classList.add("both-bad"); sideB.classList.add("both-bad"); }
