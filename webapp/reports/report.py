@@ -162,7 +162,7 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
         "experiment": exp,
         **parts,
         "votes": vote_rows,
-        "leaderboard": leaderboard or _leaderboard(build_leaderboard(experiment), keys),
+        "leaderboard": leaderboard or leaderboard_document(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
     }
 
@@ -239,7 +239,7 @@ def _vote_row(v: Vote, rater: str, keys: dict[int, str]) -> dict:
             "result": Vote.result_of(v.outcome, left_is_first), "previous_result": previous, "revisions": v.revisions}
 
 
-def _leaderboard(board, keys: dict[int, str]) -> dict:
+def leaderboard_document(board, keys: dict[int, str]) -> dict:
     """The leaderboard (derived from the votes; shown, not imported), with run keys for contestants and
     labels without database ids."""
     out = as_json(board)
