@@ -197,7 +197,7 @@ if PTLAB_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = int(env_float("PTLAB_HSTS_SECONDS", 31_536_000))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("PTLAB_HSTS_PRELOAD", False)
+    SECURE_HSTS_PRELOAD = env_bool("PTLAB_HSTS_PRELOAD", True)  # the header only; submitting is yours
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     if env_bool("PTLAB_HTTPS_PROXY", False):

@@ -445,3 +445,45 @@ def test_ratings_demo_command(alice, bob):
     assert 20 <= Vote.objects.filter(experiment=exp).count() <= 30
     board = build_leaderboard(exp, rounds=50)
     assert board.n_votes and len(board.raters) == 3
+
+
+# --- blindness across pairs (issue 13) --------------------------------------------------------------------
+
+def test_a_text_attributed_by_a_reveal_is_never_shown_again_in_another_pair(alice, rater):
+    """The probe: texts recur across pairs (one completion per prompt here) and every vote reveals both
+    authors; before, 16 of 28 items showed a text whose author the rater already knew."""
+    exp = make_demo_experiment(alice, name="arena", methods=("sft", "dpo", "grpo"), prompts=4, steps=(0, 10, 20),
+                               samples=1)
+    Invitation.objects.get_or_create(experiment=exp, rater=rater)
+    client = logged_in(rater)
+    attributed: dict[tuple[str, str], tuple[str, str]] = {}  # (prompt, text) -> the pair that revealed it
+    shown = 0
+    for _ in range(60):
+        data = next_item(client, exp)
+        if data["done"]:
+            break
+        response = cast(client, exp, data["token"], "tie")
+        reveal = response.json()["reveal"]
+        pair = tuple(sorted((reveal["a"]["label"], reveal["b"]["label"])))
+        for text in (data["a"], data["b"]):
+            earlier = attributed.get((data["prompt"], text))
+            assert earlier is None or earlier == pair, f"{text!r} shown again after its reveal in {earlier}"
+        for text in (data["a"], data["b"]):
+            attributed.setdefault((data["prompt"], text), pair)
+        shown += 1
+    assert data["done"] and shown >= 4
+    assert "rate blind" in data["reason"] or "every item" in data["reason"]
+
+
+def test_reveals_held_back_until_the_rater_is_done(exp, rater):
+    reveals_at_end(exp)
+    client = logged_in(rater)
+    for _ in range(200):
+        data = next_item(client, exp)
+        if data["done"]:
+            break
+        response = cast(client, exp, data["token"], "a")
+        assert response.status_code == 200 and response.json()["reveal"] is None
+        assert_blind(response.content.decode(), exp)
+    assert data["done"] and len(data["reveals"]) == Vote.objects.filter(rater=rater).count() == 24
+    assert all(r["first"] and r["second"] for r in data["reveals"])

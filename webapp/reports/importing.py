@@ -97,7 +97,7 @@ def _text(value, path: str, most: int, *, least: int = 0, null: bool = False):
 
 def _choice(value, path: str, choices) -> str:
     if not isinstance(value, str) or value not in choices:
-        _fail(path, f"must be one of: {', '.join(repr(c) for c in choices)}")
+        _fail(path, f"must be one of: {', '.join(repr(str(c)) for c in choices)}")
     return value
 
 
@@ -328,8 +328,10 @@ def _same_shape(imported, fresh) -> bool:
             _same_shape(a, b) for a, b in zip(imported, fresh, strict=True))
     if isinstance(fresh, bool) or isinstance(imported, bool):
         return type(fresh) is type(imported)
-    if isinstance(fresh, int | float) or fresh is None:
-        return imported is None or isinstance(imported, int | float)
+    if fresh is None:
+        return imported is None
+    if isinstance(fresh, int | float):
+        return isinstance(imported, int | float)
     return type(imported) is type(fresh)
 
 
@@ -407,7 +409,7 @@ def _write(doc: dict, owner) -> Experiment:
     board = doc.get("leaderboard") or {}
     if board:
         runs_in_order = list(experiment.runs.order_by("id"))
-        fresh = leaderboard_document(build_leaderboard(experiment, rounds=0), run_keys(runs_in_order))
+        fresh = leaderboard_document(build_leaderboard(experiment), run_keys(runs_in_order))
         if not _same_shape(board, fresh):
             board = {}
     ImportedReport.objects.create(experiment=experiment, imported_by=owner, environment=doc.get("environment") or {},
