@@ -24,6 +24,12 @@ METHOD_LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO", "grpo": "GRPO", "rloo
 RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
 
+def config_bounds(name: str) -> list:
+    """The training config's bounds of a field, as model validators (the form and imports check the same)."""
+    spec = next(s for s in BaseConfig.field_specs() if s["name"] == name)
+    return [MinValueValidator(int(spec["min"])), MaxValueValidator(int(spec["max"]))]
+
+
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
 
 
@@ -49,11 +55,14 @@ class Experiment(models.Model):
     dataset = models.FileField(upload_to="datasets/", blank=True, help_text="Uploaded JSONL (ARTIFACT_ROOT/datasets).")
     methods = models.JSONField(default=list)
     seeds = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(5)])
-    max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps)
-    eval_every = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_every)
-    eval_prompts = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_prompts)
-    eval_samples = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_samples)
-    max_new_tokens = models.PositiveIntegerField(default=RUN_DEFAULTS.max_new_tokens)
+    max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps, validators=config_bounds("max_steps"))
+    eval_every = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_every, validators=config_bounds("eval_every"))
+    eval_prompts = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_prompts,
+                                               validators=config_bounds("eval_prompts"))
+    eval_samples = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_samples,
+                                               validators=config_bounds("eval_samples"))
+    max_new_tokens = models.PositiveIntegerField(default=RUN_DEFAULTS.max_new_tokens,
+                                                 validators=config_bounds("max_new_tokens"))
     hyperparams = models.JSONField(default=dict, blank=True, help_text="Per-method settings: {method: {key: value}}.")
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
