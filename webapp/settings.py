@@ -8,6 +8,7 @@ Production: DEBUG=0 SECRET_KEY=... ALLOWED_HOSTS=ptlab.example.org
 """
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,9 +29,24 @@ def env_float(name: str, default: float) -> float:
     return default if not value else float(value)
 
 
+def env_list(name: str, default: str = "") -> list[str]:
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+class ImproperlyConfiguredError(RuntimeError):
+    """Refuse to start: a setting would make the app unsafe (see the README, "Production")."""
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback key is for laptops only; `manage.py check --deploy` flags it (security.W009).
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-ptlab-development-key-do-not-use-in-production"
+if "pytest" in sys.modules:  # the test suite, and the worker processes it starts (they inherit the environment)
+    os.environ.setdefault("PTLAB_ALLOW_DEV_KEY", "1")
+DEVELOPMENT_SECRET_KEY = "django-insecure-ptlab-development-key-do-not-use-in-production"
+SECRET_KEY = os.environ.get("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+# The development key signs sessions and rating tokens anyone can forge: only a DEBUG laptop may use it
+# (tests run with PTLAB_ALLOW_DEV_KEY=1; `make run` and the test runner set DEBUG or that).
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG and not env_bool("PTLAB_ALLOW_DEV_KEY", False):
+    raise ImproperlyConfiguredError("DEBUG is off and SECRET_KEY is unset: set SECRET_KEY (a long random string) "
+                                    "in production, or DEBUG=1 on a development machine.")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
@@ -52,6 +68,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -154,6 +171,48 @@ PTLAB_WATCH_SECONDS = env_float("PTLAB_WATCH_SECONDS", 2)  # the worker looks at
 PTLAB_HUNG_AFTER_SECONDS = env_float("PTLAB_HUNG_AFTER_SECONDS", 1800)  # no write this long: killed, requeued
 PTLAB_PRELOAD_TRAINING = env_bool("PTLAB_PRELOAD_TRAINING", True)  # import torch/TRL before forking runs
 PTLAB_WORKER_STALE_SECONDS = env_float("PTLAB_WORKER_STALE_SECONDS", 3 * PTLAB_HEARTBEAT_SECONDS)
+
+# --- limits: what one user or one request may ask for (README, "Limits") -------------------------------
+# The experiment form, the API (which validates with the same form) and report imports check the same
+# values; a refusal (HTTP 400, or 429 for the rate and queue limits) names the limit and its value.
+PTLAB_MAX_RUNS_PER_EXPERIMENT = int(env_float("PTLAB_MAX_RUNS_PER_EXPERIMENT", 25))  # methods x seeds
+PTLAB_MAX_QUEUED_RUNS_PER_USER = int(env_float("PTLAB_MAX_QUEUED_RUNS_PER_USER", 100))  # waiting + queued
+PTLAB_MAX_EXPERIMENTS_PER_HOUR = int(env_float("PTLAB_MAX_EXPERIMENTS_PER_HOUR", 30))  # per user, imports too
+PTLAB_MAX_UPLOAD_BYTES = int(env_float("PTLAB_MAX_UPLOAD_BYTES", 50 * 2**20))  # a JSONL dataset
+PTLAB_MAX_UPLOAD_ROWS = int(env_float("PTLAB_MAX_UPLOAD_ROWS", 200_000))  # rows of a JSONL dataset
+PTLAB_MAX_IMPORT_BYTES = int(env_float("PTLAB_MAX_IMPORT_BYTES", 100 * 2**20))  # a report's JSON
+PTLAB_MAX_IMPORT_POINTS = int(env_float("PTLAB_MAX_IMPORT_POINTS", 500_000))  # metric points + samples + votes
+PTLAB_MAX_JSON_DEPTH = int(env_float("PTLAB_MAX_JSON_DEPTH", 32))  # nesting of any JSON a user sends
+# An API body (or form) larger than this is refused with 413 (the API's JSON error shape); uploads are
+# files and count against PTLAB_MAX_UPLOAD_BYTES / PTLAB_MAX_IMPORT_BYTES instead.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_float("PTLAB_MAX_BODY_BYTES", 256 * 1024))
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+# --- models by reference: folders on the workers a user may name as a model ------------------------
+# Comma-separated absolute folders (e.g. /shared/models). A base or reward model is `tiny`, `demo`, a hub id
+# (org/name), `run:<id>` (the final model of a finished run the user can see) or a path inside one of these.
+PTLAB_DATA_ROOTS = [Path(p).resolve() for p in env_list("PTLAB_DATA_ROOTS") if Path(p).is_absolute()]
+
+# --- production: HTTPS (README, "Production") ----------------------------------------------------------
+# PTLAB_HTTPS=1 behind TLS: HSTS, secure cookies, redirect to https. A proxy that ends TLS sets
+# X-Forwarded-Proto (trusted only with PTLAB_HTTPS_PROXY=1).
+PTLAB_HTTPS = env_bool("PTLAB_HTTPS", False)
+if PTLAB_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(env_float("PTLAB_HSTS_SECONDS", 31_536_000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("PTLAB_HSTS_PRELOAD", True)  # the header only; submitting is yours
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env_bool("PTLAB_HTTPS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every response (webapp/csp.py): scripts and styles from this site only.
+PTLAB_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+             "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+             "frame-ancestors 'none'")
 
 LOGGING = {
     "version": 1,

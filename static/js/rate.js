@@ -49,6 +49,7 @@
           textA.textContent = "";
           textB.textContent = "";
           statusEl.textContent = data.reason;
+          if (data.reveals && data.reveals.length) showReveals(data.reveals);
           setState("done");
           return;
         }
@@ -60,6 +61,19 @@
         setState("ready");
       })
       .catch(function (err) { statusEl.textContent = "Could not load the next pair (" + err.message + "). Reload the page."; });
+  }
+
+  // Reveals held back by the owner until the rater is done: who wrote what, for each of their votes.
+  function showReveals(reveals) {
+    var list = document.createElement("ol");
+    list.className = "held-reveals small";
+    reveals.forEach(function (r) {
+      var li = document.createElement("li");
+      var verdict = {first: r.first + " preferred", second: r.second + " preferred", tie: "tie", both_bad: "both bad"}[r.result];
+      li.textContent = "Prompt " + r.prompt_id + ": " + r.first + " vs " + r.second + " — your vote: " + verdict;
+      list.appendChild(li);
+    });
+    statusEl.parentNode.insertBefore(list, statusEl.nextSibling);
   }
 
   function fmt(x) { return x === null || x === undefined ? "" : " · reward " + Number(x).toFixed(3); }
@@ -82,9 +96,11 @@
         if (res.status === 409) { load(); return; }
         if (res.status !== 200) throw new Error(res.data.error || "HTTP " + res.status);
         var data = res.data;
-        revealA.textContent = data.reveal.a.label + fmt(data.reveal.a.reward);
-        revealB.textContent = data.reveal.b.label + fmt(data.reveal.b.reward);
-        revealA.hidden = revealB.hidden = false;
+        if (data.reveal) {  // null while the owner holds reveals back until the rater is done
+          revealA.textContent = data.reveal.a.label + fmt(data.reveal.a.reward);
+          revealB.textContent = data.reveal.b.label + fmt(data.reveal.b.reward);
+          revealA.hidden = revealB.hidden = false;
+        }
         if (outcome === "a") { sideA.classList.add("winner"); sideB.classList.add("loser"); }
         if (outcome === "b") { sideB.classList.add("winner"); sideA.classList.add("loser"); }
         if (outcome === "both_bad") { sideA.classList.add("both-bad"); sideB.classList.add("both-bad"); }

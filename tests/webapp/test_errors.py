@@ -279,6 +279,7 @@ def test_with_debug_off_the_traceback_goes_to_stderr(tmp_path):
     with closed_port() as port:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PTLAB_", "DJANGO_"))}
         env.update(DJANGO_SETTINGS_MODULE="webapp.settings", DEBUG="0", PTLAB_VAR_DIR=str(tmp_path),
+                   SECRET_KEY="a-production-like-secret-key-for-this-test-only",
                    DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/ptlab_unreachable")
         proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120)

@@ -114,3 +114,23 @@ def test_issue_token_is_per_session(setup):
     other.force_login(raters[1])
     assert other.post(reverse("ratings:vote", args=[exp.pk]), {"token": token, "outcome": "a"}).status_code == 409
     assert client.post(reverse("ratings:vote", args=[exp.pk]), {"token": token, "outcome": "a"}).status_code == 200
+
+
+def test_one_token_posted_eight_times_at_once_is_accepted_once(setup):
+    """The probe's replay race: the session holds the item until it is saved, so every concurrent request
+    found it; the database's one-time insert now lets exactly one through."""
+    exp, raters = setup
+    client = Client()
+    client.force_login(raters[0])
+    token = client.get(reverse("ratings:next", args=[exp.pk])).json()["token"]
+    statuses = []
+
+    def post():
+        c = Client()
+        c.cookies = client.cookies  # the same browser session
+        statuses.append(c.post(reverse("ratings:vote", args=[exp.pk]), {"token": token, "outcome": "a"}).status_code)
+
+    run_together([post] * 8)
+    assert sorted(statuses) == [200] + [409] * 7, statuses
+    vote = Vote.objects.get(rater=raters[0])
+    assert vote.revisions == 0 and vote.previous_result == ""

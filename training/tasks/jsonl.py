@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from training import safejson
 from training.tasks.base import Example, Task, text_of
 
 SHAPES = ({"prompt", "completion"}, {"prompt", "chosen", "rejected"}, {"prompt", "answer"})
@@ -22,17 +23,22 @@ class JSONLError(ValueError):
         self.reason = reason
 
 
-def parse_jsonl(text: str) -> list[dict[str, str]]:
+def parse_jsonl(text: str, max_rows: int = MAX_LINES) -> list[dict[str, str]]:
+    """Rows of a JSONL text. Lines end at "\\n" only (a raw U+2028 inside a JSON string is not a line
+    break); a UTF-8 byte order mark at the start is ignored; each line is JSON with safejson's bounds."""
     rows = []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
-        if n > MAX_LINES:
-            raise JSONLError(n, f"too many lines (at most {MAX_LINES})")
+        if len(rows) >= max_rows:
+            raise JSONLError(n, f"too many rows (at most {max_rows})")
         try:
-            row = json.loads(raw)
+            row = safejson.loads(raw)
         except json.JSONDecodeError as e:
             raise JSONLError(n, f"not valid JSON ({e.msg} at column {e.colno})") from e
+        except safejson.JSONLimitError as e:
+            raise JSONLError(n, f"not accepted ({e})") from e
         if not isinstance(row, dict):
             raise JSONLError(n, "must be a JSON object")
         keys = set(row)

@@ -12,10 +12,12 @@ import json
 from importlib import import_module
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from training import safejson
 from webapp.api.errors import ApiError, error_response
 from webapp.api.models import ApiToken
 
@@ -93,6 +95,13 @@ def api_view(methods: tuple[str, ...] = ("GET",), auth: bool = True):
                 return response
             except ApiError as e:
                 return error_response(e.status, e.message, e.code, e.fields)
+            except RequestDataTooBig:
+                most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+                return error_response(413, f"The body is larger than {most} bytes (PTLAB_MAX_BODY_BYTES).",
+                                      "body_too_large")
+            except TooManyFieldsSent:
+                most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+                return error_response(413, f"More than {most} form fields.", "body_too_large")
         return inner
     return wrap
 
@@ -102,9 +111,12 @@ def json_body(request: HttpRequest) -> dict:
     if request.content_type == "application/json" or (request.body[:1] in (b"{", b"[")
                                                       and request.content_type != "multipart/form-data"):
         try:
-            data = json.loads(request.body.decode("utf-8") or "{}")
+            data = safejson.loads(request.body.decode("utf-8") or "{}", max_depth=settings.PTLAB_MAX_JSON_DEPTH,
+                                 text_checks=False)  # NUL, surrogates: the form's field errors
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ApiError(400, f"The body is not valid JSON: {e}", "invalid_json") from e
+        except safejson.JSONLimitError as e:
+            raise ApiError(400, f"The body is not accepted: {e}", "invalid_json") from e
         if not isinstance(data, dict):
             raise ApiError(400, "The body must be a JSON object.", "invalid_json")
         return data

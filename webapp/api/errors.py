@@ -8,7 +8,8 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 DEFAULT_CODES = {400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict", 500: "server_error", 503: "unavailable"}
+                 405: "method_not_allowed", 409: "conflict", 413: "body_too_large",
+                 429: "limit_exceeded", 500: "server_error", 503: "unavailable"}
 
 
 class ApiError(Exception):

@@ -29,10 +29,13 @@ ERR = _ref("Error")
 COMMON_ERRORS = {"401": _resp("No valid token (or session)", ERR), "404": _resp("Not found, or not yours", ERR),
                  "405": _resp("Method not allowed", ERR),
                  "503": _resp("The database or the broker is unreachable: retry after `Retry-After` seconds", ERR)}
-PAGE_PARAMS = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}, "description": "Page size."},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-]
+def page_params(kind: str) -> list[dict]:
+    """limit (1 to the endpoint's maximum, views.MAX_LIMIT) and offset."""
+    from webapp.api.views import MAX_INT, MAX_LIMIT
+
+    return [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT[kind]},
+             "description": f"Page size (at most {MAX_LIMIT[kind]})."},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT}}]
 NUM = {"type": "number", "nullable": True}
 INT = {"type": "integer"}
 STR = {"type": "string"}
@@ -54,7 +57,8 @@ def _op(op_id: str, summary: str, ok: dict, *, params=(), body=None, errors=(), 
     responses.update({k: v for k, v in COMMON_ERRORS.items()})
     for code in errors:
         responses[code] = _resp({"400": "Invalid input (field errors in error.fields)", "403": "CSRF check failed",
-                                 "409": "Conflict"}[code], ERR)
+                                 "409": "Conflict", "413": "The body is larger than the limit",
+                                 "429": "A quota is reached (the message names it and its value)"}[code], ERR)
     op = {"operationId": op_id, "summary": summary, "tags": [tag], "parameters": list(params),
           "responses": responses, "security": [{"token": []}, {"session": []}]}
     if body:
@@ -100,10 +104,12 @@ def schema() -> dict:
                            "settings go in `hyperparams` ({method: {setting: value}}) or flat as "
                            "`<method>-<setting>`. Left out: the defaults.",
             "properties": {
-                "name": {"type": "string", "description": "A name for the experiment."},
-                "base_model": {"type": "string", "description": "tiny, demo, a folder on the workers or a hub id."},
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "description": "A name for the experiment."},
+                "base_model": {"type": "string", "description": "tiny, demo, a hub id (org/name), run:<id> (a finished "
+                                                                "run's final model) or a folder under a data root."},
                 "task": {"type": "string", "description": "A built-in task (arithmetic, sentiment, ...)."},
-                "methods": {"type": "array", "items": {"type": "string", "enum": list(METHODS)},
+                "methods": {"type": "array", "items": {"type": "string", "enum": list(METHODS)}, "minItems": 1,
+                            "maxItems": len(METHODS), "uniqueItems": True,
                             "description": "One run per method and seed."},
                 "seeds": {"type": "integer", "description": "Runs per method (1 to 5)."},
                 "max_steps": {"type": "integer", "description": "Training steps."},
@@ -130,7 +136,8 @@ def schema() -> dict:
             "outcome": {"type": "string", "enum": list(Vote.Outcome.values),
                         "description": "a: the left text is better; b: the right one; tie; both_bad."}}},
         "VoteResult": {"type": "object", "required": ["outcome", "reveal"], "properties": {
-            "outcome": STR, "created": {"type": "boolean"}, "reveal": {"type": "object"},
+            "outcome": STR, "created": {"type": "boolean"},
+            "reveal": {"type": "object", "nullable": True, "description": "null while the owner holds reveals back"},
             "progress": {"type": "object"}}},
         "Leaderboard": {"type": "object", "required": ["experiment", "rows"], "properties": {
             "experiment": INT, "step": {"type": "integer", "nullable": True}, "both_bad": STR, "votes": INT,
@@ -144,10 +151,10 @@ def schema() -> dict:
         "/api/experiments": {
             "get": _op("listExperiments", "Experiments you own or that are shared with you, newest first",
                        {"200": _resp("A page of experiments", _page_of(_ref("Experiment")))},
-                       params=PAGE_PARAMS, errors=("400",)),
+                       params=page_params("experiments"), errors=("400",)),
             "post": _op("createExperiment", "Create an experiment and queue its runs",
                         {"201": _resp("Created, with its runs", _ref("Experiment"))},
-                        body=_ref("NewExperiment"), errors=("400", "403")),
+                        body=_ref("NewExperiment"), errors=("400", "403", "413", "429")),
         },
         "/api/experiments/{id}": {"get": _op("getExperiment", "An experiment with its runs",
                                              {"200": _resp("The experiment", _ref("Experiment"))},
@@ -175,12 +182,12 @@ def schema() -> dict:
                  "description": "Comma-separated metric names; `eval/*` matches a prefix."},
                 {"name": "step_min", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "step_max", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                *PAGE_PARAMS])},
+                *page_params("metrics")])},
         "/api/runs/{id}/samples": {"get": _op(
             "getRunSamples", "Eval completions with their gold rewards",
             {"200": _resp("A page of samples", _ref("Samples"))}, tag="runs", errors=("400",), params=[
                 exp_id, {"name": "step", "in": "query", "schema": STR,
-                         "description": "An evaluation step, or `last`."}, *PAGE_PARAMS])},
+                         "description": "An evaluation step, or `last`."}, *page_params("samples")])},
         "/api/experiments/{id}/rate/next": {"get": _op(
             "nextRatingItem", "The next blind pair to rate (owner or invited rater)",
             {"200": _resp("An item, or done", _ref("RateItem"))}, params=[exp_id], tag="ratings")},

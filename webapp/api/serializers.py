@@ -6,6 +6,7 @@ from django.apps import apps
 from django.urls import NoReverseMatch, reverse
 
 from webapp.experiments.models import Experiment, Run, Sample
+from webapp.experiments.references import public_config, public_value
 
 
 def _iso(dt) -> str | None:
@@ -16,6 +17,8 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
     data = {
         "id": e.pk, "name": e.name, "owner": e.owner.get_username(),
         **{f: getattr(e, f) for f in Experiment.SETTINGS[1:]}, "task": e.task_label, "methods": list(e.methods),
+        "base_model": public_value(e.base_model),
+        "hyperparams": {m: public_config(p) for m, p in e.hyperparams.items()},
         "created": _iso(e.created), "state": e.state,
         "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
     }
@@ -35,7 +38,7 @@ def run_data(r: Run) -> dict:
         "percent": r.percent, "eta_s": r.eta_s, "phase": r.phase, "attempts": r.attempts,
         "stop_requested": r.stop_requested, "depends_on": r.depends_on_id,
         "latest": {"reward": r.latest_reward, "kl": r.latest_kl, "step": r.eval_step},
-        "error": r.error, "log": r.log_tail(), "config": r.config,
+        "error": r.error, "log": r.log_tail(), "config": public_config(r.config),
         "created": _iso(r.created), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
         "url": r.get_absolute_url(), "api_url": reverse("api:run", args=[r.pk]),
     }

@@ -20,7 +20,7 @@ from webapp.api.schema import schema
 from webapp.api.serializers import experiment_data, run_data, sample_data
 from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
-from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.forms import ExperimentForm, limit_refusal
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
@@ -168,6 +168,14 @@ def _form_data(payload: dict) -> tuple[dict, dict]:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
             unknown[key] = [f"At most {MAX_INT}."]
             continue
+        if key == "methods":
+            if not isinstance(value, list | str) or isinstance(value, list) and not all(
+                    isinstance(v, str) for v in value):
+                unknown[key] = ["A list of method names."]
+                continue
+        elif isinstance(value, dict | list):
+            unknown[key] = ["A single value (a string, number or true/false), not an object or a list."]
+            continue
         data[key] = value
     for name, field in probe.fields.items():  # per-method settings left out: their defaults
         if "-" in name and name not in data and field.initial is not None:
@@ -203,6 +211,8 @@ def _create_experiment(request: HttpRequest) -> JsonResponse:
     valid = form.is_valid()
     if unknown or not valid:
         fields = {**{k: list(v) for k, v in form.errors.items()}, **unknown}
+        if not unknown and limit_refusal(form):
+            raise ApiError(429, " ".join(form.non_field_errors()), "limit_exceeded", fields)
         raise ApiError(400, "The experiment is not valid.", "validation_error", fields)
     experiment = form.save(owner=request.user)
     experiment = Experiment.objects.select_related("owner").with_run_counts().get(pk=experiment.pk)
@@ -345,9 +355,9 @@ def votes(request: HttpRequest, pk: int) -> JsonResponse:
     if texts is None:
         raise ApiError(409, "This item has expired or was already rated; get another one.", "item_expired")
     _vote, created = do_cast_vote(exp, request.user, item, outcome)
-    return ok({"outcome": outcome, "created": created,
-               "reveal": {"a": {"label": arena.label(item.left), "reward": _finite(texts["reward_a"])},
-                          "b": {"label": arena.label(item.right), "reward": _finite(texts["reward_b"])}},
+    reveal = arena.reveal(item, {**texts, "reward_a": _finite(texts["reward_a"]),
+                                 "reward_b": _finite(texts["reward_b"])})
+    return ok({"outcome": outcome, "created": created, "reveal": reveal,
                "progress": arena.progress(request.user)}, status=201)
 
 

@@ -4,8 +4,14 @@ judge of a config, and its ConfigError.key tells which field to put the error be
 
 from __future__ import annotations
 
+import unicodedata
+from datetime import timedelta
+
 from django import forms
+from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
@@ -13,9 +19,11 @@ from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
 from webapp.experiments.models import Experiment, Run, queue_name_validator
+from webapp.experiments.references import ModelReferenceError, check_model_reference
 
 UPLOAD = "upload"
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+LIMIT = "limit"  # the code of a quota's error (the API answers it with 429)
+MODEL_SETTINGS = ("reward_model",)  # per-method settings that name a model: references, like base_model
 # Config keys that are the experiment's, shared by all its runs (fair comparison), -> their form field.
 COMMON_FIELDS = {"model": "base_model", "task": "task", "seed": "seeds", "max_steps": "max_steps",
                  "eval_every": "eval_every", "eval_prompts": "eval_prompts", "eval_samples": "eval_samples",
@@ -90,11 +98,34 @@ def default_text(value) -> str:
     return f" Default: {value}." if value != "" else ""
 
 
+class TextField(forms.CharField):
+    """Text as users mean it: NFC-normalised; lone surrogates (possible in JSON, not in Unicode text) refused."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise forms.ValidationError("Not valid Unicode text (a lone surrogate).", code="invalid") from None
+            value = unicodedata.normalize("NFC", value)
+        return value
+
+
+def _bounds(spec: dict) -> dict:
+    """min_value/max_value of an integer field, with the config's wording of the error."""
+    lo, hi = spec.get("min"), spec.get("max")
+    message = f"must be between {lo} and {hi}"
+    return {"min_value": lo, "max_value": hi, "error_messages": {"min_value": message, "max_value": message}}
+
+
 def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
-    """A form field for a config field. Bounds go to the HTML only: the config is the judge."""
+    """A form field for a config field. Bounds go to the HTML (and, for integers, to the field: a number the
+    database cannot hold never reaches it); the config is the judge of the rest."""
     label = label_for(spec["name"])
     if override_steps:
         return forms.IntegerField(label="Steps", required=False, help_text="Blank: the experiment's steps.",
+                                  **_bounds(spec),
                                   widget=forms.NumberInput(attrs={"min": 1, "data-steps-override": ""}))
     help_text = spec["help"] + default_text(spec["default"])
     kind = spec["type"]
@@ -108,20 +139,21 @@ def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
     if kind == "a number":
         return forms.FloatField(label=label, required=False, help_text=help_text,
                                 widget=forms.NumberInput(attrs=_number_attrs(spec)))
-    return forms.CharField(label=label, required=False, help_text=help_text)
+    return TextField(label=label, required=False, help_text=help_text, max_length=500)
 
 
 def _common_int(name: str, label: str) -> forms.IntegerField:
     spec = _base_spec(name)
-    return forms.IntegerField(label=label, help_text=spec["help"], widget=forms.NumberInput(attrs=_number_attrs(spec)))
+    return forms.IntegerField(label=label, help_text=spec["help"], **_bounds(spec),
+                              widget=forms.NumberInput(attrs=_number_attrs(spec)))
 
 
 class ExperimentForm(forms.Form):
-    name = forms.CharField(max_length=200)
-    base_model = forms.CharField(
+    name = TextField(max_length=200)
+    base_model = TextField(
         max_length=500, label="Base model", widget=forms.TextInput(attrs={"list": "model-choices"}),
-        help_text="tiny (a ~2M-parameter test model), demo (SmolLM2-135M-Instruct), a folder on the workers, "
-                  "or a hub id.")
+        help_text="tiny (a ~2M-parameter test model), demo (SmolLM2-135M-Instruct), a hub id (org/name), "
+                  "run:<id> (a finished run's final model), or a folder under the administrator's data roots.")
     task = forms.ChoiceField(help_text="A built-in task, or your own JSONL file.")
     dataset = forms.FileField(
         required=False, label="JSONL file", widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.txt"}),
@@ -139,7 +171,7 @@ class ExperimentForm(forms.Form):
     rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
                                      help_text="They wait for the SFT run of their seed, then start from its final "
                                                "model (also their KL reference).")
-    queue = forms.CharField(max_length=64, initial="train", validators=[queue_name_validator],
+    queue = TextField(max_length=64, initial="train", validators=[queue_name_validator],
                             widget=forms.TextInput(attrs={"list": "queue-choices"}),
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
 
@@ -176,16 +208,58 @@ class ExperimentForm(forms.Form):
         runs = (Run.objects.filter(experiment__in=Experiment.objects.visible_to(self.user), method="sft",
                                    state=Run.State.SUCCEEDED).select_related("experiment").order_by("-id")[:10])
         return [("tiny", "tiny test model"), ("demo", "SmolLM2-135M-Instruct")] + [
-            (str(r.model_dir), f"{r.experiment.name}: {r.label}") for r in runs]
+            (f"run:{r.pk}", f"{r.experiment.name}: {r.label}") for r in runs]
 
     def queue_choices(self) -> list[str]:
         used = Experiment.objects.visible_to(self.user).values_list("queue", flat=True).distinct()
         return sorted({"train", *used})
 
     # --- validation ---------------------------------------------------------------------------------
+    def clean_methods(self):
+        methods = self.cleaned_data["methods"]
+        if len(set(methods)) != len(methods):
+            raise forms.ValidationError("Each method at most once.", code="duplicate")
+        return methods
+
+    def clean_base_model(self):
+        try:
+            return check_model_reference(self.cleaned_data["base_model"], self.user)
+        except ModelReferenceError as e:
+            raise forms.ValidationError(str(e), code="model_reference") from None
+
+    def _clean_model_settings(self, data: dict, methods: list[str]) -> None:
+        for method in methods:
+            for name in MODEL_SETTINGS:
+                key = f"{method}-{name}"
+                if key in self.fields and data.get(key):
+                    try:
+                        data[key] = check_model_reference(data[key], self.user, allow_empty=True)
+                    except ModelReferenceError as e:
+                        self.add_error(key, forms.ValidationError(str(e), code="model_reference"))
+
+    def _check_limits(self, data: dict, methods: list[str]) -> None:
+        """The quotas of settings.py ("limits"): each refusal names the limit and the value asked for."""
+        n_runs = len(methods) * (data.get("seeds") or 1)
+        most = settings.PTLAB_MAX_RUNS_PER_EXPERIMENT
+        if n_runs > most:
+            self.add_error(None, forms.ValidationError(
+                f"At most {most} runs per experiment (PTLAB_MAX_RUNS_PER_EXPERIMENT); this one has {n_runs} "
+                f"({len(methods)} methods x {data.get('seeds')} seeds).", code=LIMIT))
+        if self.user is None or not self.user.is_authenticated:
+            return
+        most = settings.PTLAB_MAX_QUEUED_RUNS_PER_USER
+        queued = Run.objects.filter(experiment__owner=self.user, state__in=(Run.State.WAITING, Run.State.QUEUED)).count()
+        if queued + n_runs > most:
+            self.add_error(None, forms.ValidationError(
+                f"At most {most} runs waiting or queued per user (PTLAB_MAX_QUEUED_RUNS_PER_USER): you have "
+                f"{queued}, and this experiment adds {n_runs}. Wait for some to start, or cancel some.", code=LIMIT))
+        check_experiment_rate(self.user, form=self)
+
     def clean(self):
         data = super().clean()
         methods = data.get("methods") or []
+        self._clean_model_settings(data, methods)
+        self._check_limits(data, methods)
         for name in list(self._errors or {}):  # fields of methods not chosen do not matter
             if "-" in name and name.split("-", 1)[0] not in methods:
                 del self._errors[name]
@@ -232,11 +306,13 @@ class ExperimentForm(forms.Form):
         self.reused_dataset = ""
         if self.upload:
             data["task"] = UPLOAD  # a chosen file wins over the task select
-            if self.upload.size > MAX_UPLOAD_BYTES:
-                self.add_error("dataset", f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+            most = settings.PTLAB_MAX_UPLOAD_BYTES
+            if self.upload.size > most:
+                self.add_error("dataset", forms.ValidationError(
+                    f"The file has {self.upload.size} bytes: at most {most} (PTLAB_MAX_UPLOAD_BYTES).", code=LIMIT))
                 return
             try:
-                parse_jsonl(self.upload.read().decode("utf-8"))
+                parse_jsonl(self.upload.read().decode("utf-8"), max_rows=settings.PTLAB_MAX_UPLOAD_ROWS)
             except UnicodeDecodeError as e:
                 self.add_error("dataset", f"The file is not UTF-8 text (byte {e.start}).")
             except JSONLError as e:
@@ -285,6 +361,25 @@ class ExperimentForm(forms.Form):
     def save(self, owner) -> Experiment:
         self.experiment.owner = owner
         return do_create_experiment(self.experiment, dataset=self.upload)
+
+
+def check_experiment_rate(user, *, form: forms.Form | None = None) -> str | None:
+    """The hourly quota of new experiments (forms, API and imports alike): the refusal's text, added to
+    `form` when given; None when `user` may create one more."""
+    most = settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR
+    recent = Experiment.objects.filter(owner=user, created__gte=timezone.now() - timedelta(hours=1)).count()
+    if recent < most:
+        return None
+    message = (f"At most {most} new experiments per hour (PTLAB_MAX_EXPERIMENTS_PER_HOUR): you created {recent} "
+               "in the last hour. Try again later.")
+    if form is not None:
+        form.add_error(None, forms.ValidationError(message, code=LIMIT))
+    return message
+
+
+def limit_refusal(form: forms.Form) -> bool:
+    """Whether the form was refused for a quota (then the API answers 429 rather than 400)."""
+    return form.has_error(NON_FIELD_ERRORS, code=LIMIT)
 
 
 def initial_from(experiment: Experiment) -> dict:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from training.config import BaseConfig
 from webapp.experiments.methods import METHOD_LABELS
+from webapp.experiments.references import model_path
 
 RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
@@ -32,6 +33,12 @@ def db_now():
             return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
         cursor.execute("SELECT CURRENT_TIMESTAMP")
         return cursor.fetchone()[0]
+
+
+def config_bounds(name: str) -> list:
+    """The training config's bounds of a field, as model validators (the form and imports check the same)."""
+    spec = next(s for s in BaseConfig.field_specs() if s["name"] == name)
+    return [MinValueValidator(int(spec["min"])), MaxValueValidator(int(spec["max"]))]
 
 
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
@@ -63,11 +70,14 @@ class Experiment(models.Model):
     dataset = models.FileField(upload_to="datasets/", blank=True, help_text="Uploaded JSONL (ARTIFACT_ROOT/datasets).")
     methods = models.JSONField(default=list)
     seeds = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(5)])
-    max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps)
-    eval_every = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_every)
-    eval_prompts = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_prompts)
-    eval_samples = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_samples)
-    max_new_tokens = models.PositiveIntegerField(default=RUN_DEFAULTS.max_new_tokens)
+    max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps, validators=config_bounds("max_steps"))
+    eval_every = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_every, validators=config_bounds("eval_every"))
+    eval_prompts = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_prompts,
+                                               validators=config_bounds("eval_prompts"))
+    eval_samples = models.PositiveIntegerField(default=RUN_DEFAULTS.eval_samples,
+                                               validators=config_bounds("eval_samples"))
+    max_new_tokens = models.PositiveIntegerField(default=RUN_DEFAULTS.max_new_tokens,
+                                                 validators=config_bounds("max_new_tokens"))
     hyperparams = models.JSONField(default=dict, blank=True, help_text="Per-method settings: {method: {key: value}}.")
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
@@ -102,10 +112,12 @@ class Experiment(models.Model):
         every run is measured the same way. Checkpoints at each evaluation make runs resumable."""
         params = dict(self.hyperparams.get(method, {}))
         steps = params.pop("max_steps", None)
+        if params.get("reward_model"):
+            params["reward_model"] = model_path(params["reward_model"])
         return {
             "method": method,
             **params,
-            "model": self.base_model,
+            "model": model_path(self.base_model),
             "task": task or self.task_for_config(),
             "seed": seed,
             "max_steps": self.max_steps if steps is None else steps,

@@ -17,7 +17,8 @@ from webapp.experiments.access import experiment_for_user, experiments_for_user,
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
 from webapp.experiments.broker import queue_lengths
 from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
-from webapp.experiments.models import Run, Sample, Worker
+from webapp.experiments.models import Experiment, Run, Sample, Worker
+from webapp.experiments.references import public_config
 
 
 @login_required
@@ -112,7 +113,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "experiments/run_detail.html", {
         "run": run, "experiment": run.experiment, "samples": samples, "sample_step": last,
         "final": sorted(final.items()), "can_edit": run.experiment.is_owned_by(request.user),
-        "config_json": json.dumps(run.config, indent=2, sort_keys=True),
+        "config_json": json.dumps(public_config(run.config), indent=2, sort_keys=True),
     })
 
 
@@ -120,7 +121,14 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def worker_list(request: HttpRequest) -> HttpResponse:
     workers = list(Worker.objects.select_related("current_run", "current_run__experiment"))
-    counts = Run.objects.trainable().filter(state=Run.State.QUEUED).values("experiment__queue").annotate(n=Count("id")).order_by()
+    # Other users' experiment names are theirs: only owners and those it is shared with see them here.
+    visible = set(Run.objects.filter(pk__in=[w.current_run_id for w in workers if w.current_run_id],
+                                     experiment__in=Experiment.objects.visible_to(request.user))
+                  .values_list("pk", flat=True))
+    for w in workers:
+        w.run_visible = w.current_run_id in visible
+    counts = (Run.objects.trainable().filter(state=Run.State.QUEUED).values("experiment__queue")
+              .annotate(n=Count("id")).order_by())
     queued = {row["experiment__queue"]: row["n"] for row in counts}
     names = sorted({"train", *queued, *(q for w in workers for q in w.queues.split(",") if q)})
     lengths = queue_lengths(names)

@@ -14,10 +14,12 @@ from functools import cached_property
 from itertools import combinations
 
 from django.core import signing
+from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Q
+from django.utils import timezone
 
 from webapp.experiments.models import Experiment, Metric, Sample
-from webapp.ratings.models import BASE, RatingSetup, Vote
+from webapp.ratings.models import BASE, RatingSetup, RedeemedToken, Vote
 
 REPEAT_SHARE = 0.1  # share of items that repeat one of the rater's earlier items (consistency)
 REPEAT_MIN_VOTES = 5  # a rater's votes at a step before repeats start
@@ -86,6 +88,7 @@ class Arena:
             step = self.setup.step if self.setup.step is not None else (self.steps[-1] if self.steps else None)
         self.step = step
         self.include_base = self.setup.include_base if include_base is None else include_base
+        self.hold_reveals = self.setup.reveal == RatingSetup.Reveal.AT_END
         self.runs = {run.pk: run for run in experiment.runs.all()}
         self.base_run = next((r for r in self.runs.values() if r.depends_on_id is None
                               and 0 in self.steps_by_run.get(r.pk, ())), None)
@@ -166,11 +169,54 @@ class Arena:
 
     # --- items -------------------------------------------------------------------------------------
 
-    def _index_for(self, first: str, second: str, prompt_id: int) -> int | None:
+    def _index_for(self, first: str, second: str, prompt_id: int, revealed: set | None = None) -> int | None:
+        """The completion index shown for a pair on a prompt: drawn once per item (every rater sees the same),
+        skipping, for a rater with `revealed` texts, any index that would show them a text a vote has already
+        attributed (blindness holds across pairs); None when none is left."""
         common = sorted(self.indices[first].get(prompt_id, set()) & self.indices[second].get(prompt_id, set()))
         if not common:
             return None
-        return random.Random(f"{self.experiment.pk}:{self.step}:{first}:{second}:{prompt_id}").choice(common)
+        order = list(common)
+        rng = random.Random(f"{self.experiment.pk}:{self.step}:{first}:{second}:{prompt_id}")
+        chosen = rng.choice(order)
+        if not revealed:
+            return chosen
+        order.remove(chosen)
+        rng.shuffle(order)
+        texts = self.completions
+        for index in [chosen, *order]:
+            if (prompt_id, texts.get((first, prompt_id, index))) not in revealed and \
+                    (prompt_id, texts.get((second, prompt_id, index))) not in revealed:
+                return index
+        return None
+
+    @cached_property
+    def completions(self) -> dict[tuple[str, int, int], str]:
+        """{(contestant, prompt id, index): completion} at the step each contestant shows."""
+        by_source = {source: key for key, source in self.sources.items()}
+        where = Q()
+        for run_id, step in self.sources.values():
+            where |= Q(run_id=run_id, step=step)
+        found = {}
+        if where:
+            for run_id, step, prompt_id, index, text in Sample.objects.filter(where).values_list(
+                    "run_id", "step", "prompt_id", "index", "completion").order_by():
+                key = by_source.get((run_id, step))
+                if key is not None:
+                    found[(key, prompt_id, index)] = text
+        return found
+
+    def revealed_texts(self, votes) -> set[tuple[int, str]]:
+        """(prompt id, completion) of every text the rater's `votes` (first, second, prompt id, index, ...)
+        attributed to its author: a vote's answer reveals both."""
+        texts = self.completions
+        out = set()
+        for first, second, prompt_id, index, *_ in votes:
+            for key in (first, second):
+                text = texts.get((key, prompt_id, index))
+                if text is not None:
+                    out.add((prompt_id, text))
+        return out
 
     def _prompt_order(self, first: str, second: str) -> list[int]:
         """The order in which every rater meets a pair's prompts: fixed, so raters overlap (agreement)."""
@@ -203,6 +249,8 @@ class Arena:
         done: dict[tuple[str, str], set[int]] = {}
         for first, second, prompt_id, *_ in mine:
             done.setdefault((first, second), set()).add(prompt_id)
+        # Reveals after each vote: never show this rater a text a reveal has already attributed.
+        revealed = self.revealed_texts(mine) if mine and not self.hold_reveals else None
         counts = {(row["first"], row["second"]): row["n"] for row in Vote.objects.at(self.experiment, self.step)
                   .values("first", "second").annotate(n=Count("id")).order_by()}
         pairs = sorted(self.pairs, key=lambda p: (counts.get(p, 0), len(done.get(p, ())), rng.random()))
@@ -211,7 +259,7 @@ class Arena:
             for prompt_id in self._prompt_order(first, second):
                 if prompt_id in seen:
                     continue
-                index = self._index_for(first, second, prompt_id)
+                index = self._index_for(first, second, prompt_id, revealed)
                 if index is not None:
                     return Item(self.step, prompt_id, index, first, second, rng.random() < 0.5)
         return None
@@ -224,11 +272,33 @@ class Arena:
         item = self.next_item(rater)
         progress = self.progress(rater)
         if item is None:
-            return {"done": True, "progress": progress,
-                    "reason": "You have rated every item at this step. Thank you!"}
+            done = {"done": True, "progress": progress,
+                    "reason": "You have rated every item at this step. Thank you!" if progress["mine"] >= progress[
+                        "items"] or self.hold_reveals else "You have rated every item you can rate blind at this "
+                    "step (the others would show you texts whose authors you have seen). Thank you!"}
+            if self.hold_reveals:
+                done["reveals"] = self.held_reveals(rater)
+            return done
         texts = self.texts(item)
         return {"done": False, "token": issue_token(session, self.experiment.pk, item), "prompt": texts["prompt"],
                 "a": texts["a"], "b": texts["b"], "progress": progress}
+
+    def reveal(self, item: Item, texts: dict) -> dict | None:
+        """Who wrote each side of a voted item, or None while reveals are held back (setup: at the end)."""
+        if self.hold_reveals:
+            return None
+        return {"a": {"label": self.label(item.left), "reward": texts["reward_a"]},
+                "b": {"label": self.label(item.right), "reward": texts["reward_b"]}}
+
+    def held_reveals(self, rater) -> list[dict]:
+        """The authors of everything `rater` voted on at this step, once they are done (reveals held back)."""
+        texts = self.completions
+        return [{"prompt_id": prompt_id, "first": self.label(first), "second": self.label(second),
+                 "first_text": texts.get((first, prompt_id, index)), "second_text": texts.get((second, prompt_id, index)),
+                 "result": Vote.result_of(outcome, left_is_first)}
+                for first, second, prompt_id, index, outcome, left_is_first in Vote.objects.at(
+                    self.experiment, self.step).filter(rater=rater).order_by("id").values_list(
+                    "first", "second", "prompt_id", "sample_index", "outcome", "left_is_first")]
 
     def texts(self, item: Item) -> dict | None:
         """The prompt and the two completions of an item, by side, with their rewards; None when either
@@ -273,8 +343,18 @@ def redeem_token(session, experiment_id: int, token: str) -> Item | None:
     if not isinstance(data, dict) or data.get("e") != experiment_id:
         return None
     pending = dict(session.get(SESSION_KEY, {}))
-    entry = pending.pop(str(data.get("n")), None)
+    nonce = str(data.get("n"))
+    entry = pending.pop(nonce, None)
     if entry is None or entry.pop("experiment", None) != experiment_id:
         return None
     session[SESSION_KEY] = pending
+    # Sessions are read and saved whole: concurrent requests with one token all find it above. The
+    # database decides: exactly one of them inserts the nonce.
+    try:
+        with transaction.atomic():
+            RedeemedToken.objects.create(nonce=nonce[:32])
+    except IntegrityError:
+        return None
+    if random.random() < 0.01:  # now and then, forget nonces whose tokens have expired anyway
+        RedeemedToken.objects.filter(created__lt=timezone.now() - timezone.timedelta(seconds=TOKEN_MAX_AGE_S)).delete()
     return Item(**entry)

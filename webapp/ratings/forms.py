@@ -35,10 +35,15 @@ class SetupForm(forms.ModelForm):
 
     class Meta:
         model = RatingSetup
-        fields = ["step", "include_base"]
-        labels = {"include_base": "The base model takes part (its step-0 samples)"}
+        fields = ["step", "include_base", "reveal"]
+        labels = {"include_base": "The base model takes part (its step-0 samples)",
+                  "reveal": "Show raters who wrote the texts"}
 
     def __init__(self, *args, steps: list[int], **kwargs):
         super().__init__(*args, **kwargs)
         last = f" (now {steps[-1]})" if steps else ""
         self.fields["step"].choices = [("", f"the last common step{last}")] + [(s, f"step {s}") for s in steps]
+        self.fields["reveal"].required = False  # left out: after each vote (the default)
+
+    def clean_reveal(self):
+        return self.cleaned_data.get("reveal") or RatingSetup.Reveal.AFTER_VOTE

@@ -56,6 +56,13 @@ class RatingSetup(models.Model):
                                                  "with samples for every run.")
     include_base = models.BooleanField(default=True,
                                        help_text="The base model (step-0 samples) takes part as a contestant.")
+
+    class Reveal(models.TextChoices):
+        AFTER_VOTE = "after_vote", "after each vote (a text once attributed is not shown to that rater again)"
+        AT_END = "at_end", "when the rater has rated every item (every item can be rated)"
+
+    reveal = models.CharField(max_length=16, choices=Reveal.choices, default=Reveal.AFTER_VOTE,
+                              help_text="When a rater learns who wrote the texts they voted on.")
     updated = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -65,6 +72,17 @@ class RatingSetup(models.Model):
     def for_experiment(cls, experiment: Experiment) -> RatingSetup:
         """The saved setup, or an unsaved one with the defaults."""
         return cls.objects.filter(experiment=experiment).first() or cls(experiment=experiment)
+
+
+class RedeemedToken(models.Model):
+    """A rating token already used: its nonce, inserted once (the unique key makes redeeming atomic: of
+    concurrent requests with one token, exactly one inserts it)."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return self.nonce
 
 
 class VoteQuerySet(models.QuerySet):

@@ -95,9 +95,7 @@ def vote(request: HttpRequest, pk: int) -> JsonResponse:
         return JsonResponse({"error": "This item has expired; here is another one."}, status=409)
     do_cast_vote(experiment, request.user, item, outcome)
     return JsonResponse({
-        "ok": True, "outcome": outcome,
-        "reveal": {"a": {"label": arena.label(item.left), "reward": texts["reward_a"]},
-                   "b": {"label": arena.label(item.right), "reward": texts["reward_b"]}},
+        "ok": True, "outcome": outcome, "reveal": arena.reveal(item, texts),
         "progress": arena.progress(request.user),
     })
 

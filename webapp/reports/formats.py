@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import html
 import io
 import json
 import tempfile
@@ -39,17 +40,44 @@ def to_json(doc: dict) -> bytes:
     return json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False).encode()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A cell a spreadsheet will not run: text starting like a formula gets a leading single quote
+    (numbers stay numbers; None is an empty cell)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class CsvWriter:
+    """csv.writer whose every cell goes through csv_cell: what every CSV of ptlab is written with."""
+
+    def __init__(self, out):
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row):
+        return self._writer.writerow([csv_cell(v) for v in row])
+
+    def writerows(self, rows):
+        for row in rows:
+            self.writerow(row)
+
+
 def metrics_csv(doc: dict) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(METRIC_COLUMNS)
-    writer.writerows(("" if v is None else v for v in row) for row in metric_rows(doc))
+    writer.writerows(metric_rows(doc))
     return out.getvalue()
 
 
 def votes_csv(doc: dict) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = CsvWriter(out)
     writer.writerow(VOTE_COLUMNS)
     name = doc["experiment"]["name"]
     for v in doc["votes"]:
@@ -58,7 +86,8 @@ def votes_csv(doc: dict) -> str:
 
 
 def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text for a Markdown table or line: HTML escaped (Markdown renderers pass raw HTML through)."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
 def to_markdown(doc: dict) -> str:

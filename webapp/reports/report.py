@@ -22,6 +22,7 @@ from django.utils import timezone
 from webapp.compare.loader import labels
 from webapp.experiments.methods import method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
+from webapp.experiments.references import public_config, public_value
 from webapp.ratings.leaderboard import as_json, build_leaderboard
 from webapp.ratings.models import BASE, Vote
 
@@ -122,7 +123,7 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
         "runs": [{
             "id": r.pk, "key": keys[r.pk], "method": r.method, "method_label": method_label(r.method),
             "seed": r.seed, "label": labels[r.pk][0], "group": labels[r.pk][1], "group_label": labels[r.pk][2],
-            "state": r.state, "config": r.config,
+            "state": r.state, "config": public_config(r.config),
             "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
             "error": r.error, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _duration(r), "claimed_by": r.claimed_by,
@@ -153,13 +154,15 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
     if imported and imported.votes_digest and imported.votes_digest == votes_digest(vote_rows):
         leaderboard = imported.leaderboard  # the same votes: the same board as where they were cast
     exp = {f: getattr(experiment, f) for f in EXPERIMENT_FIELDS}
+    exp["base_model"] = public_value(exp["base_model"])
+    exp["hyperparams"] = {m: public_config(p) for m, p in exp["hyperparams"].items()}
     exp.update({"id": experiment.pk, "task_label": experiment.task_label, "created": _iso(experiment.created)})
     return {
         "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
         "experiment": exp,
         **parts,
         "votes": vote_rows,
-        "leaderboard": leaderboard or _leaderboard(build_leaderboard(experiment), keys),
+        "leaderboard": leaderboard or leaderboard_document(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
     }
 
@@ -189,7 +192,7 @@ def build_comparison_report(runs: list[Run]) -> dict:
     first = experiments[0] if experiments else None
     exp = {
         "id": None, "name": ("Comparison: " + " vs ".join(e.name for e in experiments))[:200],
-        "base_model": joined(e.base_model for e in experiments)[:500], "task": joined(e.task for e in experiments)[:100],
+        "base_model": joined(public_value(e.base_model) for e in experiments)[:500], "task": joined(e.task for e in experiments)[:100],
         "methods": list(dict.fromkeys(r.method for r in runs)), "seeds": max((e.seeds for e in experiments), default=1),
         "max_steps": max((e.max_steps for e in experiments), default=0),
         "eval_every": first.eval_every if first else 0, "eval_prompts": first.eval_prompts if first else 0,
@@ -200,7 +203,8 @@ def build_comparison_report(runs: list[Run]) -> dict:
     return {
         "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
         "experiment": exp,
-        "experiments": [{"id": e.pk, "name": e.name, "base_model": e.base_model, "task_label": e.task_label}
+        "experiments": [{"id": e.pk, "name": e.name, "base_model": public_value(e.base_model),
+                         "task_label": e.task_label}
                         for e in experiments],
         **_run_rows(runs, keys, labels(runs)),
         "votes": [],
@@ -232,7 +236,7 @@ def _vote_row(v: Vote, rater: str, keys: dict[int, str]) -> dict:
             "result": Vote.result_of(v.outcome, left_is_first), "previous_result": previous, "revisions": v.revisions}
 
 
-def _leaderboard(board, keys: dict[int, str]) -> dict:
+def leaderboard_document(board, keys: dict[int, str]) -> dict:
     """The leaderboard (derived from the votes; shown, not imported), with run keys for contestants and
     labels without database ids."""
     out = as_json(board)

@@ -1,8 +1,10 @@
 import json
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from training import safejson
 from webapp.reports.importing import ReportError, do_import_report
 
 
@@ -20,10 +22,10 @@ class Command(BaseCommand):
         except (users.model.DoesNotExist, users.model.MultipleObjectsReturned):
             raise CommandError("Name the owner with --user USERNAME.") from None
         try:
-            with open(file, encoding="utf-8") as f:
-                doc = json.load(f)
+            with open(file, encoding="utf-8-sig") as f:
+                doc = safejson.loads(f.read(), max_depth=settings.PTLAB_MAX_JSON_DEPTH)
             experiment = do_import_report(doc, owner)
-        except (OSError, json.JSONDecodeError, ReportError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ReportError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Imported experiment #{experiment.pk} \"{experiment.name}\" "
                           f"({experiment.runs.count()} runs) for {owner.get_username()}.")

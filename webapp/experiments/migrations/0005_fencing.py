@@ -15,7 +15,7 @@ def drop_duplicates(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0003_defaults_from_training_config'),
+        ('experiments', '0004_bounded_experiment_numbers'),
     ]
 
     operations = [
