@@ -13,6 +13,7 @@ def replace_folder(source: Path, target: Path) -> bool:
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".old-{target.name}-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)  # left by a process of the same pid that died mid-replace
     if target.exists():
         target.rename(old)
     source.rename(target)

@@ -257,3 +257,21 @@ def test_creating_an_experiment_with_the_broker_down_keeps_it_queued(alice_clien
 
 def test_db_now_is_an_aware_utc_time_close_to_this_hosts():
     assert abs((db_now() - timezone.now()).total_seconds()) < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_creates_an_experiment_with_the_broker_down_once(alice, monkeypatch):
+    import json
+
+    from django.test import Client
+
+    from tests.celery_broker import celery_app_on
+
+    monkeypatch.setattr(actions, "send_to_workers", SEND_TO_WORKERS)
+    token = ApiToken.issue(alice, "t")[1]
+    body = {"name": "offline api", "task": "arithmetic", "methods": ["sft"], "max_steps": 4, "eval_every": 2}
+    with celery_app_on("redis://127.0.0.1:9/0"):
+        r = Client().post("/api/experiments", json.dumps(body), content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert r.status_code == 201, r.content  # not a 500 after the save, which a client would retry
+    assert Run.objects.get(experiment__name="offline api").state == State.QUEUED
