@@ -384,14 +384,9 @@ def limit_refusal(form: forms.Form) -> bool:
 
 def initial_from(experiment: Experiment) -> dict:
     """Form values that recreate `experiment` (cloning)."""
-    initial = {
-        "name": f"{experiment.name} (copy)", "base_model": experiment.base_model,
-        "task": experiment.task or UPLOAD, "dataset_from": experiment.pk if experiment.dataset else None,
-        "methods": list(experiment.methods), "seeds": experiment.seeds, "max_steps": experiment.max_steps,
-        "eval_every": experiment.eval_every, "eval_prompts": experiment.eval_prompts,
-        "eval_samples": experiment.eval_samples, "max_new_tokens": experiment.max_new_tokens,
-        "rl_from_sft": experiment.rl_from_sft, "queue": experiment.queue,
-    }
+    initial = {f: getattr(experiment, f) for f in Experiment.SETTINGS if f != "hyperparams"}
+    initial.update(name=f"{experiment.name} (copy)", task=experiment.task or UPLOAD, methods=list(experiment.methods),
+                   dataset_from=experiment.pk if experiment.dataset else None)
     for method, params in experiment.hyperparams.items():
         for key, value in params.items():
             initial[f"{method}-{key}"] = value
