@@ -25,6 +25,9 @@ class BaseConfig:
 
     model: str = opt("tiny", "Base model: 'tiny', 'demo' (SmolLM2-135M-Instruct), a local folder or a hub id.")
     task: str = opt("arithmetic", "Built-in task (arithmetic, sentiment, format) or a path to a JSONL file.")
+    dataset: str | dict = opt("", "A dataset instead of the task: a .jsonl/.csv/.parquet file, a save_to_disk folder "
+                              "or a hub id, or {\"path\": ..., \"mapping\": {role: column}, \"split\": ..., "
+                              "\"config\": ..., \"eval_fraction\": ...}.", advanced=True)
     max_steps: int = opt(200, "Optimizer steps to train.", min=1, max=1_000_000)
     seed: int = opt(0, "Random seed (data order, sampling, new weights such as LoRA or value heads).",
                     min=0, max=2**31 - 1)
@@ -51,6 +54,13 @@ class BaseConfig:
         check_fields(self)
         if self.task.endswith(".jsonl") and not Path(self.task).is_file():
             raise ConfigError("task", f"no such JSONL file: {self.task}")
+        if self.dataset != "":
+            from training.tasks.dataset import DatasetSpec
+
+            try:
+                DatasetSpec.of(self.dataset)
+            except ConfigError as e:
+                raise ConfigError("dataset", e.message if e.key == "dataset" else f"{e.key}: {e.message}") from e
         if self.gold_reward != "":
             check_signal("gold_reward", self.gold_reward)
         names = [check_signal("monitors", spec, index=i).__name__ for i, spec in enumerate(self.monitors)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from training.callbacks import Sample
-from training.tasks.base import Task, user
+from training.tasks.base import Task
 
 
 @dataclass
@@ -44,10 +44,11 @@ class Evaluator:
         self.proxy_reward, self.gold, self.monitors = proxy_reward, gold_reward, tuple(monitors)
         examples = task.eval_examples(settings.prompts)
         self.prompts = [ex.prompt for ex in examples]
+        self.chats = [ex.chat() for ex in examples]
         self.columns = {k: [ex.columns[k] for ex in examples for _ in range(settings.samples)]
                         for k in (examples[0].columns if examples else {})}
-        texts = [tokenizer.apply_chat_template(user(p), tokenize=False, add_generation_prompt=True)
-                 for p in self.prompts]
+        texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+                 for chat in self.chats]
         self.encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     @torch.no_grad()
@@ -63,7 +64,7 @@ class Evaluator:
         completions = [c for r in rows for c in r[0]]
         kls = torch.cat([r[1] for r in rows])
         lengths = torch.cat([r[2] for r in rows]).float()
-        prompts = [user(p) for p in self.prompts for _ in range(self.s.samples)]
+        prompts = [chat for chat in self.chats for _ in range(self.s.samples)]
         if self.gold is None:
             rewards, parts = self.task.gold_reward(completions, self.columns)
         else:

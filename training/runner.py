@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -23,7 +24,7 @@ from training.evaluation import EvalSettings, Evaluator  # noqa: E402
 from training.methods.common import MethodContext  # noqa: E402
 from training.rewards import SignalEnv  # noqa: E402
 from training.rewards import build as build_signal  # noqa: E402
-from training.tasks import get_task  # noqa: E402
+from training.tasks import task_for  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -48,7 +49,9 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     transformers.set_seed(cfg.seed)
 
     device = models.pick_device(cfg.device)
-    task = get_task(cfg.task)
+    task = task_for(cfg)
+    if hasattr(task, "summary"):  # which version of which dataset this run trained on
+        (out / "dataset.json").write_text(json.dumps(task.summary(), indent=2, sort_keys=True))
     tokenizer = models.load_tokenizer(cfg.model)
     policy, reference = _load_models(cfg, device, tokenizer)
 

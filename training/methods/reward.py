@@ -20,7 +20,7 @@ def train(ctx: MethodContext) -> TrainResult:
 def pairwise_accuracy(model, tokenizer, examples, device) -> dict[str, float]:
     """Held-out preference accuracy: how often the reference completion outscores the rejected one."""
     pairs = [ex for ex in examples if ex.rejected]
-    prompts = [ex.prompt for ex in pairs]
+    prompts = [ex.chat() for ex in pairs]
     chosen = score(model, tokenizer, prompts, [ex.reference for ex in pairs], device)
     rejected = score(model, tokenizer, prompts, [ex.rejected for ex in pairs], device)
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
