@@ -51,6 +51,7 @@ class BaseConfig:
     monitors: list = opt([], "More signals scored at every evaluation, logged as eval/reward/<name>.", advanced=True)
 
     def __post_init__(self) -> None:
+        self._parse_json_text()
         check_fields(self)
         if self.task.endswith(".jsonl") and not Path(self.task).is_file():
             raise ConfigError("task", f"no such JSONL file: {self.task}")
@@ -66,6 +67,18 @@ class BaseConfig:
         names = [check_signal("monitors", spec, index=i).__name__ for i, spec in enumerate(self.monitors)]
         if len(set(names)) != len(names):
             raise ConfigError("monitors", f"two monitors share a name ({', '.join(names)}): give them a \"name\"")
+
+    def _parse_json_text(self) -> None:
+        """Web forms send text: a list field's or an object field's JSON text (`[]`, `{"kind": ...}`) is
+        parsed here, so the form, the API and a JSON config file say the same thing."""
+        for name, wants in (("monitors", "["), ("gold_reward", "{"), ("dataset", "{"), ("reward", "{")):
+            value = getattr(self, name, None)
+            if not isinstance(value, str) or not value.strip().startswith(wants) and not (wants == "[" and value == ""):
+                continue
+            try:
+                setattr(self, name, json.loads(value) if value.strip() else [])
+            except json.JSONDecodeError as e:
+                raise ConfigError(name, f"not valid JSON ({e.msg} at column {e.colno})") from e
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self)}

@@ -23,6 +23,16 @@ def test_bad_signal_specs_name_the_config_key(data, key, fragment):
     assert err.value.key == key and fragment in str(err.value)
 
 
+def test_json_text_from_forms_is_parsed():
+    cfg = from_dict({"method": "grpo", "monitors": '["length", {"kind": "format", "name": "f"}]',
+                     "reward": '{"kind": "numeric_match", "tolerance": 0.5}', "gold_reward": "exact_match"})
+    assert cfg.monitors[1] == {"kind": "format", "name": "f"} and cfg.reward["tolerance"] == 0.5
+    assert from_dict({"method": "sft", "monitors": "[]"}).monitors == []
+    assert from_dict({"method": "sft", "monitors": ""}).monitors == []
+    with pytest.raises(ConfigError, match="monitors: not valid JSON"):
+        from_dict({"method": "sft", "monitors": "[length]"})
+
+
 def test_defaults_keep_the_tasks_gold_reward():
     cfg = from_dict({"method": "grpo"})
     assert cfg.reward == "" and cfg.gold_reward == "" and cfg.monitors == []
