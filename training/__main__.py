@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in BUILTIN_TASKS.values():
             train, held = task.split()
             print(f"{task.name:11s} {len(train):4d} train / {len(held):3d} eval prompts  {task.description}")
-        print("or a path to a JSONL file of {prompt, completion}, {prompt, chosen, rejected} or {prompt, answer} rows")
+        print("or a path to a JSONL file of {prompt, completion}, {prompt, chosen, rejected} or {prompt, answer} rows;")
+        print('or, as the config\'s "dataset", a JSONL/CSV/Parquet file, a save_to_disk folder or a hub id, with a '
+              "column mapping")
         return 0
 
     try:
