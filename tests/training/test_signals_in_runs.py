@@ -66,3 +66,16 @@ def test_same_training_and_gold_signal_logs_no_proxy(tmp_path, tiny_path):
     sink = MemorySink()
     run(cfg, sink, tmp_path)
     assert "eval/reward" in sink.keys() and "eval/proxy_reward" not in sink.keys()
+
+
+def test_a_trained_reward_model_rewards_ppo_judged_by_a_verifier(tmp_path, tiny_path):
+    rm = run(from_dict({"method": "reward", **FAST, "max_steps": 2}), MemorySink(), tmp_path / "rm")
+    cfg = from_dict({"method": "ppo", **FAST, "max_steps": 2, "gold_reward": "numeric_match",
+                     "reward": {"kind": "reward_model", "name": "rm", "path": str(rm.model_dir)},
+                     "monitors": [{"kind": "pairwise_judge", "model": str(tiny_path), "column": "answer"}]})
+    sink = MemorySink()
+    assert run(cfg, sink, tmp_path / "ppo").step == 2
+    proxy = [v for _, v in sink.series("eval/proxy_reward")]
+    assert len(proxy) == 2 and all(isinstance(v, float) for v in proxy)
+    assert {v for _, v in sink.series("eval/reward")} <= {i / 6 for i in range(7)}  # 6 samples scored 0 or 1
+    assert all(0 < v < 1 for _, v in sink.series("eval/reward/pairwise_judge"))
