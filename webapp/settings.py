@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "webapp.experiments",
+    "webapp.datasets",
     "webapp.ratings",
     "webapp.compare",
     "webapp.reports",
