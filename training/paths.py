@@ -49,9 +49,12 @@ def _signal_paths(spec: Any) -> list[str]:
     return out + _signal_paths(spec.get("signals", []))
 
 
-def check_paths(cfg: BaseConfig, roots: list[Path]) -> None:
-    """Refuse a config that reads a server path outside `roots`; the error names the key and the path."""
+def check_paths(cfg: BaseConfig, roots: list[Path], keys: tuple[str, ...] | None = None) -> None:
+    """Refuse a config that reads a server path outside `roots` (only under `keys`, if given); the error
+    names the key and the path."""
     for key, path in local_paths(cfg):
+        if keys is not None and key not in keys:
+            continue
         real = Path(path).expanduser().resolve()
         if not any(real == root or root in real.parents for root in roots):
             allowed = ", ".join(map(str, roots)) or "none configured"
