@@ -127,3 +127,50 @@ def test_length_info():
     assert info["too_long"] == 3 and info["n"] == 5 and info["max"] == 40 and info["median"] == 10
     assert sum(info["counts"]) == 5 and info["edges"][0] == 0 and info["edges"][-1] > 40
     assert length_info([], 5)["counts"] == []
+
+
+def saved(client) -> Dataset:
+    upload(client, "d.jsonl", jsonl(ROWS))
+    return Dataset.objects.get()
+
+
+def test_an_experiment_names_a_saved_dataset_and_signals(alice_client, alice, enqueued):
+    from tests.webapp.conftest import form_data
+    from webapp.experiments.models import Experiment
+
+    dataset = saved(alice_client)
+    data = form_data(methods=["sft", "grpo"], rl_from_sft=None, saved_dataset=str(dataset.pk),
+                     **{"grpo-reward": "numeric_match", "grpo-gold_reward": '{"kind": "numeric_match"}',
+                        "grpo-monitors": '["length"]'})
+    response = alice_client.post(reverse("experiments:new"), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    exp = Experiment.objects.get()
+    assert exp.saved_dataset == dataset and exp.task_label == "mine"
+    grpo = exp.runs.get(method="grpo").config
+    assert grpo["dataset"] == dataset.spec() and grpo["reward"] == "numeric_match"
+    assert grpo["monitors"] == '["length"]'  # parsed by training.config when the run starts
+    from training.config import from_dict
+    assert from_dict(grpo).monitors == ["length"]
+    # used: its mapping is now fixed
+    refused = alice_client.post(reverse("datasets:mapping", args=[dataset.pk]), {"prompt": "question"})
+    assert refused.status_code == 400 and "mapping is fixed" in refused.content.decode()
+
+
+def test_the_form_refuses_methods_the_dataset_cannot_feed_and_paths_outside_the_roots(alice_client, tmp_path):
+    from tests.webapp.conftest import form_data
+
+    dataset = saved(alice_client)  # prompt, completion, answer: no pairs
+    response = alice_client.post(reverse("experiments:new"), form_data(saved_dataset=str(dataset.pk)))
+    assert "Its mapping cannot feed dpo" in response.content.decode()
+    outside = form_data(**{"ppo-reward": json.dumps({"kind": "reward_model", "path": str(tmp_path)})})
+    response = alice_client.post(reverse("experiments:new"), outside)
+    assert "outside the folders this server may read" in response.content.decode()
+
+
+def test_other_users_datasets_are_not_offered(alice_client, bob, client):
+    from tests.webapp.conftest import form_data
+
+    dataset = saved(alice_client)
+    client.force_login(bob)
+    response = client.post(reverse("experiments:new"), form_data(saved_dataset=str(dataset.pk), methods=["grpo"]))
+    assert "Select a valid choice" in response.content.decode()

@@ -43,7 +43,11 @@ def fill_from(dataset: Dataset, task: DatasetTask) -> None:
 
 
 def do_set_mapping(dataset: Dataset, mapping: dict[str, str]) -> DatasetTask:
-    """Check the whole dataset under a new mapping, then store it; raises DatasetError and changes nothing."""
+    """Check the whole dataset under a new mapping, then store it; raises DatasetError and changes nothing.
+    A dataset an experiment uses is immutable: its runs must stay reproducible."""
+    if dataset.experiments.exists():
+        raise DatasetError("an experiment uses this dataset, so its mapping is fixed: add the file again as a new "
+                           "dataset to map it differently")
     task = load(dataset, mapping=mapping)
     if task.hash != dataset.content_hash:
         raise DatasetError(f"the data changed on disk since it was saved (hash {task.hash[:12]}, was "

@@ -39,7 +39,8 @@ def _owner_only(request: HttpRequest, experiment: Experiment) -> None:
 @login_required
 @require_GET
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    experiments = Experiment.objects.visible_to(request.user).with_run_counts().select_related("owner")
+    experiments = (Experiment.objects.visible_to(request.user).with_run_counts()
+                   .select_related("owner", "saved_dataset"))
     return render(request, "experiments/experiment_list.html", {"experiments": experiments})
 
 
