@@ -174,3 +174,14 @@ def test_other_users_datasets_are_not_offered(alice_client, bob, client):
     client.force_login(bob)
     response = client.post(reverse("experiments:new"), form_data(saved_dataset=str(dataset.pk), methods=["grpo"]))
     assert "Select a valid choice" in response.content.decode()
+
+
+def test_an_upload_without_guessable_columns_is_saved_unmapped(alice_client):
+    upload(alice_client, "d.csv", b"q,a\nx,1\ny,2\n")
+    dataset = Dataset.objects.get()
+    assert dataset.mapping == {} and dataset.rows == 2 and dataset.methods() == ()
+    page = alice_client.get(dataset.get_absolute_url()).content.decode()
+    assert "nothing yet: map a prompt or messages column" in page and "needs a prompt or a messages column" in page
+    assert alice_client.post(reverse("datasets:mapping", args=[dataset.pk]), {"prompt": "q", "answer": "a"}).status_code == 302
+    dataset.refresh_from_db()
+    assert dataset.methods() == ("ppo", "grpo", "rloo") and dataset.train_rows + dataset.eval_rows == 2

@@ -8,7 +8,8 @@ from pathlib import Path
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from training.tasks import DatasetError, DatasetTask
+from training.tasks import DatasetError, DatasetSpec, DatasetTask, guess_mapping
+from training.tasks.dataset import content_hash, read_rows
 from webapp.datasets.models import Dataset
 
 
@@ -23,8 +24,14 @@ def do_create_dataset(dataset: Dataset, upload: UploadedFile | None = None) -> D
     if upload is not None:
         dataset.file.save(Path(upload.name).name, upload, save=False)
     try:
-        task = load(dataset, mapping={})
-        fill_from(dataset, task)
+        raw = read_rows(DatasetSpec.of(dataset.spec()))  # every row readable, or a DatasetError
+        columns = list(dict.fromkeys(k for row in raw.rows[:100] for k in row))
+        guess = guess_mapping(columns)
+        if "prompt" in guess or "messages" in guess:
+            fill_from(dataset, load(dataset, mapping=guess))  # the guess is checked on every row
+        else:  # nothing to guess from: saved unmapped, the user maps it on its page
+            dataset.mapping, dataset.columns, dataset.content_hash = guess, columns, content_hash(raw.rows)
+            dataset.rows = len(raw.rows)
         with transaction.atomic():
             dataset.save()
     except BaseException:
