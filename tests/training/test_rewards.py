@@ -202,3 +202,15 @@ def test_cli_lists_signals(capsys):
     assert main(["rewards"]) == 0
     out = capsys.readouterr().out
     assert "numeric_match" in out and "tolerance" in out and "pairwise_judge" in out
+
+
+def test_a_plugin_rewards_a_run(plugin_on_path, tmp_path, tiny_path):
+    from tests.training.conftest import FAST, MemorySink
+    from training.config import from_dict
+    from training.runner import run
+
+    cfg = from_dict({"method": "grpo", **FAST, "max_steps": 1, "num_generations": 4, "batch_size": 8,
+                     "reward": {"kind": "shouting", "bonus": 1.0}, "monitors": ["echo"]})
+    sink = MemorySink()
+    assert run(cfg, sink, tmp_path).step == 1
+    assert {"train/rewards/shouting/mean", "eval/proxy_reward", "eval/reward/echo"} <= sink.keys()

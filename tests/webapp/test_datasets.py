@@ -185,3 +185,35 @@ def test_an_upload_without_guessable_columns_is_saved_unmapped(alice_client):
     assert alice_client.post(reverse("datasets:mapping", args=[dataset.pk]), {"prompt": "q", "answer": "a"}).status_code == 302
     dataset.refresh_from_db()
     assert dataset.methods() == ("ppo", "grpo", "rloo") and dataset.train_rows + dataset.eval_rows == 2
+
+
+def test_builtin_tasks_are_listed_with_the_datasets(alice_client):
+    html = alice_client.get(reverse("datasets:list")).content.decode()
+    assert "word_problems" in html and "arithmetic" in html
+
+
+def test_signals_page_lists_builtins_and_an_installed_plugin(alice_client, tmp_path, monkeypatch):
+    from training.rewards import plugins
+
+    (tmp_path / "ptlab_web_plugin.py").write_text(
+        "def politeness(completions, *, word='please', **_):\n"
+        "    '''Rewards a polite word.'''\n"
+        "    return [float(word in str(c)) for c in completions]\n")
+    info = tmp_path / "ptlab_web_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ptlab-web-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ptlab.rewards]\npoliteness = ptlab_web_plugin:politeness\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.cache_clear()
+    try:
+        html = alice_client.get(reverse("datasets:signals")).content.decode()
+        assert 'id="signal-numeric_match"' in html and "tolerance" in html
+        assert 'id="signal-politeness"' in html and "Rewards a polite word." in html and "please" in html
+        # and the experiment form accepts it as a training signal
+        from tests.webapp.conftest import form_data
+
+        response = alice_client.post(reverse("experiments:new"), form_data(
+            methods=["grpo"], rl_from_sft=None, **{"grpo-reward": '{"kind": "politeness", "word": "thanks"}'}))
+        assert response.status_code == 302
+    finally:
+        plugins.cache_clear()

@@ -8,4 +8,5 @@ urlpatterns = [
     path("datasets/new/", views.dataset_new, name="new"),
     path("datasets/<int:pk>/", views.dataset_detail, name="detail"),
     path("datasets/<int:pk>/mapping/", views.dataset_mapping, name="mapping"),
+    path("signals/", views.signal_list, name="signals"),
 ]

@@ -11,7 +11,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from training.models import ModelLoadError, load_tokenizer
-from training.tasks import DatasetError
+from training.rewards import describe
+from training.tasks import BUILTIN_TASKS, DatasetError
 from webapp.datasets.actions import load
 from webapp.datasets.figures import length_figure, length_info
 from webapp.datasets.forms import DatasetForm, MappingForm
@@ -34,7 +35,16 @@ def dataset_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> D
 @require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
     datasets = Dataset.objects.visible_to(request.user).select_related("owner")
-    return render(request, "datasets/dataset_list.html", {"datasets": datasets})
+    builtin = [{"name": t.name, "description": t.description, "train": len(t.split()[0]), "eval": len(t.split()[1])}
+               for t in BUILTIN_TASKS.values()]
+    return render(request, "datasets/dataset_list.html", {"datasets": datasets, "builtin": builtin})
+
+
+@login_required
+@require_GET
+def signal_list(request: HttpRequest) -> HttpResponse:
+    """Every reward signal the workers offer (built-in and administrators' plugins) with its parameters."""
+    return render(request, "datasets/signal_list.html", {"signals": describe()})
 
 
 @csrf_exempt  # the upload handler must be in place before the body is read; CSRF is checked just below
