@@ -217,3 +217,28 @@ def test_signals_page_lists_builtins_and_an_installed_plugin(alice_client, tmp_p
         assert response.status_code == 302
     finally:
         plugins.cache_clear()
+
+
+def test_the_api_names_a_saved_dataset_and_signals(alice_client, alice):
+    from webapp.api.models import ApiToken
+    from webapp.experiments.models import Experiment
+
+    dataset = saved(alice_client)
+    token = ApiToken.issue(alice, "tests")[1]
+    body = {"name": "api data", "task": "arithmetic", "methods": ["grpo"], "max_steps": 2, "eval_every": 2,
+            "eval_prompts": 2, "eval_samples": 1, "max_new_tokens": 4, "saved_dataset": dataset.pk,
+            "hyperparams": {"grpo": {"reward": {"kind": "numeric_match", "tolerance": 0.5},
+                                     "gold_reward": "exact_match", "monitors": ["length", {"kind": "valid_json"}]}}}
+    response = alice_client.post(reverse("api:experiments"), json.dumps(body), content_type="application/json",
+                                 HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 201, response.content
+    assert response.json()["saved_dataset"] == dataset.pk
+    from training.config import from_dict
+
+    cfg = from_dict(Experiment.objects.get().runs.get().config)
+    assert cfg.reward == {"kind": "numeric_match", "tolerance": 0.5} and cfg.monitors == ["length", {"kind": "valid_json"}]
+    assert cfg.dataset == dataset.spec()
+    bad = {**body, "hyperparams": {"grpo": {"reward": {"kind": "nope"}}}}
+    response = alice_client.post(reverse("api:experiments"), json.dumps(bad), content_type="application/json",
+                                 HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 400 and "unknown signal" in response.json()["error"]["fields"]["grpo-reward"][0]

@@ -18,7 +18,7 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         "task": e.task_label, "methods": list(e.methods), "seeds": e.seeds, "max_steps": e.max_steps,
         "eval_every": e.eval_every, "eval_prompts": e.eval_prompts, "eval_samples": e.eval_samples,
         "max_new_tokens": e.max_new_tokens, "hyperparams": e.hyperparams, "rl_from_sft": e.rl_from_sft,
-        "queue": e.queue, "created": _iso(e.created), "state": e.state,
+        "queue": e.queue, "created": _iso(e.created), "state": e.state, "saved_dataset": e.saved_dataset_id,
         "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
     }
     if apps.is_installed("webapp.reports"):

@@ -4,6 +4,7 @@ webapp.ratings. Shapes are documented in schema.py (served at /api/openapi.json)
 
 from __future__ import annotations
 
+import json
 import math
 
 from django.apps import apps
@@ -190,7 +191,9 @@ class _Data(dict):
         return value if isinstance(value, list) else [value]
 
 
-def _as_form_value(value):
+def _as_form_value(value, key: str = ""):
+    if key.split("-", 1)[-1] in ("reward", "gold_reward", "monitors") and isinstance(value, dict | list):
+        return json.dumps(value)  # signal specs: the form's text fields take JSON, which training.config parses
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float | str):
@@ -203,7 +206,7 @@ def _as_form_value(value):
 def _create_experiment(request: HttpRequest) -> JsonResponse:
     payload = json_body(request)
     data, unknown = _form_data(payload)
-    form = ExperimentForm(_Data({k: _as_form_value(v) for k, v in data.items()}), {}, user=request.user)
+    form = ExperimentForm(_Data({k: _as_form_value(v, k) for k, v in data.items()}), {}, user=request.user)
     valid = form.is_valid()
     if unknown or not valid:
         fields = {**{k: list(v) for k, v in form.errors.items()}, **unknown}
