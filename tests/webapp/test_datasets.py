@@ -141,6 +141,7 @@ def test_an_experiment_names_a_saved_dataset_and_signals(alice_client, alice, en
     dataset = saved(alice_client)
     data = form_data(methods=["sft", "grpo"], rl_from_sft=None, saved_dataset=str(dataset.pk),
                      **{"grpo-reward": "numeric_match", "grpo-gold_reward": '{"kind": "numeric_match"}',
+                        "sft-gold_reward": '{"kind": "numeric_match"}',
                         "grpo-monitors": '["length"]'})
     response = alice_client.post(reverse("experiments:new"), data)
     assert response.status_code == 302, response.content.decode()[:3000]
@@ -242,3 +243,14 @@ def test_the_api_names_a_saved_dataset_and_signals(alice_client, alice):
     response = alice_client.post(reverse("api:experiments"), json.dumps(bad), content_type="application/json",
                                  HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 400 and "unknown signal" in response.json()["error"]["fields"]["grpo-reward"][0]
+
+
+def test_every_method_has_the_same_gold_signal(alice_client):
+    from tests.webapp.conftest import form_data
+
+    response = alice_client.post(reverse("experiments:new"), form_data(
+        methods=["sft", "grpo"], rl_from_sft=None, **{"grpo-gold_reward": "exact_match"}))
+    assert "judged by the same gold signal" in response.content.decode()
+    same = form_data(methods=["sft", "grpo"], rl_from_sft=None,
+                     **{"grpo-gold_reward": "exact_match", "sft-gold_reward": "exact_match"})
+    assert alice_client.post(reverse("experiments:new"), same).status_code == 302

@@ -204,6 +204,11 @@ class ExperimentForm(forms.Form):
             if missing:
                 self.add_error("saved_dataset", f"Its mapping cannot feed {', '.join(missing)} (it feeds "
                                f"{', '.join(data['saved_dataset'].methods()) or 'nothing'}).")
+        golds = {m: str(data.get(f"{m}-gold_reward") or "the task's") for m in methods}
+        if len(set(golds.values())) > 1:  # one gold signal per experiment: a fair comparison
+            listed = ", ".join(f"{m}: {g}" for m, g in golds.items())
+            self.add_error(f"{methods[-1]}-gold_reward",
+                           f"Every method of an experiment is judged by the same gold signal; they differ ({listed}).")
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
         # Every error at once, not one a submit: a common field in error is stood in for by its default
