@@ -207,17 +207,22 @@ def parquet_path(tmp_path_factory):
     return write_parquet(tmp_path_factory.mktemp("pq") / "data.parquet", rows)
 
 
-@pytest.mark.parametrize("method", ["sft", "dpo", "grpo"])
+@pytest.mark.parametrize("method", ["sft", "dpo", "grpo", "ppo", "reward"])
 def test_a_mapped_parquet_dataset_trains(tmp_path, tiny_path, parquet_path, method):
     mapping = {"prompt": "q", "completion": "demo", "chosen": "yes", "rejected": "no", "answer": "gold"}
-    extra = {"num_generations": 4, "batch_size": 8, "reward": "numeric_match"} if method == "grpo" else {}
+    extra = {"grpo": {"num_generations": 4, "batch_size": 8, "reward": "numeric_match"},
+             "ppo": {"reward": "numeric_match"}}.get(method, {})
     cfg = from_dict({"method": method, **FAST, "max_steps": 2, **extra, "gold_reward": "numeric_match",
                      "dataset": {"path": str(parquet_path), "mapping": mapping}})
     sink = MemorySink()
     assert run_cfg(cfg, sink, tmp_path).step == 2
     summary = json.loads((tmp_path / "dataset.json").read_text())
     assert summary["hash"] == content_hash(read_rows(DatasetSpec(path=str(parquet_path))).rows)
-    assert summary["eval"] == 6 and "eval/reward" in sink.keys()
+    assert summary["eval"] == 6
+    if method == "reward":  # held-out pairwise accuracy on the dataset's pairs
+        assert {"eval/accuracy", "eval/margin"} <= sink.keys()
+        return
+    assert "eval/reward" in sink.keys()
     assert {s.prompt for s in sink.samples} <= {r["question"] for r in ROWS}
 
 
