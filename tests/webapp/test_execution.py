@@ -324,6 +324,19 @@ def test_lost_messages_are_sent_again(monkeypatch, settings, sft_then_dpo, enque
         assert recovery.do_resend_lost(["train"]) == []
 
 
+def test_a_run_queued_with_the_database_clock_is_sent_again(monkeypatch, sft_then_dpo, enqueued,
+                                                           django_capture_on_commit_callbacks):
+    """queued_at as enqueue() writes it (the database's Now(): on SQLite text with milliseconds), not a
+    Python datetime: the resend's conditional update must still match it."""
+    monkeypatch.setattr(recovery, "queue_lengths", lambda names: {n: 0 for n in names})
+    sft, _ = sft_then_dpo
+    later = timezone.now() + timezone.timedelta(seconds=3600)
+    with django_capture_on_commit_callbacks(execute=True):
+        done = recovery.do_resend_lost(["train"], now=later)
+    assert done == [f"run #{sft.pk}: its message was lost (broker restarted?): sent again"]
+    assert enqueued[-1] == (sft.pk, "train")
+
+
 def test_reap_command(monkeypatch, sft_then_dpo):
     from io import StringIO
 
