@@ -113,6 +113,19 @@ def test_cancel_of_queued_and_waiting_runs_is_immediate(sft_then_dpo):
     assert execute(sft.pk, "w", "t") == "skipped"  # its message, still in the queue, is ignored
 
 
+def test_a_lost_database_connection_ends_the_attempt_without_failing_the_run(monkeypatch, alice, make_experiment):
+    """A database restart mid-run is not the run's fault: the process ends with the error (its worker then
+    requeues the run, see ProcessDied) and the run is not failed."""
+    from django.db import OperationalError
+
+    run = make_experiment(alice).runs.get()
+    monkeypatch.setattr(execution, "_train", fake_training(fail=OperationalError("terminating connection")))
+    with pytest.raises(OperationalError):
+        execute(run.pk, "w", "t")
+    run.refresh_from_db()
+    assert run.state == State.RUNNING and run.error == ""
+
+
 def test_cancelling_sft_fails_its_waiting_dependents(sft_then_dpo):
     sft, dpo = sft_then_dpo
     do_cancel_run(sft)
