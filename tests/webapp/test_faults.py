@@ -174,7 +174,7 @@ def next_run_is_taken(b, q: str, worker: WorkerProcess, *others: WorkerProcess) 
     exp, run = start_sft(b, q, f"next after {worker.name}", steps=2, eval_every=2)
     wait_for(lambda: finished(exp), WAIT, "the next run", worker, *others)
     run.refresh_from_db()
-    assert run.state == State.SUCCEEDED, run.error
+    assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
     assert run.claimed_by.startswith(f"{worker.name}@")
 
 
@@ -203,7 +203,7 @@ def test_a_run_process_killed_before_its_first_checkpoint_starts_again_without_d
         assert killed_at < every
         wait_for(lambda: finished(exp), WAIT, "the run to start again and finish", own)
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert_complete(run, steps, every)
         assert run.attempts == 2 and "the run's process killed by SIGKILL" in run.log
         assert "starting from step 0" in run.log.split("attempt 2 on")[1]
@@ -230,7 +230,7 @@ def test_a_stopped_attempt_resumed_after_its_run_finished_elsewhere_writes_nothi
         stopped_at = Metric.objects.filter(run=run, name="train/loss").count()
         wait_for(lambda: finished(exp), WAIT, "the run to be reaped and finished by the other worker", *pair)
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert run.attempts == 2 and run.claimed_by.startswith(f"{other.name}@")
         assert stopped_at < steps and "sent no heartbeat" in run.log
         assert_complete(run, steps, every)
@@ -266,7 +266,7 @@ def test_the_worker_kills_its_stopped_run_process_once_the_run_is_requeued(brows
         assert Run.objects.get(pk=run.pk).attempts >= 1
         wait_for(lambda: finished(exp), WAIT, "the run to finish on the other worker", *pair)
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert run.attempts == 2 and not run.claimed_by.startswith(f"{victim.name}@")
         assert_complete(run, steps, every)
         assert children(victim.proc.pid) == [pool_child]  # the same pool child went on
@@ -288,7 +288,7 @@ def test_a_hung_run_process_is_killed_by_its_worker_and_resumed(browser, broker,
         assert time.monotonic() - t0 < 120  # not the reaper's 600 s
         wait_for(lambda: finished(exp), WAIT, "the run to resume and finish", own)
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert run.attempts == 2 and "made no progress" in run.log and "resuming from the checkpoint" in run.log
         assert_complete(run, steps, every)
         model = assert_final_model(run)
@@ -318,7 +318,7 @@ def test_the_database_restarted_mid_run(browser, broker, tmp_path):  # noqa: F81
                 assert cursor.fetchone()[0] >= 1
         wait_for(lambda: finished(exp), WAIT, "the run to finish", own)
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert_complete(run, steps, every)
         model = assert_final_model(run)
         next_run_is_taken(browser, q, own)
@@ -356,7 +356,7 @@ def test_experiments_created_with_the_broker_down_are_sent_when_it_is_back(brows
     with own_workers(broker, tmp_path, "resend", env={"PTLAB_RESEND_AFTER_SECONDS": "1"}, on=q) as (_, [own]):
         wait_for(lambda: not runs.filter(state__in=Run.ACTIVE_STATES).exists(), WAIT, "both runs to train", own)
         for run in runs:
-            assert run.state == State.SUCCEEDED, run.error
+            assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
             assert run.attempts == 1 and "sent again" in run.log
             assert_complete(run, 2, 2)
         assert form_exp.runs.get().claimed_by.startswith("resend@")
@@ -382,7 +382,7 @@ def test_a_reaper_whose_clock_runs_ahead_never_requeues_a_live_run(browser, brok
             time.sleep(0.2)
         assert not reaped and rounds >= 5  # it reaped while the run trained
         run.refresh_from_db()
-        assert run.state == State.SUCCEEDED, run.error
+        assert run.state == State.SUCCEEDED, (run.error, run.traceback, run.log)
         assert run.attempts == 1
         assert_complete(run, steps, every)
         assert_final_model(run)
