@@ -178,10 +178,13 @@ def test_reports_and_the_api_do_not_expose_artifact_paths(api, alice, alice_clie
     response = api.post("/api/experiments", {**NEW, "base_model": f"run:{run.pk}", "methods": ["sft"]})
     exp = Experiment.objects.get(pk=response.json()["id"])
     root = str(settings.ARTIFACT_ROOT)
+    exp.runs.update(error=f"model folder {run.model_dir} has no config.json", log=f"loading {run.model_dir}")
     assert root not in json.dumps(api.get(f"/api/experiments/{exp.pk}").json())
     for r in exp.runs.all():
         assert root not in json.dumps(api.get(f"/api/runs/{r.pk}").json())
         assert root not in alice_client.get(reverse("experiments:run", args=[r.pk])).content.decode()
+    for url in (reverse("experiments:detail", args=[exp.pk]), reverse("experiments:status", args=[exp.pk])):
+        assert root not in alice_client.get(url).content.decode()
     for fmt in ("json", "md", "csv"):
         assert root not in alice_client.get(reverse("reports:export", args=[exp.pk, fmt])).content.decode()
 
