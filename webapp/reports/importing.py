@@ -346,13 +346,14 @@ def _rater(name: str):
     return user
 
 
-def do_import_report(doc: dict, owner) -> Experiment:
+def do_import_report(doc: dict, owner, *, checked: bool = False) -> Experiment:
     """Create the experiment, its runs (finished as they were: nothing is queued), metrics, samples and
     votes. The whole document is validated first (`check`); raises ReportError for one it cannot read,
     or when the owner has reached the hourly limit of new experiments."""
     from webapp.experiments.forms import check_experiment_rate
 
-    check(doc)
+    if not checked:  # `checked`: the caller has just run check(doc) (the import form)
+        check(doc)
     refused = check_experiment_rate(owner)
     if refused:
         raise ReportError(refused)
