@@ -127,7 +127,7 @@ def test_upload_rows_limit(alice_client, settings):
     rows = b"".join(b'{"prompt": "p%d", "completion": "c"}\n' % n for n in range(3))
     response = alice_client.post(reverse("experiments:new"), form_data(
         task="upload", methods=["sft"], rl_from_sft=None, dataset=SimpleUploadedFile("d.jsonl", rows)))
-    assert response.status_code == 200 and "too many rows (at most 2)" in response.content.decode()
+    assert response.status_code == 200 and "too many rows (at most 2) (PTLAB_MAX_UPLOAD_ROWS)" in response.content.decode()
 
 
 # --- 2. models by reference, not by path --------------------------------------------------------------

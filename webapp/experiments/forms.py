@@ -318,7 +318,8 @@ class ExperimentForm(forms.Form):
             except UnicodeDecodeError as e:
                 self.add_error("dataset", f"The file is not UTF-8 text (byte {e.start}).")
             except JSONLError as e:
-                self.add_error("dataset", f"Line {e.line}: {e.reason}")
+                limit = " (PTLAB_MAX_UPLOAD_ROWS)" if e.reason.startswith("too many rows") else ""
+                self.add_error("dataset", f"Line {e.line}: {e.reason}{limit}")
             self.upload.seek(0)
         elif data.get("task") == UPLOAD:
             source = Experiment.objects.visible_to(self.user).filter(pk=data.get("dataset_from")).first()
