@@ -53,6 +53,7 @@ def setup(db: Path) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{db}"
     os.environ["ALLOWED_HOSTS"] = "testserver"  # Django's test client
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    os.environ.setdefault("PTLAB_ALLOW_DEV_KEY", "1")  # a benchmark, not a deployment
     sys.path.insert(0, str(ROOT))
     import django
 

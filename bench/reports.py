@@ -28,6 +28,7 @@ def setup(db: Path) -> None:
     os.environ["DATABASE_URL"] = f"sqlite:///{db}"
     os.environ["ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    os.environ.setdefault("PTLAB_ALLOW_DEV_KEY", "1")  # a benchmark, not a deployment
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -41,7 +41,7 @@ REPEATS = 3  # app runs and CLI runs of the same config (medians compared)
 
 
 def env_for(db_url: str, redis_url: str, artifacts: Path) -> dict:
-    return dict(os.environ, DATABASE_URL=db_url, CELERY_BROKER_URL=redis_url, DJANGO_SETTINGS_MODULE="webapp.settings",
+    return dict(os.environ, DATABASE_URL=db_url, CELERY_BROKER_URL=redis_url, DJANGO_SETTINGS_MODULE="webapp.settings", PTLAB_ALLOW_DEV_KEY="1",
                 PTLAB_ARTIFACT_ROOT=str(artifacts), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
                 TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", PTLAB_LOG_LEVEL="WARNING")
 

@@ -100,7 +100,7 @@ def test_log_in_start_an_experiment_watch_it_finish_and_open_the_results(
     # Its curves and every evaluation's samples: the comparison page, for this one run.
     page.click("text=Curves and all samples")
     page.wait_for_url(f"**/compare/?run={grpo['id']}")
-    page.wait_for_function("Number(document.getElementById('compare').dataset.drawn || 0) > 0")
+    page.wait_for_function("() => Number(document.getElementById('compare').dataset.drawn || 0) > 0")
     assert page.locator("#summary tbody tr").count() == 1
     assert page.locator("#samples-grid table tbody tr").count() == 4  # the eval prompts
     page.screenshot(path=str(screenshot_dir / "e2e-run-curves.png"), full_page=True, animations="disabled")

@@ -52,7 +52,7 @@ def log_in(page, base_url: str, username: str) -> None:
 
 
 def wait_drawn(page, after: int = 0) -> int:
-    page.wait_for_function(f"Number(document.getElementById('compare').dataset.drawn || 0) > {after}")
+    page.wait_for_function(f"() => Number(document.getElementById('compare').dataset.drawn || 0) > {after}")
     return int(page.get_attribute("#compare", "data-drawn"))
 
 
@@ -127,7 +127,7 @@ def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, p
     # The slider: an earlier evaluation, re-rendered by the script (textContent, never HTML).
     page.eval_on_selector("#sample-step", "el => { el.value = 2; el.dispatchEvent(new Event('input')); "
                                           "el.dispatchEvent(new Event('change')); }")
-    page.wait_for_function("document.getElementById('compare').dataset.sampleStep === '40'")
+    page.wait_for_function("() => document.getElementById('compare').dataset.sampleStep === '40'")
     assert page.locator("#sample-step-value").inner_text() == "step 40"
     assert "(step 40)" in page.locator("#samples-grid").inner_text()
     assert page.get_by_text(SCRIPT, exact=False).count() >= 1
@@ -157,13 +157,13 @@ def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, p
                     const t = p.data.find(t => t.meta && t.meta.run === {live.pk});
                     return t && t.customdata[t.customdata.length - 1][0] === 200; }}""", timeout=15_000)
     Run.objects.filter(pk=live.pk).update(state=Run.State.SUCCEEDED)
-    page.wait_for_function("document.getElementById('compare').dataset.active === 'false'", timeout=15_000)
+    page.wait_for_function("() => document.getElementById('compare').dataset.active === 'false'", timeout=15_000)
     assert page.is_hidden("#live") and page.evaluate("window.__same_page") is True
 
     assert page.evaluate("window.__xss") == 0 and dialogs == []
     page.eval_on_selector("#sample-step", "el => { el.value = el.max; el.dispatchEvent(new Event('input')); "
                                           "el.dispatchEvent(new Event('change')); }")
-    page.wait_for_function("document.getElementById('compare').dataset.sampleStep === '200'")
+    page.wait_for_function("() => document.getElementById('compare').dataset.sampleStep === '200'")
     page.wait_for_timeout(500)  # let plotly finish its transitions before the picture
     full = screenshot_dir / "compare.png"
     page.screenshot(path=str(full), full_page=True)

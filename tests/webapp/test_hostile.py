@@ -63,7 +63,9 @@ def error_of(response, status: int) -> dict:
 
 def test_duplicate_methods_are_refused_and_a_huge_list_creates_nothing(api, alice_client):
     error = error_of(api.post("/api/experiments", {**NEW, "methods": ["sft"] * 2000}), 400)
-    assert "at most once" in " ".join(error["fields"]["methods"])
+    assert "at most 5 items" in " ".join(error["fields"]["methods"])  # the declared schema
+    error = error_of(api.post("/api/experiments", {**NEW, "methods": ["sft", "sft"]}), 400)
+    assert "at most once" in " ".join(error["fields"]["methods"])  # the form
     response = alice_client.post(reverse("experiments:new"), form_data(methods=["sft", "sft"]))
     assert response.status_code == 200 and "Each method at most once" in response.content.decode()
     assert not Run.objects.exists()
@@ -104,6 +106,11 @@ def test_experiments_per_hour_limit_applies_to_forms_api_and_imports(api, alice,
     doc = build_report(Experiment.objects.get())
     with pytest.raises(ReportError, match="PTLAB_MAX_EXPERIMENTS_PER_HOUR"):
         do_import_report(doc, alice)
+    settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR = 2  # an import keeps its report's date; it counts when imported
+    doc["experiment"]["created"] = "2020-01-01T00:00:00+00:00"
+    assert do_import_report(doc, alice).created.year == 2020
+    with pytest.raises(ReportError, match="you created 2"):
+        do_import_report(doc, alice)
 
 
 def test_import_points_limit(alice, bob, settings):
@@ -120,7 +127,7 @@ def test_upload_rows_limit(alice_client, settings):
     rows = b"".join(b'{"prompt": "p%d", "completion": "c"}\n' % n for n in range(3))
     response = alice_client.post(reverse("experiments:new"), form_data(
         task="upload", methods=["sft"], rl_from_sft=None, dataset=SimpleUploadedFile("d.jsonl", rows)))
-    assert response.status_code == 200 and "too many rows (at most 2)" in response.content.decode()
+    assert response.status_code == 200 and "too many rows (at most 2) (PTLAB_MAX_UPLOAD_ROWS)" in response.content.decode()
 
 
 # --- 2. models by reference, not by path --------------------------------------------------------------
@@ -176,10 +183,13 @@ def test_reports_and_the_api_do_not_expose_artifact_paths(api, alice, alice_clie
     response = api.post("/api/experiments", {**NEW, "base_model": f"run:{run.pk}", "methods": ["sft"]})
     exp = Experiment.objects.get(pk=response.json()["id"])
     root = str(settings.ARTIFACT_ROOT)
+    exp.runs.update(error=f"model folder {run.model_dir} has no config.json", log=f"loading {run.model_dir}")
     assert root not in json.dumps(api.get(f"/api/experiments/{exp.pk}").json())
     for r in exp.runs.all():
         assert root not in json.dumps(api.get(f"/api/runs/{r.pk}").json())
         assert root not in alice_client.get(reverse("experiments:run", args=[r.pk])).content.decode()
+    for url in (reverse("experiments:detail", args=[exp.pk]), reverse("experiments:status", args=[exp.pk])):
+        assert root not in alice_client.get(url).content.decode()
     for fmt in ("json", "md", "csv"):
         assert root not in alice_client.get(reverse("reports:export", args=[exp.pk, fmt])).content.decode()
 
@@ -249,6 +259,7 @@ def _set(doc: dict, path: tuple, value) -> dict:
     (("experiment", "max_steps"), -5, "$.experiment.max_steps"),
     (("runs", 0, "key"), ["a"], "$.runs[0].key"),
     (("votes", 0, "rater"), "alice", "$.votes[0].rater"),
+    (("votes", 0, "rater"), "ALICE", "$.votes[0].rater"),
     (("metrics",), [], "$.metrics"),
     (("samples",), {"nope": []}, "$.samples.nope"),
 ])
@@ -312,7 +323,7 @@ def test_out_of_range_steps_are_field_errors_when_every_method_overrides_them(ap
 
 def test_lone_surrogate_is_a_field_error_and_text_is_nfc(api):
     error = error_of(api.post("/api/experiments", raw=b'{"name": "a\\ud800b", "methods": ["sft"]}'), 400)
-    assert "lone surrogate" in error["fields"]["name"][0]
+    assert "unicode" in error["fields"]["name"][0].lower()
     response = api.post("/api/experiments", {**NEW, "name": "Cafe\u0301"})
     assert response.status_code == 201 and response.json()["name"] == "Caf\u00e9"
 
@@ -377,3 +388,25 @@ def test_every_page_has_a_content_security_policy(alice_client):
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert "object-src 'none'" in policy and "frame-ancestors 'none'" in policy
+
+
+# --- the schema, generated from the endpoints' declared types -------------------------------------------
+
+def test_openapi_is_generated_from_the_declared_types_and_bounds_what_the_views_bound(client):
+    from webapp.api import views
+
+    spec = client.get("/api/openapi.json").json()
+    for path, kind in (("/api/experiments", "experiments"), ("/api/runs/{id}/metrics", "metrics"),
+                       ("/api/runs/{id}/samples", "samples")):
+        limit = next(p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == "limit")
+        assert limit["schema"]["maximum"] == views.MAX_LIMIT[kind] and limit["schema"]["minimum"] == 1
+    new = spec["components"]["schemas"]["NewExperiment"]
+    assert new["properties"]["name"]["minLength"] == 1 and new["properties"]["methods"]["minItems"] == 1
+    assert set(new["required"]) == {"name", "task", "methods"}
+    assert views.api.get_openapi_schema(path_prefix="/api")["paths"].keys() == spec["paths"].keys()
+
+
+@pytest.mark.parametrize("body, field", [({**NEW, "name": ""}, "name"), ({**NEW, "methods": []}, "methods")])
+def test_empty_name_or_methods_are_refused_by_the_schema(api, body, field):
+    assert field in error_of(api.post("/api/experiments", body), 400)["fields"]
+    assert "limit" in error_of(api.get("/api/experiments", limit=1001), 400)["fields"]

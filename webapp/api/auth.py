@@ -1,4 +1,4 @@
-"""Authentication of API requests, and the decorator every endpoint wears.
+"""Authentication of API requests (django-ninja calls `authenticate` through views.api_auth) and token sessions.
 
 `Authorization: Bearer <token>` (a per-user API token) or the browser's session. Token requests are
 exempt from CSRF (no ambient credential); session-authenticated unsafe requests must pass Django's CSRF
@@ -7,18 +7,14 @@ kept under the token row and never sent as a cookie."""
 
 from __future__ import annotations
 
-import functools
-import json
+from contextlib import contextmanager
 from importlib import import_module
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
-from django.views.decorators.csrf import csrf_exempt
 
-from training import safejson
-from webapp.api.errors import ApiError, error_response
+from webapp.api.errors import ApiError
 from webapp.api.models import ApiToken
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -64,64 +60,21 @@ def _token_session(row: ApiToken):
     return store(session_key=row.session_key or None)
 
 
-def api_view(methods: tuple[str, ...] = ("GET",), auth: bool = True):
-    """JSON endpoint: method check, authentication, ApiError -> the error shape."""
-    def wrap(view):
-        @csrf_exempt
-        @functools.wraps(view)
-        def inner(request: HttpRequest, *args, **kwargs):
-            try:
-                if request.method not in methods:
-                    response = error_response(405, f"Method {request.method} not allowed.")
-                    response["Allow"] = ", ".join(methods)
-                    return response
-                bad = sorted({k for k, vs in request.GET.lists() for v in [k, *vs] if "\x00" in v})
-                if bad:
-                    raise ApiError(400, "Query parameters cannot contain NUL characters.",
-                                   fields={k: ["Contains a NUL character."] for k in bad})
-                row = authenticate(request) if auth else None
-                if row is None:
-                    return view(request, *args, **kwargs)
-                browser_session = request.session
-                request.session = _token_session(row)
-                try:
-                    response = view(request, *args, **kwargs)
-                    if request.session.modified:
-                        request.session.save()
-                        if request.session.session_key != row.session_key:
-                            ApiToken.objects.filter(pk=row.pk).update(session_key=request.session.session_key)
-                finally:
-                    request.session = browser_session
-                return response
-            except ApiError as e:
-                return error_response(e.status, e.message, e.code, e.fields)
-            except RequestDataTooBig:
-                most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-                return error_response(413, f"The body is larger than {most} bytes (PTLAB_MAX_BODY_BYTES).",
-                                      "body_too_large")
-            except TooManyFieldsSent:
-                most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-                return error_response(413, f"More than {most} form fields.", "body_too_large")
-        return inner
-    return wrap
-
-
-def json_body(request: HttpRequest) -> dict:
-    """The request body as a JSON object (form-encoded bodies are accepted too)."""
-    if request.content_type == "application/json" or (request.body[:1] in (b"{", b"[")
-                                                      and request.content_type != "multipart/form-data"):
-        try:
-            data = safejson.loads(request.body.decode("utf-8") or "{}", max_depth=settings.PTLAB_MAX_JSON_DEPTH,
-                                 text_checks=False)  # NUL, surrogates: the form's field errors
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ApiError(400, f"The body is not valid JSON: {e}", "invalid_json") from e
-        except safejson.JSONLimitError as e:
-            raise ApiError(400, f"The body is not accepted: {e}", "invalid_json") from e
-        if not isinstance(data, dict):
-            raise ApiError(400, "The body must be a JSON object.", "invalid_json")
-        return data
-    return {k: v if len(v) > 1 else v[0] for k, v in request.POST.lists()}
-
-
-def ok(data, status: int = 200) -> JsonResponse:
-    return JsonResponse(data, status=status, safe=False)
+@contextmanager
+def token_session(request: HttpRequest):
+    """For a token request, its own server-side session (kept under the token row, never a cookie) in place
+    of the browser's while the block runs (the rating tokens of webapp.ratings.arena live there)."""
+    row = getattr(request, "api_token_row", None)
+    if row is None:
+        yield
+        return
+    browser_session = request.session
+    request.session = _token_session(row)
+    try:
+        yield
+        if request.session.modified:
+            request.session.save()
+            if request.session.session_key != row.session_key:
+                ApiToken.objects.filter(pk=row.pk).update(session_key=request.session.session_key)
+    finally:
+        request.session = browser_session

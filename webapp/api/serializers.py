@@ -6,7 +6,7 @@ from django.apps import apps
 from django.urls import NoReverseMatch, reverse
 
 from webapp.experiments.models import Experiment, Run, Sample
-from webapp.experiments.references import public_config, public_value
+from webapp.experiments.references import public_config, public_text, public_value
 
 
 def _iso(dt) -> str | None:
@@ -38,7 +38,8 @@ def run_data(r: Run) -> dict:
         "percent": r.percent, "eta_s": r.eta_s, "phase": r.phase, "attempts": r.attempts,
         "stop_requested": r.stop_requested, "depends_on": r.depends_on_id,
         "latest": {"reward": r.latest_reward, "kl": r.latest_kl, "step": r.eval_step},
-        "error": r.error, "log": r.log_tail(), "config": public_config(r.config),
+        "error": public_text(r.error), "log": [public_text(line) for line in r.log_tail()],
+        "config": public_config(r.config),
         "created": _iso(r.created), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
         "url": r.get_absolute_url(), "api_url": reverse("api:run", args=[r.pk]),
     }

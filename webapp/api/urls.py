@@ -1,26 +1,42 @@
-from django.urls import path, re_path
+import functools
+
+from django.urls import URLPattern, include, path, re_path
 
 from webapp.api import pages, views
+from webapp.api.errors import error_response
+
+
+def _json_405(view):
+    """django-ninja answers a method it has no operation for with a plain 405: give it the error shape."""
+    @functools.wraps(view)
+    def inner(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
+            shaped = error_response(405, f"Method {request.method} not allowed.")
+            shaped["Allow"] = response.get("Allow", "")
+            return shaped
+        return response
+    inner.csrf_exempt = True
+    return inner
+
+
+def _endpoints() -> list[URLPattern]:
+    """The API's operations, as django-ninja routes them, under this app's namespace ("api:...")."""
+    found = []
+    for p in views.api.urls[0]:
+        if isinstance(p, URLPattern) and p.name not in (None, "api-root"):
+            found.append(URLPattern(p.pattern, _json_405(p.callback), p.default_args, p.name))
+    return found
+
 
 app_name = "api"
 urlpatterns = [
     path("accounts/tokens/", pages.tokens, name="tokens"),
     path("accounts/tokens/<int:pk>/revoke/", pages.token_revoke, name="token_revoke"),
-    path("api/", views.index, name="index"),
     path("api/openapi.json", views.openapi, name="schema"),
     path("api/docs/", views.docs, name="docs"),
-    path("api/experiments", views.experiments, name="experiments"),
-    path("api/experiments/<int:pk>", views.experiment, name="experiment"),
-    path("api/experiments/<int:pk>/runs", views.experiment_runs, name="experiment_runs"),
-    path("api/experiments/<int:pk>/cancel", views.experiment_cancel, name="experiment_cancel"),
-    path("api/experiments/<int:pk>/rate/next", views.rate_next, name="rate_next"),
-    path("api/experiments/<int:pk>/votes", views.votes, name="votes"),
-    path("api/experiments/<int:pk>/leaderboard", views.leaderboard, name="leaderboard"),
-    path("api/experiments/<int:pk>/report.<str:fmt>", views.experiment_report, name="experiment_report"),
-    path("api/runs/<int:pk>", views.run, name="run"),
-    path("api/runs/<int:pk>/cancel", views.run_cancel, name="run_cancel"),
-    path("api/runs/<int:pk>/resume", views.run_resume, name="run_resume"),
-    path("api/runs/<int:pk>/metrics", views.run_metrics, name="run_metrics"),
-    path("api/runs/<int:pk>/samples", views.run_samples, name="run_samples"),
+]
+urlpatterns += [
+    path("api/", include(_endpoints())),
     re_path(r"^api/(?P<rest>.*)$", views.not_found_view),
 ]

@@ -1,23 +1,32 @@
-"""The REST API. Thin, like the pages: access checks here (the same querysets, 404 for what one may not
-see), validation in the experiments form, writes in the apps' `do_*` actions, numbers from
-webapp.ratings. Shapes are documented in schema.py (served at /api/openapi.json)."""
+"""The REST API, on django-ninja. Thin, like the pages: access checks here (the same querysets, 404 for
+what one may not see), validation in the experiments form, writes in the apps' `do_*` actions, numbers from
+webapp.ratings. Each endpoint declares its input and output types (schemas.py); requests are validated
+with them and /api/openapi.json is generated from them. Errors keep one shape (errors.py)."""
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Literal
 
 from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from ninja import NinjaAPI, Path, Query, Status
+from ninja.errors import HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 
-from webapp.api.auth import api_view, json_body, ok
+from training import safejson
+from webapp.api import schemas
+from webapp.api.auth import authenticate, token_session
 from webapp.api.errors import ApiError, error_response, not_found
-from webapp.api.schema import schema
 from webapp.api.serializers import experiment_data, run_data, sample_data
 from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
@@ -27,7 +36,7 @@ from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
 from webapp.ratings.arena import Arena, redeem_token
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard
-from webapp.ratings.models import Vote, leaderboard_experiments, raterable_experiments
+from webapp.ratings.models import leaderboard_experiments, raterable_experiments
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = {"metrics": 10_000, "samples": 1000, "experiments": 1000}
@@ -35,31 +44,80 @@ MAX_INT = 2**31 - 1
 # What a new experiment gets for a field the request leaves out (the model's defaults).
 CREATE_DEFAULTS = {name: Experiment._meta.get_field(name).default
                    for name in Experiment.SETTINGS if name not in ("name", "task", "methods", "hyperparams")}
+DESCRIPTION = ("Script ptlab experiments. Authenticate with `Authorization: Bearer <token>` (create tokens under "
+               "your account: /accounts/tokens/). Errors: `{\"error\": {\"code\", \"message\", \"fields\"}}`.")
+
+
+class SafeParser(Parser):
+    """Request bodies with the bounds of training.safejson (depth, number sizes); NUL characters and
+    surrogates are left to the form, which reports them by field."""
+
+    def parse_body(self, request: HttpRequest):
+        return safejson.loads(request.body.decode("utf-8"), max_depth=settings.PTLAB_MAX_JSON_DEPTH,
+                              text_checks=False)
+
+
+def api_auth(request: HttpRequest):
+    """A token (Bearer) or the browser's session (with CSRF for writes); ApiError 401/403 otherwise."""
+    bad = sorted({k for k, vs in request.GET.lists() for v in [k, *vs] if "\x00" in v})
+    if bad:
+        raise ApiError(400, "Query parameters cannot contain NUL characters.",
+                       fields={k: ["Contains a NUL character."] for k in bad})
+    request.api_token_row = authenticate(request)
+    return request.user
+
+
+api = NinjaAPI(title="ptlab API", version="1", description=DESCRIPTION, auth=api_auth, parser=SafeParser(),
+               urls_namespace="api", docs_url=None, openapi_url=None)
+ERRORS = {401: schemas.Error, 404: schemas.Error, 405: schemas.Error, 503: schemas.Error}  # 503: handler500
+BAD = {400: schemas.Error, **ERRORS}
+
+
+@api.exception_handler(ApiError)
+def _api_error(request, exc: ApiError):
+    return error_response(exc.status, exc.message, exc.code, exc.fields)
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request, exc: NinjaValidationError):
+    fields: dict[str, list[str]] = {}
+    whole_body = False
+    for err in exc.errors:
+        loc = [str(x) for x in err.get("loc", ())]
+        if loc[:1] == ["body"] and len(loc) <= 2:
+            whole_body = True
+        name = (loc[2] if len(loc) > 2 else "body") if loc[:1] == ["body"] else (loc[1] if len(loc) > 1 else "query")
+        fields.setdefault(name, []).append(str(err.get("msg", "Invalid value.")))
+    if whole_body:
+        return error_response(400, "The body must be a JSON object.", "invalid_json")
+    body = any(str(err.get("loc", ("",))[0]) == "body" for err in exc.errors)
+    if body:
+        return error_response(400, "The request is not valid.", "validation_error", fields)
+    return error_response(400, "Invalid query parameters.", "invalid", fields)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    cause = exc.__cause__
+    if exc.status_code == 400 and cause is not None:
+        return error_response(400, f"The body is not valid JSON: {cause}", "invalid_json")
+    return error_response(exc.status_code, str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(413, f"The body is larger than {most} bytes (PTLAB_MAX_BODY_BYTES).", "body_too_large")
+
+
+@api.exception_handler(TooManyFieldsSent)
+def _too_many(request, exc):
+    return error_response(413, f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields.", "body_too_large")
 
 
 # --- helpers -------------------------------------------------------------------------------------------
 
-def _int_param(request: HttpRequest, name: str, default: int | None = None, lo: int = 0, hi: int = MAX_INT,
-               errors: dict | None = None) -> int | None:
-    raw = request.GET.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not lo <= value <= hi:
-        if errors is not None:
-            errors[name] = [f"An integer from {lo} to {hi}."]
-        return default
-    return value
-
-
-def _page(request: HttpRequest, queryset, kind: str, errors: dict) -> tuple[list, dict]:
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT[kind], errors)
-    offset = _int_param(request, "offset", 0, 0, MAX_INT, errors)
-    if errors:
-        raise ApiError(400, "Invalid query parameters.", fields=errors)
+def _page(request: HttpRequest, queryset, limit: int, offset: int) -> tuple[list, dict]:
     count = queryset.count()
     items = list(queryset[offset:offset + limit])
     nxt = None
@@ -70,9 +128,19 @@ def _page(request: HttpRequest, queryset, kind: str, errors: dict) -> tuple[list
     return items, {"count": count, "offset": offset, "limit": limit, "next": nxt}
 
 
+def _limit(kind: str):
+    return Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT[kind], description=f"Page size (at most {MAX_LIMIT[kind]}).")
+
+
+OFFSET = Query(0, ge=0, le=MAX_INT)
+ID = Path(..., alias="id", description="The id (an unknown one, or one not yours: 404).")
+
+
 def _experiment(request: HttpRequest, pk: int, owner: bool = False) -> Experiment:
     """Visible to the user (owned or shared); owner-only for changes (webapp.experiments.access). Anything
     else: the API's 404."""
+    if not 1 <= pk <= MAX_INT:
+        raise not_found("experiment")
     try:
         return experiment_for_user(request.user, pk, write=owner)
     except Http404:
@@ -80,6 +148,8 @@ def _experiment(request: HttpRequest, pk: int, owner: bool = False) -> Experimen
 
 
 def _run(request: HttpRequest, pk: int, owner: bool = False) -> Run:
+    if not 1 <= pk <= MAX_INT:
+        raise not_found("run")
     try:
         return run_for_user(request.user, pk, write=owner)
     except Http404:
@@ -92,15 +162,32 @@ def _finite(x):
 
 # --- index, schema, docs -------------------------------------------------------------------------------
 
-@api_view(auth=False)
-def index(request: HttpRequest) -> JsonResponse:
-    return ok({"schema": reverse("api:schema"), "docs": reverse("api:docs"),
-               "experiments": reverse("api:experiments"), "tokens": reverse("api:tokens")})
+@api.get("/", auth=None, response=schemas.Index, url_name="index", operation_id="index", by_alias=True,
+         summary="Links to the schema, the docs and the collections", tags=["index"])
+def index(request: HttpRequest):
+    return {"schema": reverse("api:schema"), "docs": reverse("api:docs"),
+            "experiments": reverse("api:experiments"), "tokens": reverse("api:tokens")}
 
 
-@api_view(auth=False)
+def schema() -> dict:
+    """The OpenAPI document, generated by django-ninja from the endpoints' declared types."""
+    spec = api.get_openapi_schema(path_prefix="/api")
+    spec["components"].setdefault("securitySchemes", {}).update({
+        "token": {"type": "http", "scheme": "bearer"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"}})
+    for item in spec["paths"].values():
+        for op in item.values():
+            if isinstance(op, dict) and op.get("security"):
+                op["security"] = [{"token": []}, {"session": []}]
+            if isinstance(op, dict) and "responses" in op:
+                op["responses"] = {str(code): r for code, r in op["responses"].items()}
+    return json.loads(json.dumps(spec))
+
+
+@csrf_exempt
+@require_GET
 def openapi(request: HttpRequest) -> JsonResponse:
-    return ok(schema())
+    return JsonResponse(schema())
 
 
 @require_GET
@@ -135,14 +222,13 @@ def not_found_view(request: HttpRequest, rest: str = "") -> JsonResponse:
 
 # --- experiments ---------------------------------------------------------------------------------------
 
-@api_view(methods=("GET", "POST"))
-def experiments(request: HttpRequest) -> JsonResponse:
-    if request.method == "POST":
-        return _create_experiment(request)
-    errors: dict = {}
+@api.get("/experiments", response={200: schemas.ExperimentPage, **BAD}, url_name="experiments",
+         operation_id="listExperiments", summary="Experiments you own or that are shared with you, newest first",
+         tags=["experiments"])
+def experiments(request: HttpRequest, limit: int = _limit("experiments"), offset: int = OFFSET):
     qs = experiments_for_user(request.user).with_run_counts().select_related("owner")
-    items, page = _page(request, qs, "experiments", errors)
-    return ok({**page, "results": [experiment_data(e) for e in items]})
+    items, page = _page(request, qs, limit, offset)
+    return {**page, "results": [experiment_data(e) for e in items]}
 
 
 def _form_data(payload: dict) -> tuple[dict, dict]:
@@ -207,9 +293,12 @@ def _as_form_value(value, key: str = ""):
     return str(value)
 
 
-def _create_experiment(request: HttpRequest) -> JsonResponse:
-    payload = json_body(request)
-    data, unknown = _form_data(payload)
+@api.post("/experiments", response={201: schemas.ExperimentOut, 403: schemas.Error, 413: schemas.Error,
+                                   429: schemas.Error, **BAD},
+          operation_id="createExperiment", summary="Create an experiment and queue its runs", tags=["experiments"])
+def create_experiment(request: HttpRequest, payload: schemas.NewExperiment):
+    given = {**payload.model_dump(exclude_unset=True), **(payload.model_extra or {})}
+    data, unknown = _form_data(given)
     form = ExperimentForm(_Data({k: _as_form_value(v, k) for k, v in data.items()}), {}, user=request.user)
     valid = form.is_valid()
     if unknown or not valid:
@@ -219,53 +308,62 @@ def _create_experiment(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "The experiment is not valid.", "validation_error", fields)
     experiment = form.save(owner=request.user)
     experiment = Experiment.objects.select_related("owner").with_run_counts().get(pk=experiment.pk)
-    return ok(experiment_data(experiment, runs=list(experiment.runs.all())), status=201)
+    return Status(201, experiment_data(experiment, runs=list(experiment.runs.all())))
 
 
-@api_view()
-def experiment(request: HttpRequest, pk: int) -> JsonResponse:
+@api.get("/experiments/{int:id}", response={200: schemas.ExperimentOut, **ERRORS}, url_name="experiment",
+         operation_id="getExperiment", summary="An experiment with its runs", tags=["experiments"])
+def experiment(request: HttpRequest, pk: int = ID):
     exp = _experiment(request, pk)
     exp = Experiment.objects.with_run_counts().select_related("owner").get(pk=exp.pk)
-    return ok(experiment_data(exp, runs=list(exp.runs.all())))
+    return experiment_data(exp, runs=list(exp.runs.all()))
 
 
-@api_view(methods=("POST",))
-def experiment_cancel(request: HttpRequest, pk: int) -> JsonResponse:
+@api.post("/experiments/{int:id}/cancel", response={200: schemas.ExperimentOut, 403: schemas.Error, **ERRORS},
+          url_name="experiment_cancel", operation_id="cancelExperiment",
+          summary="Cancel every active run (owner only)", tags=["experiments"])
+def experiment_cancel(request: HttpRequest, pk: int = ID):
     exp = _experiment(request, pk, owner=True)
     do_cancel_experiment(exp, by=request.user.get_username())
     exp = Experiment.objects.with_run_counts().select_related("owner").get(pk=exp.pk)
-    return ok(experiment_data(exp, runs=list(exp.runs.all())))
+    return experiment_data(exp, runs=list(exp.runs.all()))
 
 
-@api_view()
-def experiment_runs(request: HttpRequest, pk: int) -> JsonResponse:
+@api.get("/experiments/{int:id}/runs", response={200: schemas.RunList, **ERRORS}, url_name="experiment_runs",
+         operation_id="listRuns", summary="The runs of an experiment", tags=["runs"])
+def experiment_runs(request: HttpRequest, pk: int = ID):
     exp = _experiment(request, pk)
-    return ok({"results": [run_data(r) for r in exp.runs.all()]})
+    return {"results": [run_data(r) for r in exp.runs.all()]}
 
 
 # --- runs ----------------------------------------------------------------------------------------------
 
-@api_view()
-def run(request: HttpRequest, pk: int) -> JsonResponse:
-    return ok(run_data(_run(request, pk)))
+@api.get("/runs/{int:id}", response={200: schemas.RunOut, **ERRORS}, url_name="run", operation_id="getRun",
+         summary="A run: state, progress, latest evaluation, config", tags=["runs"])
+def run(request: HttpRequest, pk: int = ID):
+    return run_data(_run(request, pk))
 
 
-@api_view(methods=("POST",))
-def run_cancel(request: HttpRequest, pk: int) -> JsonResponse:
+@api.post("/runs/{int:id}/cancel", response={200: schemas.RunOut, 403: schemas.Error, **ERRORS},
+          url_name="run_cancel", operation_id="cancelRun",
+          summary="Cancel a run (owner only): queued runs at once, running ones after their step", tags=["runs"])
+def run_cancel(request: HttpRequest, pk: int = ID):
     r = _run(request, pk, owner=True)
     do_cancel_run(r, by=request.user.get_username())
     r.refresh_from_db()
-    return ok(run_data(r))
+    return run_data(r)
 
 
-@api_view(methods=("POST",))
-def run_resume(request: HttpRequest, pk: int) -> JsonResponse:
+@api.post("/runs/{int:id}/resume", response={200: schemas.RunOut, 403: schemas.Error, 409: schemas.Error, **ERRORS},
+          url_name="run_resume", operation_id="resumeRun",
+          summary="Resume a failed or cancelled run from its last checkpoint (owner only), keeping its metrics",
+          tags=["runs"])
+def run_resume(request: HttpRequest, pk: int = ID):
     r = _run(request, pk, owner=True)
     try:
-        r = do_resume_run(r, by=request.user.get_username())
+        return do_resume_run(r, by=request.user.get_username()) and run_data(Run.objects.get(pk=r.pk))
     except NotResumable as exc:
         raise ApiError(409, str(exc), "not_resumable") from exc
-    return ok(run_data(r))
 
 
 def _names(request: HttpRequest) -> list[str]:
@@ -275,19 +373,21 @@ def _names(request: HttpRequest) -> list[str]:
     return names
 
 
-@api_view()
-def run_metrics(request: HttpRequest, pk: int) -> JsonResponse:
+@api.get("/runs/{int:id}/metrics", response={200: schemas.MetricPage, **BAD}, url_name="run_metrics",
+         operation_id="getRunMetrics", summary="Metric points, long format, ordered by (name, step)", tags=["runs"])
+def run_metrics(request: HttpRequest, pk: int = ID,
+                names: str | None = Query(None, description="Comma-separated metric names (or repeated); "
+                                                            "`eval/*` matches a prefix."),
+                step_min: int | None = Query(None, ge=0, le=MAX_INT), step_max: int | None = Query(None, ge=0, le=MAX_INT),
+                limit: int = _limit("metrics"), offset: int = OFFSET):
     """Long format, ordered by (name, step). `names`: comma-separated or repeated; a name ending in '/*'
     matches a prefix (`eval/*`). `step_min`, `step_max`: inclusive."""
     r = _run(request, pk)
-    errors: dict = {}
-    step_min = _int_param(request, "step_min", None, 0, MAX_INT, errors)
-    step_max = _int_param(request, "step_max", None, 0, MAX_INT, errors)
     qs = Metric.objects.filter(run=r)
-    names = _names(request)
-    if names:
+    wanted = _names(request)
+    if wanted:
         where = Q()
-        for n in names:
+        for n in wanted:
             where |= Q(name__startswith=n[:-1]) if n.endswith("/*") else Q(name=n)
         qs = qs.filter(where)
     if step_min is not None:
@@ -295,97 +395,97 @@ def run_metrics(request: HttpRequest, pk: int) -> JsonResponse:
     if step_max is not None:
         qs = qs.filter(step__lte=step_max)
     qs = qs.order_by("name", "step", "id").values_list("name", "step", "value", "wall_time")
-    items, page = _page(request, qs, "metrics", errors)
+    items, page = _page(request, qs, limit, offset)
     all_names = sorted(set(Metric.objects.filter(run=r).values_list("name", flat=True).distinct().order_by()))
-    return ok({**page, "run": r.pk, "names": all_names, "results": [
-        {"name": n, "step": s, "value": _finite(v), "wall_time": _finite(w)} for n, s, v, w in items]})
+    return {**page, "run": r.pk, "names": all_names, "results": [
+        {"name": n, "step": s, "value": _finite(v), "wall_time": _finite(w)} for n, s, v, w in items]}
 
 
-@api_view()
-def run_samples(request: HttpRequest, pk: int) -> JsonResponse:
+@api.get("/runs/{int:id}/samples", response={200: schemas.SamplePage, **BAD}, url_name="run_samples",
+         operation_id="getRunSamples", summary="Samples of a run, ordered by (step, prompt, index)", tags=["runs"])
+def run_samples(request: HttpRequest, pk: int = ID,
+                step: str | None = Query(None, pattern=r"^(last|[0-9]{1,10})$",
+                                         description="An evaluation step, or `last`."),
+                limit: int = _limit("samples"), offset: int = OFFSET):
     """Samples of the run, ordered by (step, prompt, index); `step` picks one evaluation
     (`last`: the latest one with samples)."""
     r = _run(request, pk)
-    errors: dict = {}
     qs = r.samples.all()
-    raw = request.GET.get("step")
-    if raw == "last":
+    if step == "last":
         last = r.samples.order_by("-step").values_list("step", flat=True).first()
         qs = qs.filter(step=last if last is not None else -1)
-    elif raw not in (None, ""):
-        step = _int_param(request, "step", None, 0, MAX_INT, errors)
-        if step is not None:
-            qs = qs.filter(step=step)
-        else:
-            errors["step"] = ["An integer, or 'last'."]
+    elif step not in (None, ""):
+        if int(step) > MAX_INT:
+            raise ApiError(400, "Invalid query parameters.", fields={"step": ["An integer, or 'last'."]})
+        qs = qs.filter(step=int(step))
     steps = sorted(set(r.samples.values_list("step", flat=True).distinct().order_by()))
-    items, page = _page(request, qs.order_by("step", "prompt_id", "index"), "samples", errors)
+    items, page = _page(request, qs.order_by("step", "prompt_id", "index"), limit, offset)
     results = [{**sample_data(s), "reward": _finite(s.reward)} for s in items]
-    return ok({**page, "run": r.pk, "steps": steps, "results": results})
+    return {**page, "run": r.pk, "steps": steps, "results": results}
 
 
 # --- ratings -------------------------------------------------------------------------------------------
 
 def _rating_experiment(request: HttpRequest, pk: int) -> Experiment:
+    if not 1 <= pk <= MAX_INT:
+        raise not_found("experiment")
     found = raterable_experiments(request.user).select_related("owner").filter(pk=pk).first()
     if found is None:
         raise not_found("experiment")
     return found
 
 
-@api_view()
-def rate_next(request: HttpRequest, pk: int) -> JsonResponse:
+@api.get("/experiments/{int:id}/rate/next", response={200: schemas.RateItem, **ERRORS}, url_name="rate_next",
+         operation_id="nextRatingItem", summary="The next blind pair to rate (owner or invited rater)",
+         tags=["ratings"])
+def rate_next(request: HttpRequest, pk: int = ID):
     """The next item to rate, blind: two texts (a, b) and an opaque token to vote with."""
     exp = _rating_experiment(request, pk)
-    return ok(Arena(exp).next_payload(request.user, request.session))
+    with token_session(request):
+        return Arena(exp).next_payload(request.user, request.session)
 
 
-@api_view(methods=("POST",))
-def votes(request: HttpRequest, pk: int) -> JsonResponse:
+@api.post("/experiments/{int:id}/votes", response={201: schemas.VoteResult, 403: schemas.Error,
+                                                      409: schemas.Error, **BAD},
+          url_name="votes", operation_id="castVote", summary="Vote on an item", tags=["ratings"])
+def votes(request: HttpRequest, payload: schemas.NewVote, pk: int = ID):
     exp = _rating_experiment(request, pk)
-    payload = json_body(request)
-    outcome, token = payload.get("outcome"), payload.get("token")
-    fields = {}
-    if not isinstance(outcome, str) or outcome not in Vote.Outcome.values:
-        fields["outcome"] = [f"One of: {', '.join(Vote.Outcome.values)}."]
-    if not isinstance(token, str) or not token:
-        fields["token"] = ["The token of an item from GET .../rate/next."]
-    if fields:
-        raise ApiError(400, "The vote is not valid.", "validation_error", fields)
-    item = redeem_token(request.session, exp.pk, token)
+    with token_session(request):
+        item = redeem_token(request.session, exp.pk, payload.token)
     arena = Arena(exp, step=item.step) if item else None
     texts = arena.texts(item) if arena else None
     if texts is None:
         raise ApiError(409, "This item has expired or was already rated; get another one.", "item_expired")
-    _vote, created = do_cast_vote(exp, request.user, item, outcome)
+    _vote, created = do_cast_vote(exp, request.user, item, payload.outcome)
     reveal = arena.reveal(item, {**texts, "reward_a": _finite(texts["reward_a"]),
                                  "reward_b": _finite(texts["reward_b"])})
-    return ok({"outcome": outcome, "created": created, "reveal": reveal,
-               "progress": arena.progress(request.user)}, status=201)
+    return Status(201, {"outcome": payload.outcome, "created": created, "reveal": reveal,
+                        "progress": arena.progress(request.user)})
 
 
-@api_view()
-def leaderboard(request: HttpRequest, pk: int) -> JsonResponse:
-    exp = leaderboard_experiments(request.user).select_related("owner").filter(pk=pk).first()
+@api.get("/experiments/{int:id}/leaderboard", response={200: schemas.Leaderboard, **BAD}, url_name="leaderboard",
+         operation_id="getLeaderboard", summary="Bradley-Terry leaderboard of the human votes", tags=["ratings"])
+def leaderboard(request: HttpRequest, pk: int = ID, step: int | None = Query(None, ge=0, le=MAX_INT),
+                both_bad: Literal[tuple(BOTH_BAD_CHOICES)] = "tie"):  # type: ignore[valid-type]
+    exp = leaderboard_experiments(request.user).select_related("owner").filter(pk=min(pk, MAX_INT + 1)).first()
     if exp is None:
         raise not_found("experiment")
-    errors: dict = {}
-    step = _int_param(request, "step", None, 0, MAX_INT, errors)
-    both_bad = request.GET.get("both_bad", "tie")
-    if both_bad not in BOTH_BAD_CHOICES:
-        errors["both_bad"] = [f"One of: {', '.join(BOTH_BAD_CHOICES)}."]
-    if errors:
-        raise ApiError(400, "Invalid query parameters.", fields=errors)
-    return ok(as_json(build_leaderboard(exp, step=step, both_bad=both_bad)))
+    return as_json(build_leaderboard(exp, step=step, both_bad=both_bad))
 
 
 # --- reports (when the reports app is installed) ---------------------------------------------------------
 
 API_REPORT_FORMATS = ("json", "csv", "votes.csv", "md")  # fast ones; HTML and PDF: the pages' downloads
+REPORT_CONTENT = {"200": {"description": "The report", "content": {
+    "application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}},
+    "text/markdown": {"schema": {"type": "string"}}}}}
 
 
-@api_view()
-def experiment_report(request: HttpRequest, pk: int, fmt: str = "json") -> HttpResponse:
+@api.get("/experiments/{int:id}/report.{fmt}", response={**ERRORS}, url_name="experiment_report",
+         operation_id="getReport", summary="The experiment's report as a download (HTML and PDF: see `downloads`)",
+         tags=["reports"], openapi_extra={"responses": REPORT_CONTENT})
+def experiment_report(request: HttpRequest, fmt: str = Path(..., description=", ".join(API_REPORT_FORMATS)),
+                      pk: int = ID):
     """The experiment's report (webapp.reports) as a download: JSON, metrics CSV, votes CSV or Markdown."""
     if not apps.is_installed("webapp.reports") or fmt not in API_REPORT_FORMATS:
         raise not_found("report format")

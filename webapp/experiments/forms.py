@@ -8,9 +8,11 @@ import unicodedata
 from datetime import timedelta
 
 from django import forms
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Q
 from django.utils import timezone
 
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
@@ -334,7 +336,8 @@ class ExperimentForm(forms.Form):
             except UnicodeDecodeError as e:
                 self.add_error("dataset", f"The file is not UTF-8 text (byte {e.start}).")
             except JSONLError as e:
-                self.add_error("dataset", f"Line {e.line}: {e.reason}")
+                limit = " (PTLAB_MAX_UPLOAD_ROWS)" if e.reason.startswith("too many rows") else ""
+                self.add_error("dataset", f"Line {e.line}: {e.reason}{limit}")
             self.upload.seek(0)
         elif data.get("task") == UPLOAD:
             source = Experiment.objects.visible_to(self.user).filter(pk=data.get("dataset_from")).first()
@@ -386,7 +389,11 @@ def check_experiment_rate(user, *, form: forms.Form | None = None) -> str | None
     """The hourly quota of new experiments (forms, API and imports alike): the refusal's text, added to
     `form` when given; None when `user` may create one more."""
     most = settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR
-    recent = Experiment.objects.filter(owner=user, created__gte=timezone.now() - timedelta(hours=1)).count()
+    since = timezone.now() - timedelta(hours=1)
+    new = Q(created__gte=since)
+    if apps.is_installed("webapp.reports"):  # an import keeps its report's date: count when it was imported
+        new |= Q(imported_report__created__gte=since)
+    recent = Experiment.objects.filter(new, owner=user).distinct().count()
     if recent < most:
         return None
     message = (f"At most {most} new experiments per hour (PTLAB_MAX_EXPERIMENTS_PER_HOUR): you created {recent} "

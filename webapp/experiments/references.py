@@ -99,3 +99,18 @@ def model_path(ref: str) -> str:
 
     run = Run.objects.filter(pk=int(match.group(1))).exclude(out_dir="").first()
     return str(run.model_dir) if run else ref
+
+
+def public_text(text: str) -> str:
+    """Free text (a log line, an error) with artifact paths shown as public_value shows them."""
+    root = str(settings.ARTIFACT_ROOT).rstrip("/") + "/"
+    if not text or root not in text:
+        return text
+    pattern = re.escape(root) + r"[^\s'\"]*"
+    return re.sub(pattern, lambda m: str(public_value(m.group(0))), text)
+
+
+def public_status(status: dict) -> dict:
+    """A run's polled status (Run.status) with public_text applied to its log, error and traceback."""
+    return {**status, "log": [public_text(line) for line in status.get("log", [])],
+            "error": public_text(status.get("error", "")), "traceback": public_text(status.get("traceback", ""))}

@@ -18,7 +18,7 @@ from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_ca
 from webapp.experiments.broker import queue_lengths
 from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
 from webapp.experiments.models import Experiment, Run, Sample, Worker
-from webapp.experiments.references import public_config
+from webapp.experiments.references import public_config, public_status
 
 
 @login_required
@@ -65,7 +65,7 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_status(request: HttpRequest, pk: int) -> JsonResponse:
     """Polled by static/js/experiment.js every 2 s."""
     experiment = experiment_for_user(request.user, pk)
-    runs = [run.status() for run in experiment.runs.all()]
+    runs = [public_status(run.status()) for run in experiment.runs.all()]
     return JsonResponse({"runs": runs, "active": any(r["active"] for r in runs), "now": timezone.now().isoformat()})
 
 

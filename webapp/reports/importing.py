@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
+from django.db.models.functions import Lower
 
 from training import safejson
 from training.config import BaseConfig
@@ -234,9 +235,9 @@ def _check_series(doc: dict, keys: set[str]) -> int:
 def _check_votes(votes, keys: set[str]) -> None:
     contestants = keys | {BASE}
     seen = set()
-    real = {n.lower() for n in get_user_model().objects.filter(
-        username__in={v.get("rater") for v in votes if isinstance(v, dict) and isinstance(v.get("rater"), str)}
-    ).values_list("username", flat=True)} if votes else set()
+    names = {v["rater"].lower() for v in votes if isinstance(v, dict) and isinstance(v.get("rater"), str)}
+    real = set(get_user_model().objects.annotate(lower=Lower("username")).filter(lower__in=names)
+               .values_list("lower", flat=True)) if names else set()
     for n, v in enumerate(votes):
         path = f"$.votes[{n}]"
         _obj(v, path)
@@ -346,13 +347,14 @@ def _rater(name: str):
     return user
 
 
-def do_import_report(doc: dict, owner) -> Experiment:
+def do_import_report(doc: dict, owner, *, checked: bool = False) -> Experiment:
     """Create the experiment, its runs (finished as they were: nothing is queued), metrics, samples and
     votes. The whole document is validated first (`check`); raises ReportError for one it cannot read,
     or when the owner has reached the hourly limit of new experiments."""
     from webapp.experiments.forms import check_experiment_rate
 
-    check(doc)
+    if not checked:  # `checked`: the caller has just run check(doc) (the import form)
+        check(doc)
     refused = check_experiment_rate(owner)
     if refused:
         raise ReportError(refused)

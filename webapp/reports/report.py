@@ -22,7 +22,7 @@ from django.utils import timezone
 from webapp.compare.loader import labels
 from webapp.experiments.methods import method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
-from webapp.experiments.references import public_config, public_value
+from webapp.experiments.references import public_config, public_text, public_value
 from webapp.ratings.leaderboard import as_json, build_leaderboard
 from webapp.ratings.models import BASE, Vote
 
@@ -125,7 +125,7 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
             "seed": r.seed, "label": labels[r.pk][0], "group": labels[r.pk][1], "group_label": labels[r.pk][2],
             "state": r.state, "config": public_config(r.config),
             "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
-            "error": r.error, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+            "error": public_text(r.error), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _duration(r), "claimed_by": r.claimed_by,
         } for r in runs],
         "metrics": metrics,

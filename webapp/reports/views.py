@@ -60,7 +60,7 @@ def import_report(request: HttpRequest) -> HttpResponse:
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            experiment = do_import_report(form.cleaned_data["document"], request.user)
+            experiment = do_import_report(form.cleaned_data["document"], request.user, checked=True)
         except ReportError as exc:
             form.add_error("file", str(exc))
         else:
