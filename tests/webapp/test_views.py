@@ -83,11 +83,11 @@ def test_run_page_shows_last_eval_samples_and_config(alice_client, alice, make_e
     run = make_experiment(alice).runs.get()
     for step, reward in ((0, 0.1), (2, 0.7)):
         Metric.objects.create(run=run, step=step, name="eval/reward", value=reward, wall_time=0.0)
-        Sample.objects.create(run=run, step=step, prompt_id=0, prompt="What is 1+1?", completion=f"c{step}",
+        Sample.objects.create(run=run, step=step, prompt_id=0, prompt="What is 1+1?", completion=f"completion at step {step}",
                               reward=reward)
     html = alice_client.get(reverse("experiments:run", args=[run.pk])).content.decode()
     assert "0.7000" in html and "0.1000" not in html
-    assert "c2" in html and "c0" not in html and "at step 2" in html
+    assert "completion at step 2" in html and "completion at step 0" not in html and "at step 2" in html
     assert "&quot;max_steps&quot;: 4" in html
     curves = f'{reverse("compare:runs")}?run={run.pk}'
     assert f'href="{curves}"' in html  # its curves and every evaluation's samples

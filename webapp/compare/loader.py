@@ -31,6 +31,7 @@ from webapp.compare.models import SeriesSummary
 from webapp.experiments.access import experiments_for_user, runs_for_user
 from webapp.experiments.methods import METHODS, method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample
+from webapp.experiments.references import public_value
 
 log = logging.getLogger(__name__)
 TERMINAL = {Run.State.SUCCEEDED, Run.State.FAILED, Run.State.CANCELLED}
@@ -289,7 +290,7 @@ def comparability_warnings(runs: list[Run]) -> list[str]:
         setups.append(Setup(
             run=r.pk, experiment=r.experiment_id, experiment_name=r.experiment.name, task=task,
             eval_prompts=str(r.config.get("eval_prompts", r.experiment.eval_prompts)),
-            model=str(r.config.get("model", r.experiment.base_model)),
+            model=str(public_value(r.config.get("model", r.experiment.base_model))),  # never an artifact path
             generation=f"{r.config.get('eval_samples')} samples per prompt, {r.config.get('max_new_tokens')} new tokens"))
     return view.comparability_warnings(setups, prompts)
 
