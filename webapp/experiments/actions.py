@@ -201,3 +201,59 @@ def requeue(run: Run, line: str, silent_since=None) -> bool:
             return False
         enqueue(run, run.experiment.queue, ahead=True)
     return True
+
+
+# --- organising: notes, tags, stars, archive, delete ----------------------------------------------------
+
+
+def do_update_experiment(experiment: Experiment, *, name: str, notes: str, tags: list[str]) -> None:
+    """Rename it, rewrite its notes and set its tags (created as needed)."""
+    from webapp.experiments.models import Tag
+
+    with transaction.atomic():
+        experiment.name, experiment.notes = name, notes
+        experiment.save(update_fields=["name", "notes"])
+        objs = [Tag.objects.get_or_create(name=t)[0] for t in dict.fromkeys(tags)]
+        experiment.tags.set(objs)
+
+
+def do_set_star(experiment: Experiment, user, starred: bool) -> None:
+    (experiment.starred_by.add if starred else experiment.starred_by.remove)(user)
+
+
+def do_set_archived(experiment: Experiment, archived: bool) -> None:
+    Experiment.objects.filter(pk=experiment.pk).update(archived=archived)
+    experiment.archived = archived
+
+
+class NotDeletable(Exception):
+    """Why an experiment cannot be deleted now (shown to the user as is)."""
+
+
+def do_delete_experiment(experiment: Experiment) -> None:
+    """Delete it with everything it holds: runs, metrics, samples, votes (the database cascades) and, once
+    that has committed, its runs' folders and its uploaded dataset. Refused while a run may still write:
+    a worker must never write into a folder being removed."""
+    import shutil
+
+    with transaction.atomic():
+        locked = Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+        if locked is None:
+            return
+        if locked.runs.active().exists():
+            raise NotDeletable("Its runs are still queued or running: cancel them first, then delete it.")
+        folders = locked.artifact_dirs()
+        dataset = locked.dataset_file_owned()
+        storage = locked.dataset.storage
+        locked.delete()
+
+        def remove_files() -> None:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            if dataset:
+                try:
+                    storage.delete(dataset)
+                except OSError:
+                    log.warning("could not delete the dataset file %s", dataset, exc_info=True)
+
+        transaction.on_commit(remove_files)

@@ -396,3 +396,93 @@ def initial_from(experiment: Experiment) -> dict:
         for key, value in params.items():
             initial[f"{method}-{key}"] = value
     return initial
+
+
+# --- organising -----------------------------------------------------------------------------------------
+
+
+class ExperimentEditForm(forms.Form):
+    """What its owner may change once it exists: its name, its notes (Markdown) and its tags."""
+
+    name = forms.CharField(max_length=200)
+    notes = forms.CharField(required=False, max_length=20_000, widget=forms.Textarea(attrs={"rows": 10}),
+                            help_text="Markdown: **bold**, lists, links, `code`. Raw HTML is shown as text.")
+    tags = forms.CharField(required=False, max_length=500, help_text="Separated by commas or spaces.")
+
+    MAX_TAGS = 20
+
+    @classmethod
+    def for_experiment(cls, experiment: Experiment, data=None) -> ExperimentEditForm:
+        initial = {"name": experiment.name, "notes": experiment.notes,
+                   "tags": " ".join(t.name for t in experiment.tags.all())}
+        return cls(data, initial=initial)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("A name cannot be blank.")
+        return name
+
+    def clean_tags(self) -> list[str]:
+        from webapp.experiments.models import tag_validator
+
+        words = [w.strip().lower() for w in self.cleaned_data["tags"].replace(",", " ").split()]
+        tags = list(dict.fromkeys(w for w in words if w))
+        if len(tags) > self.MAX_TAGS:
+            raise forms.ValidationError(f"At most {self.MAX_TAGS} tags.")
+        for tag in tags:
+            tag_validator(tag)
+        return tags
+
+
+class ExperimentListForm(forms.Form):
+    """The list page's search, filters and sort (GET). Unknown values fall back to the defaults."""
+
+    ARCHIVED = (("", "Not archived"), ("only", "Archived only"), ("all", "All"))
+    OWNERS = (("", "Anyone"), ("me", "Mine"), ("shared", "Shared with me"))
+    SORT = (("-created", "Newest"), ("created", "Oldest"), ("name", "Name A–Z"), ("-name", "Name Z–A"),
+            ("-reward", "Best reward"), ("reward", "Lowest best reward"), ("-runs", "Most runs"))
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    state = forms.ChoiceField(required=False, choices=[("", "Any state")])
+    owner = forms.ChoiceField(required=False, choices=OWNERS)
+    tag = forms.CharField(required=False, max_length=40)
+    archived = forms.ChoiceField(required=False, choices=ARCHIVED)
+    starred = forms.BooleanField(required=False, label="Starred only")
+    sort = forms.ChoiceField(required=False, choices=SORT)
+
+    def __init__(self, *args, tags: list[str] = (), **kwargs):
+        from webapp.experiments.models import LIST_STATES
+
+        super().__init__(*args, **kwargs)
+        self.fields["state"].choices = [("", "Any state")] + [(s, s) for s in LIST_STATES]
+        self.tag_choices = list(tags)
+
+    def values(self) -> dict:
+        """The cleaned values, with the defaults for whatever was invalid."""
+        self.is_valid()
+        return {name: self.cleaned_data.get(name, "") or ("-created" if name == "sort" else "")
+                for name in self.fields}
+
+    def filter(self, qs, user):
+        """`qs` (visible to `user`, with run counts and best reward) narrowed and sorted by the values."""
+        from webapp.experiments.models import SORTS
+
+        v = self.values()
+        if v["q"]:
+            qs = qs.search(v["q"])
+        if v["state"]:
+            qs = qs.filter(list_state=v["state"])
+        if v["owner"] == "me":
+            qs = qs.filter(owner=user)
+        elif v["owner"] == "shared":
+            qs = qs.exclude(owner=user)
+        if v["tag"]:
+            qs = qs.tagged(v["tag"])
+        if v["archived"] == "":
+            qs = qs.filter(archived=False)
+        elif v["archived"] == "only":
+            qs = qs.filter(archived=True)
+        if v["starred"]:
+            qs = qs.filter(starred=True)
+        return qs.order_by(*SORTS[v["sort"]])

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import connection, models
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
@@ -42,6 +42,29 @@ def config_bounds(name: str) -> list:
 
 
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
+tag_validator = RegexValidator(r"^[\w.+-]{1,40}$", "A tag is up to 40 letters, digits, '.', '_', '+' or '-'.")
+
+
+class Tag(models.Model):
+    """A label on experiments. One vocabulary for all: a user only ever sees the tags of the experiments
+    they may see (the list's filter lists those alone)."""
+
+    name = models.CharField(max_length=40, unique=True, validators=[tag_validator])
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The list page's sort keys -> order_by; None: nulls last.
+SORTS = {
+    "-created": ("-created", "-id"), "created": ("created", "id"), "name": ("name", "-id"), "-name": ("-name", "-id"),
+    "-reward": (F("best_reward").desc(nulls_last=True), "-id"), "reward": (F("best_reward").asc(nulls_last=True), "-id"),
+    "-runs": ("-n_runs", "-id"),
+}
+LIST_STATES = ("running", "queued", "failed", "cancelled", "finished", "empty")
 
 
 class ExperimentQuerySet(models.QuerySet):
@@ -51,9 +74,48 @@ class ExperimentQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(pk__in=shared))
 
     def with_run_counts(self) -> ExperimentQuerySet:
-        """Per-state run counts in the same query (the list page's query count stays constant)."""
+        """Per-state run counts in the same query (the list page's query count stays constant), and the
+        one-word state they make (`list_state`, as the `state` property says it)."""
         counts = {f"n_{s}": Count("runs", filter=Q(runs__state=s)) for s in Run.State.values}
-        return self.annotate(n_runs=Count("runs"), **counts)
+        return self.annotate(n_runs=Count("runs"), **counts).annotate(list_state=Case(
+            When(n_running__gt=0, then=Value("running")),
+            When(Q(n_queued__gt=0) | Q(n_waiting__gt=0), then=Value("queued")),
+            When(n_failed__gt=0, then=Value("failed")),
+            When(n_runs=0, then=Value("empty")),
+            When(n_runs=F("n_cancelled"), then=Value("cancelled")),
+            default=Value("finished"), output_field=models.CharField()))
+
+    def with_best_reward(self) -> ExperimentQuerySet:
+        """`best_reward`: the best final gold reward (`eval/reward` at a run's last evaluation) among the
+        experiment's runs, None without one. A subquery in the same query; the (run, name, step) unique
+        index serves both lookups."""
+        last_step = (Metric.objects.filter(run=OuterRef("run"), name="eval/reward")
+                     .order_by("-step").values("step")[:1])
+        best = (Metric.objects.filter(run__experiment=OuterRef("pk"), name="eval/reward", value__isnull=False,
+                                      step=Subquery(last_step))
+                .order_by("-value").values("value")[:1])
+        return self.annotate(best_reward=Subquery(best, output_field=models.FloatField()))
+
+    def with_star(self, user) -> ExperimentQuerySet:
+        """`starred`: whether `user` starred it."""
+        stars = Experiment.starred_by.through.objects.filter(experiment=OuterRef("pk"), user=user)
+        return self.annotate(starred=Exists(stars))
+
+    def search(self, text: str) -> ExperimentQuerySet:
+        """Every word of `text` in its name, a tag, the model, the task or dataset, or a method (key or label)."""
+        qs = self
+        for word in text.split()[:10]:
+            methods = [key for key, label in METHOD_LABELS.items() if word.lower() in (key, label.lower())]
+            tagged = Experiment.tags.through.objects.filter(tag__name__iexact=word).values("experiment_id")
+            match = (Q(name__icontains=word) | Q(base_model__icontains=word) | Q(task__icontains=word)
+                     | Q(dataset__icontains=word) | Q(pk__in=tagged))
+            for method in methods:
+                match |= Q(methods__icontains=f'"{method}"')
+            qs = qs.filter(match)
+        return qs
+
+    def tagged(self, name: str) -> ExperimentQuerySet:
+        return self.filter(pk__in=Experiment.tags.through.objects.filter(tag__name=name).values("experiment_id"))
 
 
 class Experiment(models.Model):
@@ -83,6 +145,12 @@ class Experiment(models.Model):
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
     imported = models.BooleanField(default=False, help_text="From a report import: its runs are never trained.")
     created = models.DateTimeField(auto_now_add=True)
+    # Organising: what its owner writes about it and how they file it.
+    notes = models.TextField(blank=True, max_length=20_000, help_text="Markdown; raw HTML is shown as text.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="experiments")
+    starred_by = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="starred_experiments",
+                                        help_text="Users who starred it (each their own star).")
+    archived = models.BooleanField(default=False, help_text="Hidden from the list unless asked for.")
 
     objects = ExperimentQuerySet.as_manager()
 
@@ -94,6 +162,13 @@ class Experiment(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:detail", args=[self.pk])
+
+    @property
+    def notes_html(self):
+        """Its notes as HTML, safe to show (raw HTML in them is escaped)."""
+        from webapp.experiments.notes import render_markdown
+
+        return render_markdown(self.notes)
 
     @property
     def task_label(self) -> str:
@@ -134,6 +209,8 @@ class Experiment(models.Model):
     @property
     def state(self) -> str:
         """One word for the list page, from the annotated counts (with_run_counts)."""
+        if hasattr(self, "list_state"):
+            return self.list_state
         if getattr(self, "n_running", 0):
             return "running"
         if getattr(self, "n_queued", 0) or getattr(self, "n_waiting", 0):
@@ -143,6 +220,44 @@ class Experiment(models.Model):
         if getattr(self, "n_runs", 0) and self.n_runs == getattr(self, "n_cancelled", 0):
             return "cancelled"
         return "finished" if getattr(self, "n_runs", 0) else "empty"
+
+
+    def artifact_dirs(self) -> list[Path]:
+        """Its runs' output folders that exist, each inside ARTIFACT_ROOT (anything else is never touched)."""
+        root = Path(settings.ARTIFACT_ROOT).resolve()
+        out = []
+        for out_dir in self.runs.exclude(out_dir="").values_list("out_dir", flat=True):
+            path = Path(out_dir).resolve()
+            if path != root and path.is_relative_to(root) and path.is_dir():
+                out.append(path)
+        return out
+
+    def dataset_file_owned(self) -> str:
+        """Its uploaded dataset's name, if no other experiment uses the file (a clone shares its source's)."""
+        if not self.dataset:
+            return ""
+        shared = Experiment.objects.filter(dataset=self.dataset.name).exclude(pk=self.pk).exists()
+        return "" if shared else self.dataset.name
+
+    def deletion_summary(self) -> dict:
+        """What deleting it removes: rows by kind, and the files (their count and size) of its runs and dataset."""
+        from webapp.ratings.models import Vote  # the ratings app builds on this one
+
+        files, size = 0, 0
+        paths = self.artifact_dirs()
+        for folder in paths:
+            for f in folder.rglob("*"):
+                if f.is_file() and not f.is_symlink():
+                    files += 1
+                    size += f.stat().st_size
+        if self.dataset_file_owned() and self.dataset.storage.exists(self.dataset.name):
+            files += 1
+            size += self.dataset.size
+        runs = self.runs.all()
+        return {"runs": runs.count(), "metrics": Metric.objects.filter(run__in=runs).count(),
+                "samples": Sample.objects.filter(run__in=runs).count(),
+                "votes": Vote.objects.filter(experiment=self).count(), "files": files, "bytes": size,
+                "active": runs.active().count()}
 
 
 class RunQuerySet(models.QuerySet):

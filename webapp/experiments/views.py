@@ -7,25 +7,114 @@ import json
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
-from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
+from webapp.experiments.actions import (
+    NotDeletable,
+    NotResumable,
+    do_cancel_experiment,
+    do_cancel_run,
+    do_delete_experiment,
+    do_resume_run,
+    do_set_archived,
+    do_set_star,
+    do_update_experiment,
+)
 from webapp.experiments.broker import queue_lengths
-from webapp.experiments.forms import EXAMPLE, ExperimentForm, initial_from
-from webapp.experiments.models import Experiment, Run, Sample, Worker
+from webapp.experiments.forms import (
+    EXAMPLE,
+    ExperimentEditForm,
+    ExperimentForm,
+    ExperimentListForm,
+    initial_from,
+)
+from webapp.experiments.models import Experiment, Run, Sample, Tag, Worker
 from webapp.experiments.references import public_config
+
+PAGE_SIZE = 50
 
 
 @login_required
 @require_GET
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    experiments = experiments_for_user(request.user).with_run_counts().select_related("owner")
-    return render(request, "experiments/experiment_list.html", {"experiments": experiments})
+    """Search, filters, sort and pages. Queries do not grow with the rows shown (pinned by a test)."""
+    visible = experiments_for_user(request.user)
+    tags = list(Tag.objects.filter(experiments__in=visible).distinct().values_list("name", flat=True))
+    form = ExperimentListForm(request.GET, tags=tags)
+    experiments = form.filter(visible.with_run_counts().with_best_reward().with_star(request.user)
+                              .select_related("owner").prefetch_related("tags"), request.user)
+    page = Paginator(experiments, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "experiments/experiment_list.html", {
+        "experiments": page.object_list, "page": page, "form": form, "tags": tags,
+        "query": query.urlencode(), "filtered": any(v for k, v in form.values().items() if k != "sort"),
+        "any_experiment": bool(page.object_list) or visible.exists(),
+    })
+
+
+@login_required
+def experiment_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rename it, write its notes, tag it (its owner)."""
+    experiment = experiment_for_user(request.user, pk, write=True)
+    form = ExperimentEditForm.for_experiment(experiment, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        do_update_experiment(experiment, **form.cleaned_data)
+        messages.success(request, "Saved.")
+        return redirect(experiment)
+    return render(request, "experiments/experiment_edit.html", {"experiment": experiment, "form": form})
+
+
+@login_required
+@require_POST
+def experiment_star(request: HttpRequest, pk: int) -> HttpResponse:
+    """Star or unstar it: anyone who may see it, each their own star."""
+    experiment = experiment_for_user(request.user, pk)
+    do_set_star(experiment, request.user, request.POST.get("starred") == "1")
+    return _back(request, experiment)
+
+
+@login_required
+@require_POST
+def experiment_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = experiment_for_user(request.user, pk, write=True)
+    archived = request.POST.get("archived") == "1"
+    do_set_archived(experiment, archived)
+    messages.info(request, f"Archived “{experiment.name}”: the list shows it under “Archived”." if archived
+                  else f"“{experiment.name}” is back in the list.")
+    return _back(request, experiment)
+
+
+@login_required
+def experiment_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what deleting it removes, and a button to confirm. POST: delete it."""
+    experiment = experiment_for_user(request.user, pk, write=True)
+    if request.method == "POST":
+        try:
+            do_delete_experiment(experiment)
+        except NotDeletable as exc:
+            messages.error(request, str(exc))
+            return redirect("experiments:delete", pk=pk)
+        messages.success(request, f"Deleted “{experiment.name}” and its files.")
+        return redirect("experiments:list")
+    return render(request, "experiments/experiment_delete.html", {
+        "experiment": experiment, "gone": experiment.deletion_summary()})
+
+
+def _back(request: HttpRequest, experiment: Experiment) -> HttpResponse:
+    """To the page the form was on (the list keeps its filters), else the experiment's."""
+    nxt = request.POST.get("next", "")
+    if nxt and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+        return redirect(nxt)
+    return redirect(experiment)
 
 
 @login_required
@@ -56,7 +145,8 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     runs = experiment.runs.select_related("depends_on")
     return render(request, "experiments/experiment_detail.html", {
         "experiment": experiment, "runs": runs, "can_edit": experiment.is_owned_by(request.user),
-        "shared_with": experiment.shared_with.order_by("username"),
+        "shared_with": experiment.shared_with.order_by("username"), "tags": list(experiment.tags.all()),
+        "starred": experiment.starred_by.filter(pk=request.user.pk).exists(),
     })
 
 
