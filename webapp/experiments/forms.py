@@ -441,7 +441,7 @@ class ExperimentListForm(forms.Form):
     ARCHIVED = (("", "Not archived"), ("only", "Archived only"), ("all", "All"))
     OWNERS = (("", "Anyone"), ("me", "Mine"), ("shared", "Shared with me"))
     SORT = (("-created", "Newest"), ("created", "Oldest"), ("name", "Name A–Z"), ("-name", "Name Z–A"),
-            ("-reward", "Best reward"), ("reward", "Lowest best reward"), ("-runs", "Most runs"))
+            ("-reward", "Best reward"), ("reward", "Lowest best reward"))
 
     q = forms.CharField(required=False, max_length=200, label="Search")
     state = forms.ChoiceField(required=False, choices=[("", "Any state")])
@@ -465,14 +465,15 @@ class ExperimentListForm(forms.Form):
                 for name in self.fields}
 
     def filter(self, qs, user):
-        """`qs` (visible to `user`, with run counts and best reward) narrowed and sorted by the values."""
+        """`qs` (the experiments visible to `user`) narrowed and sorted by the values. No grouping: the
+        list pages through ids of this, then annotates only the rows of the page."""
         from webapp.experiments.models import SORTS
 
         v = self.values()
         if v["q"]:
             qs = qs.search(v["q"])
         if v["state"]:
-            qs = qs.filter(list_state=v["state"])
+            qs = qs.in_state(v["state"])
         if v["owner"] == "me":
             qs = qs.filter(owner=user)
         elif v["owner"] == "shared":
@@ -484,5 +485,7 @@ class ExperimentListForm(forms.Form):
         elif v["archived"] == "only":
             qs = qs.filter(archived=True)
         if v["starred"]:
-            qs = qs.filter(starred=True)
+            qs = qs.starred_by_user(user)
+        if "reward" in v["sort"]:
+            qs = qs.with_best_reward()
         return qs.order_by(*SORTS[v["sort"]])

@@ -48,15 +48,19 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
     visible = experiments_for_user(request.user)
     tags = list(Tag.objects.filter(experiments__in=visible).distinct().values_list("name", flat=True))
     form = ExperimentListForm(request.GET, tags=tags)
-    experiments = form.filter(visible.with_run_counts().with_best_reward().with_star(request.user)
-                              .select_related("owner").prefetch_related("tags"), request.user)
-    page = Paginator(experiments, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Page through ids (no grouping over every experiment), then annotate only the page's rows.
+    page = Paginator(form.filter(visible, request.user).values_list("pk", flat=True), PAGE_SIZE).get_page(
+        request.GET.get("page"))
+    ids = list(page.object_list)
+    rows = (Experiment.objects.filter(pk__in=ids).with_run_counts().with_best_reward().with_star(request.user)
+            .select_related("owner").prefetch_related("tags").order_by())
+    experiments = sorted(rows, key=lambda e: ids.index(e.pk))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "experiments/experiment_list.html", {
-        "experiments": page.object_list, "page": page, "form": form, "tags": tags,
+        "experiments": experiments, "page": page, "form": form, "tags": tags,
         "query": query.urlencode(), "filtered": any(v for k, v in form.values().items() if k != "sort"),
-        "any_experiment": bool(page.object_list) or visible.exists(),
+        "any_experiment": bool(ids) or visible.exists(),
     })
 
 
