@@ -329,6 +329,11 @@ def figures_json(runs: list[Run], x: str = "step", smoothing: float = 0.0) -> by
     return body
 
 
+def run_figures_payload(run: Run) -> dict:
+    """A run's own page: its four charts (core.figures.run_figures), from the same cached series."""
+    return {"figures": figures.run_figures(run_data([run])), "active": run.is_active}
+
+
 def summary(runs: list[Run]) -> dict:
     """The summary table (core.view.summary) of these runs."""
     return view.summary(run_data(runs))

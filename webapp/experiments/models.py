@@ -379,6 +379,42 @@ class Run(models.Model):
     def model_dir(self) -> Path:
         return Path(self.out_dir) / "model"
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.out_dir) / "checkpoints"
+
+    def downloads(self) -> list[dict]:
+        """What can be downloaded: the final model (once saved) and each published checkpoint, by step.
+        From its own out_dir only, inside ARTIFACT_ROOT."""
+        from webapp.experiments.downloads import inside_artifacts
+
+        if not self.out_dir:
+            return []
+        out = []
+        if inside_artifacts(self.model_dir) and (self.model_dir / "config.json").is_file():
+            out.append({"label": "Final model", "name": "model", "step": None,
+                        "url": reverse("experiments:run_download_model", args=[self.pk])})
+        if inside_artifacts(self.checkpoints_dir):
+            steps = sorted(int(p.name.split("-")[-1]) for p in self.checkpoints_dir.glob("checkpoint-*")
+                           if p.name.split("-")[-1].isdigit() and inside_artifacts(p))
+            out += [{"label": f"Checkpoint at step {s}", "name": f"checkpoint-{s}", "step": s,
+                     "url": reverse("experiments:run_download_checkpoint", args=[self.pk, s])} for s in steps]
+        return out
+
+    def queue_position(self) -> int | None:
+        """1 for the next run its queue's workers take, 2 for the one after...; None unless queued. By when
+        each was (last) sent: the broker's order, except that resumed and requeued runs, sent ahead, may
+        pass runs sent before them, so the position is an estimate."""
+        if self.state != self.State.QUEUED:
+            return None
+        queue = self.experiment.queue
+        ahead = Run.objects.trainable().filter(state=self.State.QUEUED, experiment__queue=queue).exclude(pk=self.pk)
+        mine = self.queued_at or self.created
+        return 1 + ahead.filter(Q(queued_at__lt=mine) | Q(queued_at=mine, pk__lt=self.pk)).count()
+
+    def cli_command(self) -> str:
+        return f"python -m training run run-{self.pk}.json --out runs/{self.pk}"
+
     def log_tail(self, n: int = 8) -> list[str]:
         return self.log.splitlines()[-n:]
 

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -198,17 +198,67 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A run's own page: config and the command that reproduces it, live state and charts, samples, downloads."""
     run = run_for_user(request.user, pk)
     last = run.samples.order_by("-step").values_list("step", flat=True).first()
     samples = run.samples.filter(step=last) if last is not None else Sample.objects.none()
     final = {}
     for name, value in run.metrics.filter(name__startswith="eval/").order_by("step").values_list("name", "value"):
         final[name] = value  # the last value of each eval series
+    config = public_config(run.config)
     return render(request, "experiments/run_detail.html", {
         "run": run, "experiment": run.experiment, "samples": samples, "sample_step": last,
         "final": sorted(final.items()), "can_edit": run.experiment.is_owned_by(request.user),
-        "config_json": json.dumps(public_config(run.config), indent=2, sort_keys=True),
+        "config_json": json.dumps(config, indent=2, sort_keys=True), "downloads": run.downloads(),
+        "from_run": any(str(v).startswith("run:") for v in config.values()),
+        "queue_position": run.queue_position(),
     })
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by static/js/run.js: state, progress, ETA and queue place, the four charts, and the latest
+    samples when they are newer than the page's (`samples_step`). Strings are data: the page escapes them."""
+    from webapp.compare.loader import run_figures_payload
+
+    run = run_for_user(request.user, pk)
+    last = run.samples.order_by("-step").values_list("step", flat=True).first()
+    body = {"run": {**run.status(), "queue_position": run.queue_position()},
+            "figures": run_figures_payload(run)["figures"], "samples_step": last,
+            "latest": sorted((k, v) for k, v in run.latest.items() if k.startswith("eval/"))}
+    if last is not None and request.GET.get("samples_step") != str(last):
+        body["samples"] = list(run.samples.filter(step=last).values("prompt_id", "index", "prompt", "completion",
+                                                                  "reward"))
+    if not run.is_active:
+        body["downloads"] = [{"label": d["label"], "url": d["url"]} for d in run.downloads()]
+    return JsonResponse(body)
+
+
+@login_required
+@require_GET
+def run_download_model(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    run = run_for_user(request.user, pk)
+    return _zip_response(run, run.model_dir, f"run-{run.pk}-model")
+
+
+@login_required
+@require_GET
+def run_download_checkpoint(request: HttpRequest, pk: int, step: int) -> StreamingHttpResponse:
+    run = run_for_user(request.user, pk)
+    return _zip_response(run, run.checkpoints_dir / f"checkpoint-{step}", f"run-{run.pk}-checkpoint-{step}")
+
+
+def _zip_response(run: Run, folder, name: str) -> StreamingHttpResponse:
+    """The folder (one of the run's own, never a path from the request) as a streamed zip; 404 if absent."""
+    from webapp.experiments.downloads import inside_artifacts, stream_zip
+
+    if not run.out_dir or not inside_artifacts(folder):
+        raise Http404("Nothing to download here.")
+    response = StreamingHttpResponse(stream_zip(folder, name), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @login_required
