@@ -4,6 +4,7 @@ query count that does not grow with 1,000 experiments."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -301,3 +302,24 @@ def test_list_pages_and_query_count_is_pinned_with_a_thousand_experiments(client
     assert [e.name for e in response.context["experiments"]] == expected[50:100]
     html = response.content.decode()
     assert "?sort=name&amp;page=3" in html and "?sort=name&amp;page=1" in html
+
+
+# --- the new-experiment form's baselines (its script marks what differs) ---------------------------------
+
+
+def test_form_fields_carry_the_experiments_values_and_the_defaults(alice_client, alice, make_experiment):
+    new = alice_client.get(reverse("experiments:new")).content.decode()
+    assert 'name="dpo-learning_rate"' in new and 'data-baseline="5e-05"' in new  # the example's
+    assert 'data-default="0.0002"' in new
+    source = make_experiment(alice, methods=["sft", "dpo"], hyperparams={"dpo": {"beta": 0.25, "max_steps": 7}})
+    clone = alice_client.get(reverse("experiments:clone", args=[source.pk])).content.decode()
+    beta = re.search(r'<input[^>]*name="dpo-beta"[^>]*>', clone).group(0)
+    steps = re.search(r'<input[^>]*name="dpo-max_steps"[^>]*>', clone).group(0)
+    assert 'data-baseline="0.25"' in beta and 'data-baseline="7"' in steps
+
+
+def test_started_one_run_grammar(alice_client):
+    from tests.webapp.conftest import form_data
+
+    response = alice_client.post(reverse("experiments:new"), form_data(methods=["sft"], rl_from_sft=None), follow=True)
+    assert "Started 1 run." in response.content.decode()

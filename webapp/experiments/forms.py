@@ -142,6 +142,13 @@ def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
     return TextField(label=label, required=False, help_text=help_text, max_length=500)
 
 
+def _attr_value(value) -> str:
+    """A setting's value as the page's script compares it: booleans as true/false, None as blank."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 def _common_int(name: str, label: str) -> forms.IntegerField:
     spec = _base_spec(name)
     return forms.IntegerField(label=label, help_text=spec["help"], **_bounds(spec),
@@ -186,9 +193,14 @@ class ExperimentForm(forms.Form):
         for method in METHODS:
             for spec in method_specs(method):
                 override = spec["name"] == STEPS_OVERRIDE
-                self.fields[f"{method}-{spec['name']}"] = field_for(spec, override_steps=override)
+                name = f"{method}-{spec['name']}"
+                field = self.fields[name] = field_for(spec, override_steps=override)
                 if not override:
-                    self.fields[f"{method}-{spec['name']}"].initial = spec["default"]
+                    field.initial = spec["default"]
+                # For the page's script: the value the form started from (the example's, or the cloned
+                # experiment's: "the experiment's values") and the training config's default.
+                field.widget.attrs["data-baseline"] = _attr_value(self.initial.get(name, field.initial))
+                field.widget.attrs["data-default"] = "" if override else _attr_value(spec["default"])
         self.experiment: Experiment | None = None
 
     # --- presentation -------------------------------------------------------------------------------

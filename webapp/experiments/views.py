@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
@@ -127,7 +128,8 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
         form = ExperimentForm(request.POST, request.FILES, user=request.user)
         if form.is_valid():
             experiment = form.save(owner=request.user)
-            messages.success(request, f"Started {experiment.runs.count()} runs.")
+            n = experiment.runs.count()
+            messages.success(request, f"Started {n} run{pluralize(n)}.")
             return redirect(experiment)
     else:
         form = ExperimentForm(initial=EXAMPLE, user=request.user)
