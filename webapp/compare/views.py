@@ -31,6 +31,11 @@ def _x_and_smoothing(request: HttpRequest) -> tuple[str, float]:
     return (x if x in X_MODES else "step"), round(smoothing, 2)
 
 
+def _chain(request: HttpRequest) -> bool:
+    """Place runs that start from another run's model after it on the step axis."""
+    return request.GET.get("chain") == "1"
+
+
 def _step(request: HttpRequest) -> int | None:
     try:
         return int(request.GET["step"])
@@ -64,6 +69,7 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
         "chosen": {r.pk for r in runs}, "across_url": reverse("compare:runs") + (f"?run={ids}" if ids else ""),
         "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)), "run_ids": ids,
+        "can_chain": any(r.depends_on_id for r in runs), "chain": _chain(request),
     })
 
 
@@ -85,7 +91,7 @@ def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
     """The figures and summary; polled by static/js/compare.js while runs train."""
     experiment = experiment_for_user(request.user, pk)
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(loader.figures_json(loader.experiment_runs(experiment), x, smoothing))
+    return _json_bytes(loader.figures_json(loader.experiment_runs(experiment), x, smoothing, _chain(request)))
 
 
 @login_required
@@ -111,7 +117,7 @@ def runs_compare(request: HttpRequest) -> HttpResponse:
 @require_GET
 def runs_data(request: HttpRequest) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(loader.figures_json(_picked(request), x, smoothing))
+    return _json_bytes(loader.figures_json(_picked(request), x, smoothing, _chain(request)))
 
 
 @login_required

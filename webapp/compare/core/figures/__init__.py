@@ -21,11 +21,12 @@ CHARTS = tuple((module.__name__.rsplit(".", 1)[1], module.TITLE, module.NOTE)  #
                for module in (reward, kl, frontier, proxy))
 
 
-def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0) -> list[dict]:
+def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0, chain: bool = False) -> list[dict]:
     """Every chart of the comparison page as {id, title, note, figure}; charts without data are left out.
     The reward and KL curves, loss and panels follow the x axis (`step`, `tokens`, `wall`) and the EMA
-    `smoothing`; the frontier shows the evaluations as logged."""
-    axis = Axis(x, runs)
+    `smoothing`; the frontier shows the evaluations as logged. `chain`: on the step axis, runs that start
+    from another run's model are placed after it (RunData.offset)."""
+    axis = Axis(x, runs, chain=chain)
     weight = min(max(float(smoothing), 0.0), 0.99)
     out = []
     notes = {cid: (title, note) for cid, title, note in CHARTS}
