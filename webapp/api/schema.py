@@ -95,7 +95,9 @@ def schema() -> dict:
                     "latest": {"type": "object", "properties": {
                         "reward": NUM, "kl": NUM, "step": {"type": "integer", "nullable": True}}},
                     "error": STR, "log": {"type": "array", "items": STR}, "config": {"type": "object"},
-                    "created": STR, "started_at": NSTR, "finished_at": NSTR, "url": STR, "api_url": STR}},
+                    "created": STR, "started_at": NSTR, "finished_at": NSTR, "url": STR, "api_url": STR,
+                    "queue_position": {"type": "integer", "nullable": True,
+                                       "description": "Its place in its queue while queued (1: next), else null."}}},
         "Experiment": {"type": "object", "required": ["id", "name", "methods", "state"],
                        "properties": experiment_props},
         "NewExperiment": {
@@ -213,7 +215,7 @@ def schema() -> dict:
         "openapi": "3.0.3",
         "info": {"title": "ptlab API", "version": "1",
                  "description": "Script ptlab experiments. Authenticate with `Authorization: Bearer <token>` "
-                                "(create tokens under your account: /api/tokens/). Errors: "
+                                "(create tokens under your account: /accounts/tokens/). Errors: "
                                 "`{\"error\": {\"code\", \"message\", \"fields\"}}`."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {

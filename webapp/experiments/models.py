@@ -295,6 +295,24 @@ class RunQuerySet(models.QuerySet):
             heartbeat_at=Now(), progress_at=Now(), started_at=Now(), phase="starting", eta_s=None)
         return self.get(pk=pk) if claimed else None
 
+    def queue_positions(self, runs) -> dict[int, int]:
+        """Run id -> its place in its queue (Run.queue_position's order), for the queued ones among `runs`:
+        one query (the queued runs of those queues), none when none is queued."""
+        queued = [r for r in runs if r.state == Run.State.QUEUED]
+        if not queued:
+            return {}
+        queues = {r.experiment.queue for r in queued}
+        rows = (self.trainable().filter(state=Run.State.QUEUED, experiment__queue__in=queues)
+                .values_list("pk", "experiment__queue", "queued_at", "created"))
+        order: dict[str, list] = {}
+        for pk, queue, queued_at, created in rows:
+            order.setdefault(queue, []).append((queued_at or created, pk))
+        places = {}
+        for line in order.values():
+            for place, (_, pk) in enumerate(sorted(line), start=1):
+                places[pk] = place
+        return {r.pk: places[r.pk] for r in queued if r.pk in places}
+
     def stale(self, silent_since) -> RunQuerySet:
         """Running runs whose worker has not sent a heartbeat since `silent_since`."""
         return self.trainable().filter(state=Run.State.RUNNING, heartbeat_at__lt=silent_since)
@@ -405,12 +423,7 @@ class Run(models.Model):
         """1 for the next run its queue's workers take, 2 for the one after...; None unless queued. By when
         each was (last) sent: the broker's order, except that resumed and requeued runs, sent ahead, may
         pass runs sent before them, so the position is an estimate."""
-        if self.state != self.State.QUEUED:
-            return None
-        queue = self.experiment.queue
-        ahead = Run.objects.trainable().filter(state=self.State.QUEUED, experiment__queue=queue).exclude(pk=self.pk)
-        mine = self.queued_at or self.created
-        return 1 + ahead.filter(Q(queued_at__lt=mine) | Q(queued_at=mine, pk__lt=self.pk)).count()
+        return Run.objects.queue_positions([self]).get(self.pk)
 
     def cli_command(self) -> str:
         return f"python -m training run run-{self.pk}.json --out runs/{self.pk}"

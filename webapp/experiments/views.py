@@ -148,7 +148,12 @@ def experiment_clone(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = experiment_for_user(request.user, pk)
-    runs = experiment.runs.select_related("depends_on")
+    runs = list(experiment.runs.select_related("depends_on"))
+    for run in runs:
+        run.experiment = experiment
+    places = Run.objects.queue_positions(runs)
+    for run in runs:
+        run.queue_place = places.get(run.pk)
     return render(request, "experiments/experiment_detail.html", {
         "experiment": experiment, "runs": runs, "can_edit": experiment.is_owned_by(request.user),
         "shared_with": experiment.shared_with.order_by("username"), "tags": list(experiment.tags.all()),
@@ -161,8 +166,12 @@ def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_status(request: HttpRequest, pk: int) -> JsonResponse:
     """Polled by static/js/experiment.js every 2 s."""
     experiment = experiment_for_user(request.user, pk)
-    runs = [run.status() for run in experiment.runs.all()]
-    return JsonResponse({"runs": runs, "active": any(r["active"] for r in runs), "now": timezone.now().isoformat()})
+    runs = list(experiment.runs.all())
+    for run in runs:
+        run.experiment = experiment
+    places = Run.objects.queue_positions(runs)
+    status = [{**run.status(), "queue_position": places.get(run.pk)} for run in runs]
+    return JsonResponse({"runs": status, "active": any(r["active"] for r in status), "now": timezone.now().isoformat()})
 
 
 @login_required
