@@ -257,3 +257,54 @@ def do_delete_experiment(experiment: Experiment) -> None:
                     log.warning("could not delete the dataset file %s", dataset, exc_info=True)
 
         transaction.on_commit(remove_files)
+
+
+# --- trying a model -------------------------------------------------------------------------------------
+
+TRY_TASK = "webapp.workers.tasks.answer_trial"
+TRY_QUEUE = "try"  # its own queue: a long training run never holds a trial up
+
+
+def send_trial(trial_id: int) -> None:
+    """Publish the trial id on the `try` queue (the tests replace this to record what was sent)."""
+    from webapp.celery import app
+
+    app.send_task(TRY_TASK, args=(trial_id,), queue=TRY_QUEUE, retry_policy=PUBLISH_RETRY)
+
+
+def do_create_trial(run: Run, user, *, prompt: str, version: dict, base: bool, others: list[Run],
+                    temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """A trial of `run`'s model (`version`: one of run.model_versions()) beside the base model (if `base`)
+    and the final models of `others`; sent to the `try` workers once committed."""
+    from webapp.experiments.models import Trial, TrialAnswer
+    from webapp.experiments.references import model_path
+
+    with transaction.atomic():
+        trial = Trial.objects.create(owner=user, run=run, prompt=prompt, temperature=temperature, top_p=top_p,
+                                     max_new_tokens=max_new_tokens, seed=seed)
+        answers = [TrialAnswer(label=f"{run.label} (#{run.pk}) · {version['label']}", source_run=run,
+                               checkpoint=version["step"], model_path=version["path"],
+                               weights_path=version["weights"], tokenizer_path=version["tokenizer"])]
+        if base:
+            ref = model_path(run.experiment.base_model)
+            answers.append(TrialAnswer(label=f"base model · {run.experiment.base_model}", model_path=ref,
+                                       tokenizer_path=ref))
+        for other in others:
+            final = next(v for v in other.model_versions() if v["key"] == "final")
+            answers.append(TrialAnswer(label=f"{other.experiment.name} · {other.label} (#{other.pk})",
+                                       source_run=other, model_path=final["path"], tokenizer_path=final["tokenizer"]))
+        for position, answer in enumerate(answers):
+            answer.trial, answer.position = trial, position
+        TrialAnswer.objects.bulk_create(answers)
+        trial_id = trial.pk
+
+        def send() -> None:
+            try:
+                send_trial(trial_id)
+            except Exception:
+                log.warning("trial #%s: the broker is unavailable", trial_id, exc_info=True)
+                TrialAnswer.objects.filter(trial_id=trial_id, state=TrialAnswer.State.QUEUED).update(
+                    state=TrialAnswer.State.FAILED, error="The workers could not be reached (broker down): try again.")
+
+        transaction.on_commit(send)
+    return trial

@@ -419,6 +419,33 @@ class Run(models.Model):
                      "url": reverse("experiments:run_download_checkpoint", args=[self.pk, s])} for s in steps]
         return out
 
+    def model_versions(self) -> list[dict]:
+        """What of this run can be tried (webapp/workers/trying.py loads it): its final model once saved,
+        then its published checkpoints, newest first: {key, label, step, path, weights, tokenizer}. LoRA
+        checkpoints (adapters only) are left out. Paths come from its own folders, inside ARTIFACT_ROOT."""
+        from webapp.experiments.downloads import inside_artifacts
+
+        if not self.out_dir:
+            return []
+        tokenizer = str(self.config.get("model") or model_path(self.experiment.base_model))
+        out = []
+        if inside_artifacts(self.model_dir) and (self.model_dir / "config.json").is_file():
+            out.append({"key": "final", "label": "final model", "step": None, "path": str(self.model_dir),
+                        "weights": "", "tokenizer": str(self.model_dir)})
+        for item in sorted(self.downloads(), key=lambda d: -(d["step"] or 0)):
+            if item["step"] is None:
+                continue
+            folder = self.checkpoints_dir / item["name"]
+            if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+                path, weights = str(folder), ""
+            elif (folder / "policy.pt").is_file():  # our PPO: the policy's state dict
+                path, weights = tokenizer, str(folder / "policy.pt")
+            else:
+                continue
+            out.append({"key": f"checkpoint-{item['step']}", "label": f"checkpoint at step {item['step']}",
+                        "step": item["step"], "path": path, "weights": weights, "tokenizer": tokenizer})
+        return out
+
     def queue_position(self) -> int | None:
         """1 for the next run its queue's workers take, 2 for the one after...; None unless queued. By when
         each was (last) sent: the broker's order, except that resumed and requeued runs, sent ahead, may
@@ -537,3 +564,67 @@ class Worker(models.Model):
     @property
     def is_alive(self) -> bool:
         return self.heartbeat_age_s <= settings.PTLAB_WORKER_STALE_SECONDS
+
+
+class Trial(models.Model):
+    """A prompt put to a run's model (its final model or a checkpoint) beside the base model and up to three
+    other runs' models, with sampling settings; a worker on the `try` queue answers each (TrialAnswer)."""
+
+    MAX_OTHERS = 3
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="trials")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="trials",
+                            help_text="The run whose page it was asked from.")
+    prompt = models.TextField(max_length=4000)
+    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+                                    help_text="0: greedy.")
+    top_p = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)])
+    max_new_tokens = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1),
+                                                                         MaxValueValidator(512)])
+    seed = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(2**31 - 1)])
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def get_absolute_url(self) -> str:
+        return reverse("experiments:trial", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return any(a.state in TrialAnswer.ACTIVE for a in self.answers.all())
+
+
+class TrialAnswer(models.Model):
+    """One model's answer to a trial. The model's folder is resolved by the server when the trial is made
+    (never a path from the request); its text is model output: always escaped."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    ACTIVE = (State.QUEUED, State.RUNNING)
+
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="answers")
+    position = models.PositiveSmallIntegerField(default=0)
+    label = models.CharField(max_length=300)
+    source_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   help_text="Whose model; empty for the base model.")
+    checkpoint = models.PositiveIntegerField(null=True, blank=True, help_text="Its step; empty: the final model.")
+    model_path = models.CharField(max_length=1000, help_text="What the worker loads (a folder or a built-in name).")
+    weights_path = models.CharField(max_length=1000, blank=True,
+                                    help_text="A state dict to load into model_path's architecture (PPO checkpoints).")
+    tokenizer_path = models.CharField(max_length=1000)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    text = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["trial", "position"]
+
+    def status(self) -> dict:
+        return {"id": self.pk, "label": self.label, "state": self.state, "text": self.text, "error": self.error,
+                "seconds": self.seconds}

@@ -22,6 +22,7 @@ from webapp.experiments.actions import (
     NotResumable,
     do_cancel_experiment,
     do_cancel_run,
+    do_create_trial,
     do_delete_experiment,
     do_resume_run,
     do_set_archived,
@@ -34,9 +35,10 @@ from webapp.experiments.forms import (
     ExperimentEditForm,
     ExperimentForm,
     ExperimentListForm,
+    TrialForm,
     initial_from,
 )
-from webapp.experiments.models import Experiment, Run, Sample, Tag, Worker
+from webapp.experiments.models import Experiment, Run, Sample, Tag, Trial, Worker
 from webapp.experiments.references import public_config
 
 PAGE_SIZE = 50
@@ -270,6 +272,45 @@ def _zip_response(run: Run, folder, name: str) -> StreamingHttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+@login_required
+def run_try(request: HttpRequest, pk: int) -> HttpResponse:
+    """Try a run's model: a prompt, answered beside the base model and other runs by the `try` workers."""
+    run = run_for_user(request.user, pk)
+    form = TrialForm(request.POST or None, run=run, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        trial = do_create_trial(run, request.user, **form.cleaned_data)
+        return redirect(trial)
+    recent = Trial.objects.filter(run=run, owner=request.user).prefetch_related("answers")[:10]
+    return render(request, "experiments/run_try.html", {
+        "run": run, "experiment": run.experiment, "form": form, "recent": recent})
+
+
+def _trial_for_user(user, pk: int) -> Trial:
+    """The user's own trial of a run they may still see; Http404 otherwise."""
+    trial = Trial.objects.select_related("run", "run__experiment").filter(pk=pk, owner=user).first()
+    if trial is None:
+        raise Http404("No such trial.")
+    run_for_user(user, trial.run_id)
+    return trial
+
+
+@login_required
+@require_GET
+def trial_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    trial = _trial_for_user(request.user, pk)
+    return render(request, "experiments/trial_detail.html", {
+        "trial": trial, "run": trial.run, "experiment": trial.run.experiment, "answers": list(trial.answers.all())})
+
+
+@login_required
+@require_GET
+def trial_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by static/js/trial.js until every answer is in. Texts are model output: the page escapes them."""
+    trial = _trial_for_user(request.user, pk)
+    answers = [a.status() for a in trial.answers.all()]
+    return JsonResponse({"answers": answers, "active": any(a["state"] in ("queued", "running") for a in answers)})
 
 
 @login_required
