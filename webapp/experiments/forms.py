@@ -513,9 +513,9 @@ class TrialForm(forms.Form):
     others = forms.TypedMultipleChoiceField(required=False, coerce=int, label="And other runs' final models",
                                             help_text="Up to three.", widget=forms.SelectMultiple(attrs={"size": 6}))
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0: greedy (no sampling).",
-                                   widget=forms.NumberInput(attrs={"step": "0.05"}))
+                                   widget=forms.NumberInput(attrs={"step": "any"}))
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0, label="Top p",
-                             widget=forms.NumberInput(attrs={"step": "0.05"}))
+                             widget=forms.NumberInput(attrs={"step": "any"}))
     max_new_tokens = forms.IntegerField(min_value=1, max_value=512, initial=64, label="Max new tokens")
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, help_text="The same seed, the same sample.")
 
