@@ -123,3 +123,10 @@ def test_limits_and_access(client, alice, bob, make_experiment, sent):
     assert client.get(trial.get_absolute_url()).status_code == 404
     assert post_trial(client, run).status_code == 302
     assert Trial.objects.filter(owner=bob).count() == 1
+
+
+def test_training_never_goes_to_the_try_queue(alice_client):
+    from tests.webapp.conftest import form_data
+
+    response = alice_client.post(reverse("experiments:new"), form_data(queue="try"))
+    assert response.status_code == 200 and "for trying models" in response.content.decode()

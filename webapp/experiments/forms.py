@@ -18,7 +18,7 @@ from training.methods import DESCRIPTIONS
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
-from webapp.experiments.models import Experiment, Run, Trial, queue_name_validator
+from webapp.experiments.models import Experiment, Run, Trial, not_a_reserved_queue, queue_name_validator
 from webapp.experiments.references import ModelReferenceError, check_model_reference
 
 UPLOAD = "upload"
@@ -178,7 +178,7 @@ class ExperimentForm(forms.Form):
     rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
                                      help_text="They wait for the SFT run of their seed, then start from its final "
                                                "model (also their KL reference).")
-    queue = TextField(max_length=64, initial="train", validators=[queue_name_validator],
+    queue = TextField(max_length=64, initial="train", validators=[queue_name_validator, not_a_reserved_queue],
                             widget=forms.TextInput(attrs={"list": "queue-choices"}),
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
 
