@@ -87,6 +87,7 @@ def test_search_filter_tag_star_archive_and_delete(live_server, page, django_use
     page.fill("#id_tags", "baseline, paper-fig-2")
     page.fill("#id_notes", "## Why\n\nCheck **DPO** against SFT.\n\n<img src=x onerror=\"window.__xss=1\">\n"
                            "[click](javascript:window.__xss=2)")
+    page.screenshot(path=str(screenshot_dir / "experiment_edit.png"), full_page=True)
     page.click("button:has-text('Save')")
     page.wait_for_url("**" + arith.get_absolute_url())
     assert page.inner_text("#notes h2") == "Why"

@@ -32,7 +32,7 @@ def test_live_json_has_state_eta_charts_and_only_new_samples(alice_client, alice
     run = exp.runs.get()
     Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, eta_s=42.0, step=10, total=40)
     fill_run(run, steps=40, eval_every=10, prompts=2, per_prompt=1, until=10, state=Run.State.RUNNING)
-    url = reverse("experiments:run_live", args=[run.pk])
+    url = reverse("compare:run_live", args=[run.pk])
     data = alice_client.get(url).json()
     assert data["run"]["state"] == "running" and data["run"]["eta_s"] == 42.0 and data["run"]["queue_position"] is None
     assert [f["id"] for f in data["figures"]] == ["reward", "kl", "loss", "learning_rate"]
@@ -64,7 +64,7 @@ def test_learning_rate_chart_reads_trl_and_ppo_keys(alice_client, alice, make_ex
                                + [Metric(run=ppo, step=s, name="train/lr", value=1e-4, wall_time=time.time())
                                   for s in range(1, 3)])
     for run, n in ((sft, 4), (ppo, 2)):
-        lr = alice_client.get(reverse("experiments:run_live", args=[run.pk])).json()["figures"][3]["figure"]
+        lr = alice_client.get(reverse("compare:run_live", args=[run.pk])).json()["figures"][3]["figure"]
         assert len(lr["data"][0]["x"]) == n
 
 
@@ -80,7 +80,7 @@ def test_queued_run_shows_its_place_in_its_queue(alice_client, alice, make_exper
     assert later.runs.get().queue_position() == 2
     html = alice_client.get(later.runs.get().get_absolute_url()).content.decode()
     assert "place 2 in the queue" in html
-    assert alice_client.get(reverse("experiments:run_live", args=[later.runs.get().pk])).json()["run"]["queue_position"] == 2
+    assert alice_client.get(reverse("compare:run_live", args=[later.runs.get().pk])).json()["run"]["queue_position"] == 2
 
 
 def test_page_shows_config_and_the_cli_command(alice_client, alice, make_experiment):

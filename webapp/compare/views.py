@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from webapp.compare import loader
 from webapp.compare.core.figures import X_MODES
-from webapp.experiments.access import experiment_for_user
+from webapp.experiments.access import experiment_for_user, run_for_user
 from webapp.experiments.models import Run
 from webapp.ratings.leaderboard import leaderboard_context
 from webapp.ratings.models import leaderboard_experiments
@@ -124,3 +124,25 @@ def runs_data(request: HttpRequest) -> HttpResponse:
 @require_GET
 def runs_samples(request: HttpRequest) -> JsonResponse:
     return _json(loader.samples_grid(_picked(request), _step(request)))
+
+
+# --- a run's own page ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by a run's own page (static/js/run.js): state, progress, ETA and queue place, its four charts
+    (the compare core's), and the latest samples when newer than the page's (`samples_step`). Strings are
+    data: the page escapes them."""
+    run = run_for_user(request.user, pk)
+    last = run.samples.order_by("-step").values_list("step", flat=True).first()
+    body = {"run": {**run.status(), "queue_position": run.queue_position()},
+            "figures": loader.run_figures_payload(run)["figures"], "samples_step": last,
+            "latest": sorted((k, v) for k, v in run.latest.items() if k.startswith("eval/"))}
+    if last is not None and request.GET.get("samples_step") != str(last):
+        body["samples"] = list(run.samples.filter(step=last).values("prompt_id", "index", "prompt", "completion",
+                                                                  "reward"))
+    if not run.is_active:
+        body["downloads"] = [{"label": d["label"], "url": d["url"]} for d in run.downloads()]
+    return JsonResponse(body)

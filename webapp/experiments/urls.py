@@ -15,7 +15,6 @@ urlpatterns = [
     path("experiments/<int:pk>/archive/", views.experiment_archive, name="archive"),
     path("experiments/<int:pk>/delete/", views.experiment_delete, name="delete"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
-    path("runs/<int:pk>/live.json", views.run_live, name="run_live"),
     path("runs/<int:pk>/download/model.zip", views.run_download_model, name="run_download_model"),
     path("runs/<int:pk>/download/checkpoint-<int:step>.zip", views.run_download_checkpoint,
          name="run_download_checkpoint"),

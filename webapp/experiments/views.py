@@ -230,26 +230,6 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def run_live(request: HttpRequest, pk: int) -> JsonResponse:
-    """Polled by static/js/run.js: state, progress, ETA and queue place, the four charts, and the latest
-    samples when they are newer than the page's (`samples_step`). Strings are data: the page escapes them."""
-    from webapp.compare.loader import run_figures_payload
-
-    run = run_for_user(request.user, pk)
-    last = run.samples.order_by("-step").values_list("step", flat=True).first()
-    body = {"run": {**run.status(), "queue_position": run.queue_position()},
-            "figures": run_figures_payload(run)["figures"], "samples_step": last,
-            "latest": sorted((k, v) for k, v in run.latest.items() if k.startswith("eval/"))}
-    if last is not None and request.GET.get("samples_step") != str(last):
-        body["samples"] = list(run.samples.filter(step=last).values("prompt_id", "index", "prompt", "completion",
-                                                                  "reward"))
-    if not run.is_active:
-        body["downloads"] = [{"label": d["label"], "url": d["url"]} for d in run.downloads()]
-    return JsonResponse(body)
-
-
-@login_required
-@require_GET
 def run_download_model(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     run = run_for_user(request.user, pk)
     return _zip_response(run, run.model_dir, f"run-{run.pk}-model")
