@@ -92,7 +92,10 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     if hooks.lost:  # taken away from this attempt: no final evaluation, no model
         return RunResult(step=result.step, stopped=True, final_metrics={}, model_dir=model_dir,
                          seconds=time.monotonic() - t0)
-    hooks.run_eval(result.step, result.model)
+    if not hooks.stopped:
+        # A stop request (a cancel) ends the run at the step it came after: no final evaluation, which on a
+        # CPU takes longer than the cancel grace period; the model is saved, the last checkpoint resumes it.
+        hooks.run_eval(result.step, result.model)
     hooks.report("saving", result.step)
     if hooks.publish(save_model(result.model, tokenizer, staging / "model"), model_dir):
         shutil.rmtree(out / ".attempts", ignore_errors=True)  # every attempt's leftovers: the run is done

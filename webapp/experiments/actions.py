@@ -201,3 +201,110 @@ def requeue(run: Run, line: str, silent_since=None) -> bool:
             return False
         enqueue(run, run.experiment.queue, ahead=True)
     return True
+
+
+# --- organising: notes, tags, stars, archive, delete ----------------------------------------------------
+
+
+def do_update_experiment(experiment: Experiment, *, name: str, notes: str, tags: list[str]) -> None:
+    """Rename it, rewrite its notes and set its tags (created as needed)."""
+    from webapp.experiments.models import Tag
+
+    with transaction.atomic():
+        experiment.name, experiment.notes = name, notes
+        experiment.save(update_fields=["name", "notes"])
+        objs = [Tag.objects.get_or_create(name=t)[0] for t in dict.fromkeys(tags)]
+        experiment.tags.set(objs)
+
+
+def do_set_star(experiment: Experiment, user, starred: bool) -> None:
+    (experiment.starred_by.add if starred else experiment.starred_by.remove)(user)
+
+
+def do_set_archived(experiment: Experiment, archived: bool) -> None:
+    Experiment.objects.filter(pk=experiment.pk).update(archived=archived)
+    experiment.archived = archived
+
+
+class NotDeletable(Exception):
+    """Why an experiment cannot be deleted now (shown to the user as is)."""
+
+
+def do_delete_experiment(experiment: Experiment) -> None:
+    """Delete it with everything it holds: runs, metrics, samples, votes (the database cascades) and, once
+    that has committed, its runs' folders and its uploaded dataset. Refused while a run may still write:
+    a worker must never write into a folder being removed."""
+    import shutil
+
+    with transaction.atomic():
+        locked = Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+        if locked is None:
+            return
+        if locked.runs.active().exists():
+            raise NotDeletable("Its runs are still queued or running: cancel them first, then delete it.")
+        folders = locked.artifact_dirs()
+        dataset = locked.dataset_file_owned()
+        storage = locked.dataset.storage
+        locked.delete()
+
+        def remove_files() -> None:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            if dataset:
+                try:
+                    storage.delete(dataset)
+                except OSError:
+                    log.warning("could not delete the dataset file %s", dataset, exc_info=True)
+
+        transaction.on_commit(remove_files)
+
+
+# --- trying a model -------------------------------------------------------------------------------------
+
+TRY_TASK = "webapp.workers.tasks.answer_trial"
+TRY_QUEUE = "try"  # its own queue: a long training run never holds a trial up
+
+
+def send_trial(trial_id: int) -> None:
+    """Publish the trial id on the `try` queue (the tests replace this to record what was sent)."""
+    from webapp.celery import app
+
+    app.send_task(TRY_TASK, args=(trial_id,), queue=TRY_QUEUE, retry_policy=PUBLISH_RETRY)
+
+
+def do_create_trial(run: Run, user, *, prompt: str, version: dict, base: bool, others: list[Run],
+                    temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """A trial of `run`'s model (`version`: one of run.model_versions()) beside the base model (if `base`)
+    and the final models of `others`; sent to the `try` workers once committed."""
+    from webapp.experiments.models import Trial, TrialAnswer
+    from webapp.experiments.references import model_path
+
+    with transaction.atomic():
+        trial = Trial.objects.create(owner=user, run=run, prompt=prompt, temperature=temperature, top_p=top_p,
+                                     max_new_tokens=max_new_tokens, seed=seed)
+        answers = [TrialAnswer(label=f"{run.label} (#{run.pk}) · {version['label']}", source_run=run,
+                               checkpoint=version["step"], model_path=version["path"],
+                               weights_path=version["weights"], tokenizer_path=version["tokenizer"])]
+        if base:
+            ref = model_path(run.experiment.base_model)
+            answers.append(TrialAnswer(label=f"base model · {run.experiment.base_model}", model_path=ref,
+                                       tokenizer_path=ref))
+        for other in others:
+            final = next(v for v in other.model_versions() if v["key"] == "final")
+            answers.append(TrialAnswer(label=f"{other.experiment.name} · {other.label} (#{other.pk})",
+                                       source_run=other, model_path=final["path"], tokenizer_path=final["tokenizer"]))
+        for position, answer in enumerate(answers):
+            answer.trial, answer.position = trial, position
+        TrialAnswer.objects.bulk_create(answers)
+        trial_id = trial.pk
+
+        def send() -> None:
+            try:
+                send_trial(trial_id)
+            except Exception:
+                log.warning("trial #%s: the broker is unavailable", trial_id, exc_info=True)
+                TrialAnswer.objects.filter(trial_id=trial_id, state=TrialAnswer.State.QUEUED).update(
+                    state=TrialAnswer.State.FAILED, error="The workers could not be reached (broker down): try again.")
+
+        transaction.on_commit(send)
+    return trial

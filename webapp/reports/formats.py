@@ -90,6 +90,24 @@ def _md(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
+UNFINISHED = ("waiting", "queued", "running")
+
+
+def partial(doc: dict) -> dict | None:
+    """When runs had not finished at export: how many, and every run's state; None for a complete report."""
+    runs = doc.get("runs") or []
+    unfinished = [r for r in runs if r.get("state") in UNFINISHED]
+    if not unfinished:
+        return None
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("state", "?")] = counts.get(r.get("state", "?"), 0) + 1
+    return {"unfinished": len(unfinished), "runs": len(runs),
+            "states": ", ".join(f"{n} {state}" for state, n in counts.items()),
+            "each": [(r.get("label", r.get("key", "?")), r.get("state", "?"), r.get("step"), r.get("total"))
+                     for r in runs]}
+
+
 def to_markdown(doc: dict) -> str:
     """A short summary to paste into a pull request or a paper draft: the methods and the leaderboard."""
     e, summary = doc["experiment"], report_summary(doc)
@@ -97,6 +115,12 @@ def to_markdown(doc: dict) -> str:
              f"Model `{_md(e['base_model'])}`, task `{_md(e['task_label'])}`, {len(doc['runs'])} runs "
              f"({', '.join(_md(m) for m in e['methods'])}; {e['seeds']} seed(s)), {e['max_steps']} steps, "
              f"eval every {e['eval_every']} steps on {e['eval_prompts']} prompts.", ""]
+    unfinished = partial(doc)
+    if unfinished:
+        lines += [f"**Partial**: {unfinished['unfinished']} of {unfinished['runs']} runs had not finished when "
+                  f"this was exported ({_md(unfinished['states'])}): " + "; ".join(
+                      f"{_md(label)} {_md(state)}" + (f" (step {step} of {total})" if state in UNFINISHED else "")
+                      for label, state, step, total in unfinished["each"]) + ".", ""]
     heads = ["Method", "Runs", *(c["label"] for c in summary["columns"])]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for g in summary["groups"]:
@@ -186,7 +210,7 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
                                   "mid": round(100 * (r["bt_score"] - lo) / span, 2)} for r in ranked}
     board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
     return {
-        "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
+        "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf, "partial": partial(doc),
         "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),

@@ -78,7 +78,7 @@ class DatabaseSink:
                 self.lost = True
             elif requested:
                 self.stop = True
-                self._write(log=self._log("stop requested: stopping after this step (final evaluation, save)"))
+                self._write(log=self._log("stop requested: stopping after this step (saving the model; no final evaluation)"))
         return self.stop or self.lost
 
     def truncate_after(self, step: int) -> None:
