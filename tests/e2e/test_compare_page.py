@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,18 @@ def log_in(page, base_url: str, username: str) -> None:
     page.wait_for_url(base_url + "/")
 
 
+def wait_js(page, expression: str, timeout: int = 20_000) -> None:
+    """Wait until `expression` (or a `() => ...` function) is true in the page. Polled from here with
+    page.evaluate: Playwright's wait_for_function evaluates a string with eval, which the page's CSP forbids."""
+    function = expression if expression.lstrip().startswith("()") else f"() => ({expression})"
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(function):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
+
+
 def wait_drawn(page, after: int = 0) -> int:
-    page.wait_for_function(f"Number(document.getElementById('compare').dataset.drawn || 0) > {after}")
+    wait_js(page, f"Number(document.getElementById('compare').dataset.drawn || 0) > {after}")
     return int(page.get_attribute("#compare", "data-drawn"))
 
 
@@ -127,7 +138,7 @@ def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, p
     # The slider: an earlier evaluation, re-rendered by the script (textContent, never HTML).
     page.eval_on_selector("#sample-step", "el => { el.value = 2; el.dispatchEvent(new Event('input')); "
                                           "el.dispatchEvent(new Event('change')); }")
-    page.wait_for_function("document.getElementById('compare').dataset.sampleStep === '40'")
+    wait_js(page, "document.getElementById('compare').dataset.sampleStep === '40'")
     assert page.locator("#sample-step-value").inner_text() == "step 40"
     assert "(step 40)" in page.locator("#samples-grid").inner_text()
     assert page.get_by_text(SCRIPT, exact=False).count() >= 1
@@ -152,18 +163,19 @@ def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, p
     for metric in last_eval:
         metric.pk = None
     Metric.objects.bulk_create(last_eval)
-    page.wait_for_function(
+    wait_js(
+        page,
         f"""() => {{ const p = document.getElementById('plot-reward');
                     const t = p.data.find(t => t.meta && t.meta.run === {live.pk});
                     return t && t.customdata[t.customdata.length - 1][0] === 200; }}""", timeout=15_000)
     Run.objects.filter(pk=live.pk).update(state=Run.State.SUCCEEDED)
-    page.wait_for_function("document.getElementById('compare').dataset.active === 'false'", timeout=15_000)
+    wait_js(page, "document.getElementById('compare').dataset.active === 'false'", timeout=15_000)
     assert page.is_hidden("#live") and page.evaluate("window.__same_page") is True
 
     assert page.evaluate("window.__xss") == 0 and dialogs == []
     page.eval_on_selector("#sample-step", "el => { el.value = el.max; el.dispatchEvent(new Event('input')); "
                                           "el.dispatchEvent(new Event('change')); }")
-    page.wait_for_function("document.getElementById('compare').dataset.sampleStep === '200'")
+    wait_js(page, "document.getElementById('compare').dataset.sampleStep === '200'")
     page.wait_for_timeout(500)  # let plotly finish its transitions before the picture
     full = screenshot_dir / "compare.png"
     page.screenshot(path=str(full), full_page=True)
