@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.compare.core import figures, view
+from webapp.compare.core import figures, verdicts, view
 from webapp.compare.core.series import NEEDED_NAMES, Series, SeriesData
 from webapp.compare.core.view import RunData, Setup
 from webapp.compare.models import SeriesSummary
@@ -273,6 +273,29 @@ def samples_grid(runs: list[Run], step: int | None = None) -> dict:
     rows = (Sample.objects.filter(reduce(or_, wanted)).order_by("prompt_id", "index")
             .values_list("run_id", "step", "prompt_id", "prompt", "completion", "reward")) if wanted else []
     return view.samples_grid(plan, data, rows)
+
+
+def verdicts_table(runs: list[Run]) -> dict:
+    """The verdicts (core.verdicts) of these runs at each one's latest evaluation, as the page shows
+    them: two queries, whatever the number of runs. Across experiments, samples pair on prompt id and text."""
+    steps = sample_steps(runs)
+    wanted = [Q(run_id=run_id, step=s[-1]) for run_id, s in steps.items() if s]
+    if not wanted:
+        return verdicts.table(verdicts.verdicts([]))
+    several = len({run.experiment_id for run in runs}) > 1
+    query = Sample.objects.filter(reduce(or_, wanted)).order_by()
+    if several:
+        rows = ((r, s, (pid, prompt), reward) for r, s, pid, prompt, reward
+                in query.values_list("run_id", "step", "prompt_id", "prompt", "reward"))
+    else:
+        rows = query.values_list("run_id", "step", "prompt_id", "reward")
+    names = labels(runs)
+    result = verdicts.from_samples([(run.pk, *names[run.pk]) for run in runs], rows)
+    active = sum(run.is_active for run in runs)
+    if active:
+        result.notes.insert(0, f"Provisional: {active} run{'s' if active > 1 else ''} still training; "
+                               "their latest evaluation is used.")
+    return verdicts.table(result)
 
 
 def comparability_warnings(runs: list[Run]) -> list[str]:

@@ -16,10 +16,10 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare.core import figures, view
+from webapp.compare.core import figures, verdicts, view
 from webapp.compare.core.series import summarize
 from webapp.compare.core.view import RunData
-from webapp.reports.report import config_table, metric_rows
+from webapp.reports.report import config_table, metric_rows, verdicts_document
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
@@ -102,6 +102,15 @@ def to_markdown(doc: dict) -> str:
     for g in summary["groups"]:
         lines.append("| " + " | ".join([_md(g["label"]), str(g["runs"]), *(_md(c) for c in g["cells"])]) + " |")
     lines += ["", "Mean ± 95% CI over seeds."]
+    table = report_verdicts(doc)
+    if table["rows"]:
+        lines += ["", "**Verdicts** (paired bootstrap over the same eval prompts at the final evaluation; "
+                      f"Holm-corrected across {table['pairs']} pair(s); detectable: 80% power, α = 0.05)", "",
+                  "| Verdict | Difference [95% CI] | p (Holm) | Detectable |", "|---|---|---|---|"]
+        for row in table["rows"]:
+            lines.append(f"| {_md(row['sentence'])} | {row['difference']} | {row['p_holm']} | {row['detectable']} |")
+        if table["underpowered"]:
+            lines += ["", f"⚠ {table['underpowered']} observed difference(s) below what the experiment can detect."]
     board = doc["leaderboard"]
     ranked = [r for r in board["rows"] if r["votes"]]
     if ranked:
@@ -135,6 +144,12 @@ def run_data(doc: dict) -> list[RunData]:
 
 def report_summary(doc: dict, data: list[RunData] | None = None) -> dict:
     return view.summary(data if data is not None else run_data(doc))
+
+
+def report_verdicts(doc: dict) -> dict:
+    """The verdicts table of the document (its own `verdicts`, else computed from its samples)."""
+    several = len(doc.get("experiments") or []) > 1
+    return verdicts.table(doc.get("verdicts") or verdicts_document(doc, several=several))
 
 
 def samples_grid(doc: dict, data: list[RunData], step: int | None = None) -> dict:
@@ -187,7 +202,7 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
     return {
         "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
-        "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
+        "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner
