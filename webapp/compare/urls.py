@@ -10,4 +10,5 @@ urlpatterns = [
     path("compare/", views.runs_compare, name="runs"),
     path("compare/data.json", views.runs_data, name="runs_data"),
     path("compare/samples.json", views.runs_samples, name="runs_samples"),
+    path("compare/detectable.json", views.detectable, name="detectable"),
 ]

@@ -95,6 +95,16 @@ def experiment_samples(request: HttpRequest, pk: int) -> JsonResponse:
     return _json(loader.samples_grid(loader.experiment_runs(experiment), _step(request)))
 
 
+@login_required
+@require_GET
+def detectable(request: HttpRequest) -> JsonResponse:
+    """The new-experiment form's estimate of the smallest detectable difference for its settings."""
+    from webapp.compare.templatetags.power import detectable_text
+
+    value, text = detectable_text(request.GET.get("prompts"), request.GET.get("samples"), request.GET.get("seeds"))
+    return _json({"detectable": round(value, 4), "text": text})
+
+
 # --- runs from any of the user's experiments -----------------------------------------------------------
 
 

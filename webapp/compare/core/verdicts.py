@@ -135,7 +135,15 @@ def satterthwaite(parts: Sequence[tuple[float, int]]) -> float:
 
 
 def quantile_t(df: float) -> float:
-    return Z975 if not math.isfinite(df) or df > 1e6 else t975(max(1, math.floor(df)))
+    """t975 at a fractional `df` (at least 1), linear in 1/df between whole degrees of freedom."""
+    if not math.isfinite(df) or df > 1e6:
+        return Z975
+    df = max(1.0, df)
+    lo = math.floor(df)
+    if lo == df:
+        return t975(lo)
+    w = (1 / lo - 1 / df) / (1 / lo - 1 / (lo + 1))
+    return t975(lo) + w * (t975(lo + 1) - t975(lo))
 
 
 @dataclass
