@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.compare.core import figures, verdicts, view
+from webapp.compare.core import figures, overopt, verdicts, view
 from webapp.compare.core.series import NEEDED_NAMES, Series, SeriesData
 from webapp.compare.core.view import RunData, Setup
 from webapp.compare.models import SeriesSummary
@@ -296,6 +296,11 @@ def verdicts_table(runs: list[Run]) -> dict:
         result.notes.insert(0, f"Provisional: {active} run{'s' if active > 1 else ''} still training; "
                                "their latest evaluation is used.")
     return verdicts.table(result)
+
+
+def run_flags(runs: list[Run]) -> list[str]:
+    """Over-optimisation (gold and training reward parting) and entropy collapse, per run (core.overopt)."""
+    return overopt.all_flags(run_data(runs))
 
 
 def comparability_warnings(runs: list[Run]) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare.core import figures, verdicts, view
+from webapp.compare.core import figures, overopt, verdicts, view
 from webapp.compare.core.series import summarize
 from webapp.compare.core.view import RunData
 from webapp.reports.report import config_table, metric_rows, verdicts_document
@@ -102,6 +102,9 @@ def to_markdown(doc: dict) -> str:
     for g in summary["groups"]:
         lines.append("| " + " | ".join([_md(g["label"]), str(g["runs"]), *(_md(c) for c in g["cells"])]) + " |")
     lines += ["", "Mean ± 95% CI over seeds."]
+    flags = overopt.all_flags(run_data(doc))
+    if flags:
+        lines += ["", "**Over-optimisation and collapse**", "", *(f"- {_md(f)}" for f in flags)]
     table = report_verdicts(doc)
     if table["rows"]:
         lines += ["", "**Verdicts** (paired bootstrap over the same eval prompts at the final evaluation; "
@@ -202,7 +205,8 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
     return {
         "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
-        "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
+        "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "flags": overopt.all_flags(data),
+        "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner

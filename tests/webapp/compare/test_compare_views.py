@@ -408,3 +408,15 @@ def test_the_form_shows_the_detectable_difference_and_updates_it(client, alice):
     many = client.get(reverse("compare:detectable"), {"prompts": 200, "samples": 16, "seeds": 5}).json()
     assert many["detectable"] < few["detectable"]
     assert client.get(reverse("compare:detectable"), {"prompts": "x"}).status_code == 200
+
+
+def test_over_optimisation_is_flagged_on_the_run_and_compare_pages(client, alice, make_experiment):
+    """The demo's PPO optimises a proxy whose gold reward turns down halfway; DPO's does not."""
+    client.force_login(alice)
+    exp = make_experiment(alice, methods=["dpo", "ppo"])
+    fill_experiment(exp, steps=100, eval_every=10, proxy_methods=("ppo",))
+    ppo, dpo = exp.runs.get(method="ppo"), exp.runs.get(method="dpo")
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="flags"' in page and "PPO seed 0: over-optimisation" in page and "DPO seed 0: over" not in page
+    assert "over-optimisation" in client.get(reverse("experiments:run", args=[ppo.pk])).content.decode()
+    assert 'id="flags"' not in client.get(reverse("experiments:run", args=[dpo.pk])).content.decode()
