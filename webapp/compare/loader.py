@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.compare.core import figures, overopt, verdicts, view
+from webapp.compare.core import equal_kl, figures, overopt, verdicts, view
 from webapp.compare.core.series import NEEDED_NAMES, Series, SeriesData
 from webapp.compare.core.view import RunData, Setup
 from webapp.compare.models import SeriesSummary
@@ -296,6 +296,14 @@ def verdicts_table(runs: list[Run]) -> dict:
         result.notes.insert(0, f"Provisional: {active} run{'s' if active > 1 else ''} still training; "
                                "their latest evaluation is used.")
     return verdicts.table(result)
+
+
+def statistics(runs: list[Run]) -> dict:
+    """What the page shows beside the charts: the summary table, the verdicts, the over-optimisation
+    flags and the reward at equal KL (the series read once)."""
+    data = run_data(runs)
+    return {"summary": view.summary(data), "verdicts": verdicts_table(runs), "flags": overopt.all_flags(data),
+            "equal_kl": equal_kl.reward_at_equal_kl(data)}
 
 
 def run_flags(runs: list[Run]) -> list[str]:

@@ -58,8 +58,7 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
     if experiment is not None and runs and leaderboard_experiments(request.user).filter(pk=experiment.pk).exists():
         context.update(leaderboard_context(experiment))  # the human ranking beside the curves
     return render(request, "compare/compare.html", context | {
-        "experiment": experiment, "runs": runs, "summary": loader.summary(runs), "verdicts": loader.verdicts_table(runs),
-        "flags": loader.run_flags(runs), "x": x, "smoothing": smoothing,
+        "experiment": experiment, "runs": runs, **loader.statistics(runs), "x": x, "smoothing": smoothing,
         "x_modes": X_MODES.items(), "grid": loader.samples_grid(runs, _step(request)),
         "warnings": loader.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,

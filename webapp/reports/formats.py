@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare.core import figures, overopt, verdicts, view
+from webapp.compare.core import equal_kl, figures, overopt, verdicts, view
 from webapp.compare.core.series import summarize
 from webapp.compare.core.view import RunData
 from webapp.reports.report import config_table, metric_rows, verdicts_document
@@ -102,7 +102,8 @@ def to_markdown(doc: dict) -> str:
     for g in summary["groups"]:
         lines.append("| " + " | ".join([_md(g["label"]), str(g["runs"]), *(_md(c) for c in g["cells"])]) + " |")
     lines += ["", "Mean ± 95% CI over seeds."]
-    flags = overopt.all_flags(run_data(doc))
+    data = run_data(doc)
+    flags = overopt.all_flags(data)
     if flags:
         lines += ["", "**Over-optimisation and collapse**", "", *(f"- {_md(f)}" for f in flags)]
     table = report_verdicts(doc)
@@ -114,6 +115,14 @@ def to_markdown(doc: dict) -> str:
             lines.append(f"| {_md(row['sentence'])} | {row['difference']} | {row['p_holm']} | {row['detectable']} |")
         if table["underpowered"]:
             lines += ["", f"⚠ {table['underpowered']} observed difference(s) below what the experiment can detect."]
+    at_kl = equal_kl.reward_at_equal_kl(data)
+    if at_kl["rows"]:
+        lines += ["", "**Reward at equal KL** (best eval/reward within each KL budget, nats; mean ± 95% CI over seeds; "
+                      "*: budget not all spent)", "",
+                  "| Method | " + " | ".join(f"KL ≤ {b}" for b in at_kl["budgets"]) + " |",
+                  "|---|" + "---|" * len(at_kl["budgets"])]
+        for row in at_kl["rows"]:
+            lines.append(f"| {_md(row['label'])} | " + " | ".join(row["texts"]) + " |")
     board = doc["leaderboard"]
     ranked = [r for r in board["rows"] if r["votes"]]
     if ranked:
@@ -206,7 +215,7 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     return {
         "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
         "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "flags": overopt.all_flags(data),
-        "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
+        "equal_kl": equal_kl.reward_at_equal_kl(data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner

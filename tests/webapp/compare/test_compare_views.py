@@ -420,3 +420,13 @@ def test_over_optimisation_is_flagged_on_the_run_and_compare_pages(client, alice
     assert 'id="flags"' in page and "PPO seed 0: over-optimisation" in page and "DPO seed 0: over" not in page
     assert "over-optimisation" in client.get(reverse("experiments:run", args=[ppo.pk])).content.decode()
     assert 'id="flags"' not in client.get(reverse("experiments:run", args=[dpo.pk])).content.decode()
+
+
+def test_the_page_shows_the_reward_at_equal_kl(client, alice, make_experiment):
+    client.force_login(alice)
+    exp = make_experiment(alice, methods=["dpo", "ppo"], seeds=2)
+    fill_experiment(exp, steps=40, eval_every=10, proxy_methods=())
+    stats = loader.statistics(loader.experiment_runs(exp))
+    assert [r["label"] for r in stats["equal_kl"]["rows"]] == ["DPO", "PPO"] and stats["equal_kl"]["budgets"]
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="equal-kl"' in page and f"KL ≤ {stats['equal_kl']['budgets'][-1]}" in page
