@@ -120,6 +120,11 @@ def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device):
         return lambda model, step, **_: (pairwise_accuracy(model, tokenizer, held, device), [])
     settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
     proxy = _reward_fn(cfg, task, device) if getattr(cfg, "reward_model", "") else None
+    if cfg.method == "best_of_n":
+        from training.methods.best_of_n import BestOfNEvaluator
+
+        return BestOfNEvaluator(task, tokenizer, reference, settings, device, cfg.n, signal=proxy,
+                                proxy_is_signal=proxy is not None)
     return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=proxy)
 
 

@@ -37,7 +37,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 100,
+    "base_model": "tiny", "task": "arithmetic", "methods": [m for m in METHODS if m != "best_of_n"], "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,
