@@ -68,6 +68,10 @@ class MethodRewards:
     def seeds(self) -> int:
         return self.y.shape[0]
 
+    @property
+    def position(self) -> dict:
+        return {p: i for i, p in enumerate(self.prompts)}
+
 
 def method_rewards(groups: dict[str, tuple[str, list[tuple[str, int, Iterable[tuple]]]]]) -> list[MethodRewards]:
     """MethodRewards of each group from {group: (label, [(run label, step, [(prompt key, reward), ...]), ...])}.
@@ -200,8 +204,8 @@ def compare_pair(a: MethodRewards, b: MethodRewards, rng: np.random.Generator, r
     common = sorted(set(a.prompts) & set(b.prompts))
     if len(common) < 2:
         return None
-    ia = [a.prompts.index(p) for p in common] if len(common) != len(a.prompts) else slice(None)
-    ib = [b.prompts.index(p) for p in common] if len(common) != len(b.prompts) else slice(None)
+    ia = [a.position[p] for p in common] if len(common) != len(a.prompts) else slice(None)
+    ib = [b.position[p] for p in common] if len(common) != len(b.prompts) else slice(None)
     ya, yb = a.y[:, ia], b.y[:, ib]
     n = len(common)
     d = ya.mean(axis=0) - yb.mean(axis=0)

@@ -140,3 +140,14 @@ def test_the_form_estimate_shrinks_with_more_prompts_samples_and_seeds():
     assert 0.03 < base < 0.2
     assert v.expected_detectable(80, 8, 3) < base and v.expected_detectable(20, 32, 3) < base
     assert v.expected_detectable(20, 8, 10) < base
+
+
+def test_methods_of_several_experiments_pair_on_the_prompts_they_share():
+    rng = np.random.default_rng(8)
+    y = rng.normal(0.5, 0.1, (1, 4))
+    a = v.MethodRewards("a", "A", (0, 1, 2, 3), y, 0.01, 2)
+    b = v.MethodRewards("b", "B", (2, 3, 4, 5), y + 0.1, 0.01, 2)
+    pair = v.compare_pair(a, b, rng)
+    assert pair.prompts == 2
+    # on prompts 2 and 3: a's y[2:4] against b's y[0:2] + 0.1
+    assert pair.diff == pytest.approx(abs(y[0, 2:].mean() - (y[0, :2].mean() + 0.1)))
