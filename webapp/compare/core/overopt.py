@@ -2,7 +2,7 @@
 proxy, `eval/proxy_reward`) keeps rising; the gold reward's fit against d = sqrt(KL) with the forms
 of Gao, Schulman & Hilton (2022, "Scaling laws for reward model overoptimization"): RL
 R(d) = d (alpha - beta log d), best-of-N R(d) = d (alpha - beta d), R the gain over the start; and
-entropy collapse. Plain lists in, plain data out."""
+entropy collapse. Entropy collapse and completion-length drift are flagged too. Plain lists in, plain data out."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from webapp.compare.core.series import ENTROPY, KL, PROXY, REWARD, interp
+from webapp.compare.core.series import ENTROPY, KL, LENGTH, PROXY, REWARD, interp
 from webapp.compare.core.stats import fmt
 from webapp.compare.core.view import RunData, groups_of
 
 WINDOW = 3  # evaluations in the moving average the detection reads
 MIN_EVALS = 4
 COLLAPSE = 0.3  # entropy below this share of its value at the first evaluation: collapse
+DRIFT = 2.0  # mean completion length grown or shrunk by this factor since the first evaluation: drift
 
 
 def moving_average(values: Sequence[float], window: int = WINDOW) -> list[float]:
@@ -153,7 +154,7 @@ def group_fits(runs: list[RunData]) -> list[dict]:
 
 
 def flags(run: RunData) -> list[str]:
-    """What the run and compare pages say about a run: gold and proxy parting, entropy collapse."""
+    """What the run and compare pages say about a run: gold and proxy parting, entropy collapse, length drift."""
     out = []
     gold, proxy = run.series.get(REWARD), run.series.get(PROXY)
     if gold and proxy:
@@ -168,6 +169,12 @@ def flags(run: RunData) -> list[str]:
         if first[1] > 0 and last[1] < COLLAPSE * first[1]:
             out.append(f"{run.label}: entropy collapse — the policy's per-token entropy fell from {fmt(first[1])} "
                        f"to {fmt(last[1])} nats (step {first[0]} → {last[0]}): its samples are close to deterministic.")
+    length = run.series.get(LENGTH)
+    if length and len(length.points) >= 2:
+        first, last = length.points[0], length.points[-1]
+        if first[1] > 0 and last[1] > 0 and max(last[1] / first[1], first[1] / last[1]) >= DRIFT:
+            out.append(f"{run.label}: length drift — mean completion length went from {fmt(first[1], 1)} to "
+                       f"{fmt(last[1], 1)} tokens (step {first[0]} → {last[0]}).")
     return out
 
 

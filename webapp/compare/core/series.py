@@ -40,7 +40,7 @@ PANELS = (  # training loss and method panels, from the trainers' own train/* ke
     Panel("reward_std", "GRPO/RLOO: reward spread within groups", ("train/reward_std",), "reward std"),
     Panel("completion_length", "Completion length in training", ("train/completions/mean_length",), "tokens"),
 )
-NEEDED_NAMES = tuple(dict.fromkeys((REWARD, KL, PROXY, TOKENS, ENTROPY, *(k for p in PANELS for k in p.keys))))
+NEEDED_NAMES = tuple(dict.fromkeys((REWARD, KL, PROXY, TOKENS, ENTROPY, LENGTH, *(k for p in PANELS for k in p.keys))))
 
 # --- downsampling -------------------------------------------------------------------------------------
 

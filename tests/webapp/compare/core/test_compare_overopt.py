@@ -12,7 +12,7 @@ import pytest
 from webapp.compare.core import overopt
 from webapp.compare.core.figures import as_go, build_figures
 from webapp.compare.core.figures.gao import gao_figure, gao_info
-from webapp.compare.core.series import ENTROPY, KL, PROXY, REWARD, SeriesData
+from webapp.compare.core.series import ENTROPY, KL, LENGTH, PROXY, REWARD, SeriesData
 from webapp.compare.core.view import RunData
 
 
@@ -78,7 +78,7 @@ def series(points):
     return SeriesData(points=[(s, v, 0.0) for s, v in points], means=[])
 
 
-def run(i, method, gold, proxy=None, kl=None, entropy=None):
+def run(i, method, gold, proxy=None, kl=None, entropy=None, length=None):
     data = {REWARD: series(gold)}
     if proxy:
         data[PROXY] = series(proxy)
@@ -86,6 +86,8 @@ def run(i, method, gold, proxy=None, kl=None, entropy=None):
         data[KL] = series(kl)
     if entropy:
         data[ENTROPY] = series(entropy)
+    if length:
+        data[LENGTH] = series(length)
     return RunData(id=i, label=f"{method.upper()} seed 0", group=method, group_label=method.upper(), method=method,
                    series=data)
 
@@ -114,3 +116,10 @@ def test_the_gao_figure_draws_points_and_fits_per_method():
     assert [t["meta"]["kind"] for t in fig["data"]] == ["gao-points", "gao-fit"]
     assert "gao" in [c["id"] for c in build_figures([r])]
     assert gao_figure([run(2, "dpo", [(10, 0.3)])]) is None  # no step 0: no gain, no fit
+
+
+def test_length_drift_is_flagged_both_ways():
+    gold, _ = curves(None)
+    assert "length drift" in overopt.flags(run(1, "ppo", gold, length=[(0, 12.0), (200, 30.0)]))[0]
+    assert "length drift" in overopt.flags(run(1, "ppo", gold, length=[(0, 12.0), (200, 5.0)]))[0]
+    assert overopt.flags(run(1, "ppo", gold, length=[(0, 12.0), (200, 16.0)])) == []
