@@ -10,11 +10,8 @@ score Optuna optimises never sees the half the winners are reported on."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
-from optuna.trial import TrialState, create_trial
 
 from training.config import CONFIG_CLASSES, ConfigError
 
@@ -32,6 +29,8 @@ class Param:
     integer: bool = False
 
     def distribution(self):
+        from optuna.distributions import FloatDistribution, IntDistribution
+
         if self.integer:
             return IntDistribution(int(self.low), int(self.high), log=self.log)
         return FloatDistribution(self.low, self.high, log=self.log)
@@ -99,12 +98,14 @@ class Trial:
     intermediate: dict[int, float] = field(default_factory=dict)
 
 
-STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+def study(config: SweepConfig, method: str, trials: list[Trial]):
+    """An in-memory Optuna study holding the finished trials (running ones are left out: Optuna proposes
+    without them, as it does for trials still running in parallel). Optuna is imported here: the
+    comparison core reads this module's plain functions without it."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
 
-
-def study(config: SweepConfig, method: str, trials: list[Trial]) -> optuna.Study:
-    """An in-memory study holding the finished trials (running ones are left out: Optuna proposes
-    without them, as it does for trials still running in parallel)."""
+    states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = config.spaces[method]
     n_done = sum(t.state != "running" for t in trials)
@@ -119,7 +120,7 @@ def study(config: SweepConfig, method: str, trials: list[Trial]) -> optuna.Study
     for t in trials:
         if t.state == "running":
             continue
-        s.add_trial(create_trial(state=STATES[t.state], value=t.value if t.state == "complete" else None,
+        s.add_trial(create_trial(state=states[t.state], value=t.value if t.state == "complete" else None,
                                  params={k: v for k, v in t.params.items() if k in dists},
                                  distributions={k: d for k, d in dists.items() if k in t.params},
                                  intermediate_values=dict(t.intermediate)))
@@ -146,3 +147,57 @@ def should_prune(config: SweepConfig, method: str, trials: list[Trial], current:
         if math.isfinite(value):
             trial.report(value, step)
     return trial.should_prune()
+
+
+def from_settings(settings: dict) -> SweepConfig | None:
+    """The SweepConfig of an experiment's `sweep` field (None when empty: no sweep)."""
+    if not settings:
+        return None
+    known = {"trials", "sampler", "prune", "startup_trials", "seed"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "not a sweep setting")
+    return SweepConfig(**settings)
+
+
+# --- validation and test halves of the held-out prompts ------------------------------------------------
+
+
+def split(keys: Iterable) -> tuple[set, set]:
+    """(validation, test): the sorted prompt keys alternately, the first to validation. Fixed by the
+    prompts alone (not by a seed), so every trial of every method is split the same way."""
+    ordered = sorted(set(keys))
+    return set(ordered[0::2]), set(ordered[1::2])
+
+
+@dataclass
+class Scores:
+    validation: float | None
+    test: float | None
+    intermediate: dict[int, float] = field(default_factory=dict)  # step -> validation mean
+
+
+def scores(rows: Iterable[tuple]) -> dict[int, Scores]:
+    """Per run, from sample rows (run id, step, prompt key, reward): the mean reward on the validation
+    and the test prompts at its last evaluation, and on the validation prompts at every evaluation."""
+    rows = [r for r in rows if r[3] is not None and math.isfinite(r[3])]
+    validation, _ = split(r[2] for r in rows)
+    sums: dict[tuple, list[float]] = {}
+    for run, step, key, reward in rows:
+        acc = sums.setdefault((run, step, key in validation), [0.0, 0])
+        acc[0] += reward
+        acc[1] += 1
+    last: dict[int, int] = {}
+    for run, step, _ in sums:
+        last[run] = max(last.get(run, -1), step)
+
+    def mean(run: int, step: int, is_val: bool) -> float | None:
+        acc = sums.get((run, step, is_val))
+        return acc[0] / acc[1] if acc and acc[1] else None
+
+    out: dict[int, Scores] = {}
+    for run, end in last.items():
+        steps = sorted({s for (r, s, v) in sums if r == run and v})
+        out[run] = Scores(validation=mean(run, end, True), test=mean(run, end, False),
+                          intermediate={s: mean(run, s, True) for s in steps})
+    return out

@@ -1,24 +1,19 @@
-"""Sweeps with equal tuning budgets, on plain data: the held-out prompts split into a validation half
-(trials are selected on it, and Optuna optimises it) and a test half (the winners are reported on
-it, so selection does not inflate the result); best-of-budget per method with the winners' paired
+"""Sweeps with equal tuning budgets, on plain data: with the held-out prompts split into a validation
+half (trials are selected on it, and Optuna optimises it) and a test half (the winners are reported on
+it, so selection does not inflate the result; `webapp.experiments.sweeps.split`), best-of-budget per method with the winners' paired
 verdicts on the test half; each method's sensitivity to its hyperparameters; the compute each used."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from webapp.compare.core import verdicts
-
-
-def split(keys: Iterable) -> tuple[set, set]:
-    """(validation, test): the sorted prompt keys alternately, the first to validation. Fixed by the
-    prompts alone (not by a seed), so every trial of every method is split the same way."""
-    ordered = sorted(set(keys))
-    return set(ordered[0::2]), set(ordered[1::2])
+from webapp.compare.core.stats import fmt
+from webapp.experiments.sweeps import scores, split
 
 
 @dataclass
@@ -34,37 +29,6 @@ class TrialRun:
     wall_s: float | None = None
     steps: int | None = None
     tokens: float | None = None
-
-
-@dataclass
-class Scores:
-    validation: float | None
-    test: float | None
-    intermediate: dict[int, float] = field(default_factory=dict)  # step -> validation mean
-
-
-def scores(rows: Iterable[tuple]) -> dict[int, Scores]:
-    """Per run, from sample rows (run id, step, prompt key, reward): the mean reward on the validation
-    and the test prompts at its last evaluation, and on the validation prompts at every evaluation."""
-    rows = [r for r in rows if r[3] is not None and math.isfinite(r[3])]
-    validation, _ = split(r[2] for r in rows)
-    sums: dict[tuple, list[float]] = {}
-    for run, step, key, reward in rows:
-        acc = sums.setdefault((run, step, key in validation), [0.0, 0])
-        acc[0] += reward
-        acc[1] += 1
-    out: dict[int, Scores] = {}
-    last: dict[int, int] = {}
-    for (run, step, _), _acc in sums.items():
-        last[run] = max(last.get(run, -1), step)
-    for run, end in last.items():
-        def mean(step: int, is_val: bool, run=run) -> float | None:
-            acc = sums.get((run, step, is_val))
-            return acc[0] / acc[1] if acc and acc[1] else None
-        steps = sorted({s for (r, s, v) in sums if r == run and v})
-        out[run] = Scores(validation=mean(end, True), test=mean(end, False),
-                          intermediate={s: mean(s, True) for s in steps})
-    return out
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -124,3 +88,20 @@ def sweep_table(trials: list[TrialRun], rows: Iterable[tuple]) -> dict:
     table = verdicts.from_samples([(w.run, w.label, w.group, w.group_label) for w in winners], test_rows)
     return {"methods": methods, "verdicts": verdicts.table(table), "validation_prompts": len(split(r[2] for r in rows)[0]),
             "test_prompts": len(test)}
+
+
+def view(table: dict) -> dict:
+    """The table as the page shows it: formatted cells per method."""
+    rows = []
+    for m in table["methods"]:
+        best = m["best"]
+        sens = ", ".join(f"{name} ρ = {fmt(v['spearman'], 2)}" for name, v in m["sensitivity"].items()
+                         if v["spearman"] is not None) or "–"
+        rows.append({
+            "label": m["label"], "trials": m["trials"], "completed": m["completed"], "pruned": m["pruned"],
+            "best": "–" if best is None else best["label"],
+            "params": "–" if best is None else ", ".join(f"{k} = {v:.3g}" for k, v in sorted(best["params"].items())),
+            "validation": fmt(best["validation"]) if best else "–", "test": fmt(best["test"]) if best else "–",
+            "sensitivity": sens, "wall_s": fmt(m["compute"]["wall_s"], 1), "steps": f"{m['compute']['steps']:,}",
+        })
+    return {**table, "rows": rows}

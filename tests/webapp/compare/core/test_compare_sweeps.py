@@ -2,7 +2,8 @@
 
 import pytest
 
-from webapp.compare.core.sweeps import TrialRun, scores, spearman, split, sweep_table
+from webapp.compare.core.sweeps import TrialRun, spearman, sweep_table
+from webapp.experiments.sweeps import scores, split
 
 
 def test_split_alternates_and_is_disjoint():

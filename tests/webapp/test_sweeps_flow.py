@@ -1,0 +1,83 @@
+"""A sweep through the app's actions (no broker, no training: each trial's metrics and samples are
+the demo's, written as a worker would, then the run ends through do_finish_run): each method gets its
+budget of trials, one after the other, each proposed from the ones before; the compare page shows
+best-of-budget with the winners compared on the test half of the prompts only."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from training.config import ConfigError
+from webapp.compare import demo, loader
+from webapp.experiments.actions import do_create_experiment, do_finish_run
+from webapp.experiments.models import Experiment, Run
+from webapp.experiments.sweeps import split
+
+pytestmark = pytest.mark.django_db
+
+
+def sweep_experiment(owner, **sweep) -> Experiment:
+    exp = Experiment(owner=owner, name="Sweep", base_model="tiny", task="arithmetic", methods=["dpo", "ppo"],
+                     seeds=1, max_steps=20, eval_every=10, eval_prompts=10, eval_samples=2, max_new_tokens=8,
+                     sweep={"trials": 3, "sampler": "random", **sweep})
+    return do_create_experiment(exp)
+
+
+def train_queued(exp: Experiment) -> list[Run]:
+    """Every queued run 'trains' (demo metrics and samples) and succeeds through do_finish_run."""
+    done = []
+    for run in exp.runs.filter(state=Run.State.QUEUED):
+        Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, attempts=1)
+        run.refresh_from_db()
+        demo.fill_run(run, steps=20, eval_every=10, prompts=10, per_prompt=2, state=Run.State.RUNNING)
+        run.refresh_from_db()
+        assert do_finish_run(run, Run.State.SUCCEEDED)
+        done.append(run)
+    return done
+
+
+def test_each_method_gets_the_same_budget_of_trials_one_after_another(alice, django_capture_on_commit_callbacks,
+                                                                       enqueued):
+    with django_capture_on_commit_callbacks(execute=True):
+        exp = sweep_experiment(alice)
+    assert len(enqueued) == 2  # the first trial of each method, in parallel
+    first = list(exp.runs.order_by("pk"))
+    assert [(r.method, r.trial, r.state) for r in first] == [("dpo", 0, "queued"), ("ppo", 0, "queued")]
+    assert first[0].config["learning_rate"] != exp.run_config("dpo", 0).get("learning_rate")  # the trial's own
+    assert first[0].label == "DPO trial 0"
+    for _ in range(5):
+        if not train_queued(exp):
+            break
+    trials = list(exp.runs.order_by("method", "trial"))
+    assert [(r.method, r.trial) for r in trials] == [("dpo", 0), ("dpo", 1), ("dpo", 2), ("ppo", 0), ("ppo", 1), ("ppo", 2)]
+    assert all(r.state == Run.State.SUCCEEDED for r in trials)
+    assert len({r.config["learning_rate"] for r in trials if r.method == "ppo"}) == 3
+
+
+def test_the_compare_page_states_best_of_budget_and_the_winners_verdict(client, alice):
+    client.force_login(alice)
+    exp = sweep_experiment(alice)
+    while train_queued(exp):
+        pass
+    runs = loader.experiment_runs(exp)
+    stats = loader.statistics(runs)
+    sweep = stats["sweep"]
+    assert [m["trials"] for m in sweep["methods"]] == [3, 3]
+    assert sweep["validation_prompts"] == 5 and sweep["test_prompts"] == 5
+    (pair,) = sweep["verdicts"]["rows"]
+    assert "PPO" in pair["sentence"] and "DPO" in pair["sentence"]
+    assert stats["verdicts"]["rows"] == []  # trials are not seeds: no pooled verdict over them
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="sweep"' in page and "Equal tuning budget" in page and pair["sentence"] in page
+    # Selection and reporting use disjoint prompts.
+    validation, test = split(range(10))
+    assert not validation & test and len(validation | test) == 10
+
+
+def test_a_sweep_is_not_started_from_sft_and_its_settings_are_checked(alice):
+    with pytest.raises(ConfigError):
+        do_create_experiment(Experiment(owner=alice, name="x", methods=["sft", "dpo"], rl_from_sft=True,
+                                        sweep={"trials": 2}))
+    with pytest.raises(ConfigError):
+        do_create_experiment(Experiment(owner=alice, name="x", methods=["dpo"], sweep={"trials": 2, "grid": 1}))
