@@ -81,3 +81,19 @@ def test_a_sweep_is_not_started_from_sft_and_its_settings_are_checked(alice):
                                         sweep={"trials": 2}))
     with pytest.raises(ConfigError):
         do_create_experiment(Experiment(owner=alice, name="x", methods=["dpo"], sweep={"trials": 2, "grid": 1}))
+
+
+def test_the_form_starts_a_sweep(alice_client):
+    from tests.webapp.conftest import form_data
+
+    data = form_data(methods=["dpo", "ppo"], sweep_trials=4, sweep_sampler="random")
+    data.pop("rl_from_sft", None)
+    response = alice_client.post(reverse("experiments:new"), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    exp = Experiment.objects.get()
+    assert exp.sweep == {"trials": 4, "sampler": "random"}
+    assert sorted((r.method, r.trial) for r in exp.runs.all()) == [("dpo", 0), ("ppo", 0)]
+    data["rl_from_sft"] = "on"
+    data["methods"] = ["sft", "dpo"]
+    page = alice_client.post(reverse("experiments:new"), data).content.decode()
+    assert "A sweep tunes every method from the base model" in page
