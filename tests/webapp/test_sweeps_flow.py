@@ -97,3 +97,57 @@ def test_the_form_starts_a_sweep(alice_client):
     data["methods"] = ["sft", "dpo"]
     page = alice_client.post(reverse("experiments:new"), data).content.decode()
     assert "A sweep tunes every method from the base model" in page
+
+
+def test_a_trial_below_the_median_of_earlier_trials_is_pruned(alice):
+    from webapp.experiments.actions import PRUNED, recorded_trials, trial_should_prune
+    from webapp.experiments.models import Sample
+    from webapp.experiments.sweeps import from_settings
+
+    exp = sweep_experiment(alice, trials=6, startup_trials=2)
+    for _ in range(3):
+        train_queued(exp)  # three finished trials per method
+    run = exp.runs.filter(method="dpo", state=Run.State.QUEUED).get()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, attempts=1)
+    run.refresh_from_db()
+
+    def evaluate(step: int, reward: float) -> None:
+        Sample.objects.bulk_create([Sample(run=run, step=step, prompt_id=p, index=i, prompt=f"Question {p}",
+                                           completion="x", reward=reward) for p in range(10) for i in range(2)])
+
+    evaluate(0, 0.15)
+    evaluate(10, 0.9)  # well above the earlier trials at step 10
+    assert not trial_should_prune(run)
+    Sample.objects.filter(run=run, step=10).update(reward=0.0)  # far below them
+    assert trial_should_prune(run)
+    # Ended by the sink (stopped, its log saying so), it counts as pruned and the sweep goes on.
+    Run.objects.filter(pk=run.pk).update(log=f"{PRUNED} 10: below the median")
+    run.refresh_from_db()
+    assert do_finish_run(run, Run.State.CANCELLED)
+    states = [t.state for t in recorded_trials(exp, "dpo", from_settings(exp.sweep))]
+    assert states == ["complete", "complete", "complete", "pruned", "running"]
+
+
+def test_the_workers_sink_stops_a_pruned_trial_at_its_evaluation(alice):
+    from training.callbacks import Sample as Completion
+    from webapp.experiments.actions import PRUNED
+    from webapp.workers.sink import DatabaseSink
+
+    exp = sweep_experiment(alice, trials=6, startup_trials=2)
+    for _ in range(3):
+        train_queued(exp)
+    run = exp.runs.filter(method="ppo", state=Run.State.QUEUED).get()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, attempts=1)
+    run.refresh_from_db()
+    sink = DatabaseSink(run)
+
+    def completions(step, reward):
+        return [Completion(step=step, prompt=f"Question {p}", completion="x", reward=reward, index=i, prompt_id=p)
+                for p in range(10) for i in range(2)]
+
+    sink.log_samples(0, completions(0, 0.15))
+    assert not sink.stop  # step 0: the starting model, nothing to judge
+    sink.log_samples(10, completions(10, 0.0))  # (Optuna's median pruner judges a trial's best value so far)
+    assert sink.stop and sink.should_stop()
+    run.refresh_from_db()
+    assert f"{PRUNED} 10" in run.log

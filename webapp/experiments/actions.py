@@ -123,6 +123,8 @@ def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepCon
         score = scored.get(run.pk)
         if run.state == State.SUCCEEDED and score is not None and score.validation is not None:
             state, value = "complete", score.validation
+        elif run.state == State.CANCELLED and PRUNED in run.log:
+            state, value = "pruned", None
         elif run.is_active:
             state, value = "running", None
         else:
@@ -130,6 +132,22 @@ def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepCon
         out.append(sweeps.Trial(number=run.trial, params={k: run.config[k] for k in names if k in run.config},
                                 state=state, value=value, intermediate=dict(score.intermediate) if score else {}))
     return out
+
+
+PRUNED = "pruned at step"  # the log line of a trial its sweep stopped (the worker's sink writes it)
+
+
+def trial_should_prune(run: Run) -> bool:
+    """Whether a running sweep trial should stop now: its validation reward at the evaluations so far is
+    below the median of the method's finished trials at the same steps (Optuna's MedianPruner)."""
+    if run.trial is None:
+        return False
+    config = sweeps.from_settings(run.experiment.sweep)
+    if config is None or not config.prune or run.method not in config.spaces:
+        return False
+    trials = recorded_trials(run.experiment, run.method, config)
+    current = next((t for t in trials if t.number == run.trial), None)
+    return current is not None and sweeps.should_prune(config, run.method, trials, current)
 
 
 def _advance_sweep(run: Run) -> None:
