@@ -151,3 +151,20 @@ def test_the_workers_sink_stops_a_pruned_trial_at_its_evaluation(alice):
     assert sink.stop and sink.should_stop()
     run.refresh_from_db()
     assert f"{PRUNED} 10" in run.log
+
+
+def test_the_reports_of_a_sweep_hold_its_table_and_leave_trials_out_of_the_pooled_verdicts(alice):
+    from webapp.reports import formats
+    from webapp.reports.report import build_report
+
+    exp = sweep_experiment(alice)
+    while train_queued(exp):
+        pass
+    doc = build_report(exp)
+    assert doc["verdicts"]["pairs"] == [] and [m["trials"] for m in doc["sweep"]["methods"]] == [3, 3]
+    assert sorted(r["trial"] for r in doc["runs"]) == [0, 0, 1, 1, 2, 2]
+    md = formats.to_markdown(doc)
+    assert "**Equal tuning budget**" in md and "(test half)" in md
+    page = formats.to_html(doc)
+    assert 'id="sweep"' in page and "Equal tuning budget" in page
+    formats.to_json(doc)  # JSON-able, no NaN

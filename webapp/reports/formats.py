@@ -16,8 +16,9 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare.core import equal_kl, figures, overopt, verdicts, view
+from webapp.compare.core import equal_kl, figures, overopt, sweeps, verdicts, view
 from webapp.compare.core.series import summarize
+from webapp.compare.core.stats import fmt
 from webapp.compare.core.view import RunData
 from webapp.reports.report import config_table, metric_rows, verdicts_document
 
@@ -115,6 +116,16 @@ def to_markdown(doc: dict) -> str:
             lines.append(f"| {_md(row['sentence'])} | {row['difference']} | {row['p_holm']} | {row['detectable']} |")
         if table["underpowered"]:
             lines += ["", f"⚠ {table['underpowered']} observed difference(s) below what the experiment can detect."]
+    sweep = doc.get("sweep")
+    if sweep:
+        lines += ["", f"**Equal tuning budget** (trials chosen on {sweep['validation_prompts']} validation prompts, "
+                      f"reported on the other {sweep['test_prompts']})", "",
+                  "| Method | Trials | Best trial | Validation | Test |", "|---|---|---|---|---|"]
+        for m in sweep["methods"]:
+            best = m["best"] or {}
+            lines.append(f"| {_md(m['label'])} | {m['completed']} of {m['trials']} | {_md(best.get('label', '–'))} | "
+                         f"{fmt(best.get('validation'))} | {fmt(best.get('test'))} |")
+        lines += [""] + [f"- {_md(r['sentence'])} (test half)" for r in sweep["verdicts"]["rows"]]
     at_kl = equal_kl.reward_at_equal_kl(data)
     if at_kl["rows"]:
         lines += ["", "**Reward at equal KL** (best eval/reward within each KL budget, nats; mean ± 95% CI over seeds; "
@@ -215,7 +226,8 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
     return {
         "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
         "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "flags": overopt.all_flags(data),
-        "equal_kl": equal_kl.reward_at_equal_kl(data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
+        "equal_kl": equal_kl.reward_at_equal_kl(data),
+        "sweep": sweeps.view(doc["sweep"]) if doc.get("sweep") else None, "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner

@@ -128,6 +128,7 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
             "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
             "error": r.error, "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _duration(r), "claimed_by": r.claimed_by,
+            **({"trial": r.trial} if r.trial is not None else {}),  # a sweep trial
         } for r in runs],
         "metrics": metrics,
         "samples": samples,
@@ -163,6 +164,7 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
         "experiment": exp,
         **parts,
         "verdicts": verdicts_document(parts),
+        **({"sweep": sweep} if (sweep := sweep_document(parts)) else {}),
         "votes": vote_rows,
         "leaderboard": leaderboard or leaderboard_document(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
@@ -222,11 +224,32 @@ def verdicts_document(parts: dict, several: bool = False) -> dict:
     evaluation. Derived, like the leaderboard: shown, not imported. Across experiments, samples pair on
     prompt id and text."""
     runs = [(n, r["label"], r.get("group", r["method"]), r.get("group_label", r["method_label"]))
-            for n, r in enumerate(parts["runs"])]
+            for n, r in enumerate(parts["runs"]) if r.get("trial") is None]  # sweep trials: see sweep_document
     rows = ((n, step, (pid, prompt) if several else pid, reward)
             for n, r in enumerate(parts["runs"])
             for step, pid, _index, prompt, _completion, reward in parts["samples"].get(r["key"], []))
     return verdicts.from_samples(runs, rows).as_dict()
+
+
+def sweep_document(parts: dict) -> dict | None:
+    """The sweep's best-of-budget table (compare.core.sweeps) of the document's trial runs; None if none."""
+    from webapp.compare.core import sweeps
+    from webapp.experiments.sweeps import SEARCH_SPACES
+
+    trials = []
+    for n, r in enumerate(parts["runs"]):
+        if r.get("trial") is None:
+            continue
+        names = [p.name for p in SEARCH_SPACES.get(r["method"], ())]
+        trials.append(sweeps.TrialRun(run=n, group=r.get("group", r["method"]),
+                                      group_label=r.get("group_label", r["method_label"]), label=r["label"],
+                                      params={k: r["config"][k] for k in names if k in r["config"]},
+                                      state=r["state"], wall_s=r.get("duration_s"), steps=r.get("step")))
+    if not trials:
+        return None
+    rows = ((n, step, pid, reward) for n, r in enumerate(parts["runs"]) if r.get("trial") is not None
+            for step, pid, _index, _prompt, _completion, reward in parts["samples"].get(r["key"], []))
+    return sweeps.sweep_table(trials, rows)
 
 
 def votes_digest(votes: list[dict]) -> str:
