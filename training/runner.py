@@ -152,6 +152,13 @@ def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device, signals: Sig
         held = task.eval_examples(cfg.eval_prompts)
         return lambda model, step, **_: (pairwise_accuracy(model, tokenizer, held, device), [])
     settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
+    if cfg.method == "best_of_n":
+        from training.methods.best_of_n import BestOfNEvaluator
+
+        # Picks by the training signal (the gold one when they are the same), scored by the gold like every run.
+        return BestOfNEvaluator(task, tokenizer, reference, settings, device, cfg.n, signal=signals.proxy,
+                                proxy_is_signal=signals.proxy is not None, gold_reward=signals.gold,
+                                monitors=signals.monitors)
     return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=signals.proxy,
                      gold_reward=signals.gold, monitors=signals.monitors)
 

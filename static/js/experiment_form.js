@@ -157,3 +157,19 @@
   if (model) model.addEventListener("input", modelWarning);
   modelWarning();
 })();
+
+// The smallest difference the experiment can expect to detect, for its prompts, samples and seeds.
+(function () {
+  "use strict";
+  var form = document.querySelector(".experiment-form");
+  var note = document.getElementById("detectable");
+  if (!form || !note) return;
+  function value(name) { var el = form.querySelector('[name="' + name + '"]'); return el ? el.value : ""; }
+  form.addEventListener("change", function (event) {
+    if (["eval_prompts", "eval_samples", "seeds"].indexOf(event.target.name) < 0) return;
+    var query = new URLSearchParams({prompts: value("eval_prompts"), samples: value("eval_samples"), seeds: value("seeds")});
+    fetch(note.dataset.url + "?" + query, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) note.textContent = data.text; });
+  });
+})();

@@ -11,7 +11,7 @@ from tests.training.conftest import FAST, MemorySink
 from training.config import from_dict
 from training.runner import run
 
-EVAL_KEYS = {"eval/reward", "eval/reward_std", "eval/kl", "eval/kl_stderr", "eval/length"}
+EVAL_KEYS = {"eval/reward", "eval/reward_std", "eval/kl", "eval/kl_stderr", "eval/length", "eval/entropy"}
 TRL_KEYS = {
     "sft": {"train/loss", "train/mean_token_accuracy"},
     "dpo": {"train/loss", "train/rewards/margins", "train/rewards/accuracies"},

@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.compare.core import figures, view
+from webapp.compare.core import equal_kl, figures, overopt, sweeps, verdicts, view
 from webapp.compare.core.series import NEEDED_NAMES, Series, SeriesData
 from webapp.compare.core.view import RunData, Setup
 from webapp.compare.models import SeriesSummary
@@ -290,6 +290,63 @@ def samples_grid(runs: list[Run], step: int | None = None) -> dict:
     rows = (Sample.objects.filter(reduce(or_, wanted)).order_by("prompt_id", "index")
             .values_list("run_id", "step", "prompt_id", "prompt", "completion", "reward")) if wanted else []
     return view.samples_grid(plan, data, rows)
+
+
+def verdicts_table(runs: list[Run]) -> dict:
+    """The verdicts (core.verdicts) of these runs at each one's latest evaluation, as the page shows
+    them: two queries, whatever the number of runs. Across experiments, samples pair on prompt id and text."""
+    runs = [run for run in runs if run.trial is None]  # sweep trials: compared by the sweep's table
+    steps = sample_steps(runs)
+    wanted = [Q(run_id=run_id, step=s[-1]) for run_id, s in steps.items() if s]
+    if not wanted:
+        return verdicts.table(verdicts.verdicts([]))
+    several = len({run.experiment_id for run in runs}) > 1
+    query = Sample.objects.filter(reduce(or_, wanted)).order_by()
+    if several:
+        rows = ((r, s, (pid, prompt), reward) for r, s, pid, prompt, reward
+                in query.values_list("run_id", "step", "prompt_id", "prompt", "reward"))
+    else:
+        rows = query.values_list("run_id", "step", "prompt_id", "reward")
+    names = labels(runs)
+    result = verdicts.from_samples([(run.pk, *names[run.pk]) for run in runs], rows)
+    active = sum(run.is_active for run in runs)
+    if active:
+        result.notes.insert(0, f"Provisional: {active} run{'s' if active > 1 else ''} still training; "
+                               "their latest evaluation is used.")
+    return verdicts.table(result)
+
+
+def statistics(runs: list[Run]) -> dict:
+    """What the page shows beside the charts: the summary table, the verdicts, the over-optimisation
+    flags and the reward at equal KL (the series read once)."""
+    data = run_data(runs)
+    return {"summary": view.summary(data), "verdicts": verdicts_table(runs), "flags": overopt.all_flags(data),
+            "equal_kl": equal_kl.reward_at_equal_kl(data), "sweep": sweep_table(runs, data)}
+
+
+def sweep_table(runs: list[Run], data: list[RunData]) -> dict | None:
+    """The sweep's table (core.sweeps) of the runs that are sweep trials; None if none is (one query)."""
+    from webapp.experiments.sweeps import SEARCH_SPACES
+
+    trials = [(run, d) for run, d in zip(runs, data, strict=True) if run.trial is not None]
+    if not trials:
+        return None
+    summaries = {d.id: view.run_summary(d) for _, d in trials}
+    items = []
+    for run, d in trials:
+        names = [p.name for p in SEARCH_SPACES.get(run.method, ())]
+        s = summaries[d.id]
+        items.append(sweeps.TrialRun(run=run.pk, group=d.group, group_label=d.group_label, label=d.label,
+                                     params={k: run.config[k] for k in names if k in run.config},
+                                     state=run.state, wall_s=s.wall_s, steps=s.last_step, tokens=s.tokens))
+    rows = Sample.objects.filter(run_id__in=[run.pk for run, _ in trials]).order_by().values_list(
+        "run_id", "step", "prompt_id", "reward")
+    return sweeps.view(sweeps.sweep_table(items, rows))
+
+
+def run_flags(runs: list[Run]) -> list[str]:
+    """Over-optimisation (gold and training reward parting) and entropy collapse, per run (core.overopt)."""
+    return overopt.all_flags(run_data(runs))
 
 
 def comparability_warnings(runs: list[Run]) -> list[str]:

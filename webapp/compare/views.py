@@ -64,7 +64,7 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
     if experiment is not None and runs and leaderboard_experiments(request.user).filter(pk=experiment.pk).exists():
         context.update(leaderboard_context(experiment))  # the human ranking beside the curves
     return render(request, "compare/compare.html", context | {
-        "experiment": experiment, "runs": runs, "summary": loader.summary(runs), "x": x, "smoothing": smoothing,
+        "experiment": experiment, "runs": runs, **loader.statistics(runs), "x": x, "smoothing": smoothing,
         "x_modes": X_MODES.items(), "grid": loader.samples_grid(runs, _step(request)),
         "warnings": loader.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
@@ -100,6 +100,16 @@ def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_samples(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for_user(request.user, pk)
     return _json(loader.samples_grid(loader.experiment_runs(experiment), _step(request)))
+
+
+@login_required
+@require_GET
+def detectable(request: HttpRequest) -> JsonResponse:
+    """The new-experiment form's estimate of the smallest detectable difference for its settings."""
+    from webapp.compare.templatetags.power import detectable_text
+
+    value, text = detectable_text(request.GET.get("prompts"), request.GET.get("samples"), request.GET.get("seeds"))
+    return _json({"detectable": round(value, 4), "text": text})
 
 
 # --- runs from any of the user's experiments -----------------------------------------------------------

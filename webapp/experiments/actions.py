@@ -16,6 +16,8 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from training.config import ConfigError
+from webapp.experiments import sweeps
 from webapp.experiments.models import Experiment, Run
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,20 @@ def enqueue(run: Run, queue: str, *, ahead: bool = False) -> None:
 def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = None) -> Experiment:
     """Save an (unsaved, validated) experiment with its runs: one per method and seed. With
     `rl_from_sft`, the other methods wait for the SFT run of their seed and start from its model."""
+    config = sweeps.from_settings(experiment.sweep)
+    if config is not None and experiment.rl_from_sft:
+        raise ConfigError("sweep", "a sweep cannot start the other methods from SFT (rl_from_sft)")
     with transaction.atomic():
         if dataset is not None:
             experiment.dataset.save(Path(dataset.name).name, dataset, save=False)
         experiment.save()
+        if config is not None:
+            for method in experiment.methods:
+                if method in config.spaces:
+                    _create_trial(experiment, method, 0, sweeps.next_params(config, method, []))
+                else:  # no search space (best-of-N): one run, as without a sweep
+                    _create_run(experiment, method, 0)
+            return experiment
         for seed in range(experiment.seeds):
             sft = None
             for method in sorted(experiment.methods, key=lambda m: m != "sft"):  # SFT first: others may wait for it
@@ -80,6 +92,80 @@ def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = 
     return experiment
 
 
+def _create_run(experiment: Experiment, method: str, seed: int, *, trial: int | None = None,
+                params: dict | None = None) -> Run:
+    config = {**experiment.run_config(method, seed), **(params or {})}
+    run = Run.objects.create(experiment=experiment, method=method, seed=seed, trial=trial, config=config,
+                             state=State.QUEUED, log="queued")
+    run.out_dir = str(settings.ARTIFACT_ROOT / "runs" / f"{run.pk}-{secrets.token_hex(4)}")
+    run.save(update_fields=["out_dir"])
+    enqueue(run, experiment.queue)
+    return run
+
+
+def _create_trial(experiment: Experiment, method: str, number: int, params: dict) -> Run:
+    """A sweep trial: the method's settings with the trial's parameters, the first seed (trials differ
+    by their hyperparameters alone)."""
+    return _create_run(experiment, method, 0, trial=number, params=params)
+
+
+def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepConfig) -> list[sweeps.Trial]:
+    """The method's trials as the sweep driver reads them: parameters from the runs' configs, validation
+    scores (the validation half of the eval prompts) from their samples."""
+    from webapp.experiments.models import Sample
+
+    runs = list(experiment.runs.filter(method=method, trial__isnull=False).order_by("trial"))
+    rows = Sample.objects.filter(run__in=runs).values_list("run_id", "step", "prompt_id", "reward")
+    scored = sweeps.scores(rows)
+    names = [p.name for p in config.spaces[method]]
+    out = []
+    for run in runs:
+        score = scored.get(run.pk)
+        if run.state == State.SUCCEEDED and score is not None and score.validation is not None:
+            state, value = "complete", score.validation
+        elif run.state == State.CANCELLED and PRUNED in run.log:
+            state, value = "pruned", None
+        elif run.is_active:
+            state, value = "running", None
+        else:
+            state, value = "failed", None
+        out.append(sweeps.Trial(number=run.trial, params={k: run.config[k] for k in names if k in run.config},
+                                state=state, value=value, intermediate=dict(score.intermediate) if score else {}))
+    return out
+
+
+PRUNED = "pruned at step"  # the log line of a trial its sweep stopped (the worker's sink writes it)
+
+
+def trial_should_prune(run: Run) -> bool:
+    """Whether a running sweep trial should stop now: its validation reward at the evaluations so far is
+    below the median of the method's finished trials at the same steps (Optuna's MedianPruner)."""
+    if run.trial is None:
+        return False
+    config = sweeps.from_settings(run.experiment.sweep)
+    if config is None or not config.prune or run.method not in config.spaces:
+        return False
+    trials = recorded_trials(run.experiment, run.method, config)
+    current = next((t for t in trials if t.number == run.trial), None)
+    return current is not None and sweeps.should_prune(config, run.method, trials, current)
+
+
+def _advance_sweep(run: Run) -> None:
+    """After a trial ends: the method's next trial, proposed from every trial so far, until its budget is spent."""
+    if run.trial is None:
+        return
+    experiment = run.experiment
+    config = sweeps.from_settings(experiment.sweep)
+    if config is None or run.method not in config.spaces:
+        return
+    trials = recorded_trials(experiment, run.method, config)
+    if any(t.state == "running" for t in trials if t.number != run.trial):
+        return  # another trial of this method is still training: it will ask
+    params = sweeps.next_params(config, run.method, trials)
+    if params is not None:
+        _create_trial(experiment, run.method, len(trials), params)
+
+
 def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "", note: str = "",
                   silent_since=None) -> bool:
     """running -> succeeded / failed / cancelled, if this attempt still holds the run (and, for the reaper,
@@ -94,6 +180,8 @@ def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "",
         if not done:
             return False
         _settle_dependents(run, state)
+        run.state = state
+        _advance_sweep(run)
         _store_series_on_commit([run.pk])
     return True
 

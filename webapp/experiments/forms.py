@@ -42,7 +42,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 100,
+    "base_model": "tiny", "task": "arithmetic", "methods": [m for m in METHODS if m != "best_of_n"], "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,
@@ -187,12 +187,18 @@ class ExperimentForm(forms.Form):
     rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
                                      help_text="They wait for the SFT run of their seed, then start from its final "
                                                "model (also their KL reference).")
+    sweep_trials = forms.IntegerField(
+        required=False, min_value=0, max_value=50, initial=0, label="Tuning trials per method",
+        help_text="0: no sweep. Otherwise every method gets this many trials over its main hyperparameters "
+                  "(Optuna), one after another; trials are chosen on half the eval prompts and reported on the other.")
+    sweep_sampler = forms.ChoiceField(choices=[("tpe", "TPE (Optuna)"), ("random", "Random")], initial="tpe",
+                                      required=False, label="Trial sampler")
     queue = TextField(max_length=64, initial="train", validators=[queue_name_validator, not_a_reserved_queue],
                             widget=forms.TextInput(attrs={"list": "queue-choices"}),
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
 
     # The fields every run config is built from: with an error in one, no config can be checked.
-    COMMON_INPUTS = tuple(f for f in Experiment.SETTINGS if f not in ("hyperparams", "rl_from_sft"))
+    COMMON_INPUTS = tuple(f for f in Experiment.SETTINGS if f not in ("hyperparams", "rl_from_sft", "sweep"))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -298,6 +304,9 @@ class ExperimentForm(forms.Form):
                            f"Every method of an experiment is judged by the same gold signal; they differ ({listed}).")
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
+        if data.get("sweep_trials") and data.get("rl_from_sft"):
+            self.add_error("sweep_trials", "A sweep tunes every method from the base model: untick “Start the other "
+                                           "methods from the SFT model”.")
         # Every error at once, not one a submit: a common field in error is stood in for by its default
         # while the methods' settings are checked (and is reported once, by its own field).
         common_ok = not any(name in self._errors for name in self.COMMON_INPUTS)
@@ -375,7 +384,9 @@ class ExperimentForm(forms.Form):
             task="" if data["task"] == UPLOAD else data["task"], methods=methods, seeds=data["seeds"],
             max_steps=data["max_steps"], eval_every=data["eval_every"], eval_prompts=data["eval_prompts"],
             eval_samples=data["eval_samples"], max_new_tokens=data["max_new_tokens"],
-            hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"])
+            hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"],
+            sweep={"trials": data["sweep_trials"], "sampler": data.get("sweep_sampler") or "tpe"}
+            if data.get("sweep_trials") else {})
         if self.reused_dataset:
             exp.dataset.name = self.reused_dataset
         exp.saved_dataset = data.get("saved_dataset")
@@ -425,7 +436,8 @@ def initial_from(experiment: Experiment) -> dict:
     initial = {f: getattr(experiment, f) for f in Experiment.SETTINGS if f != "hyperparams"}
     initial.update(name=f"{experiment.name} (copy)", task=experiment.task or UPLOAD, methods=list(experiment.methods),
                    dataset_from=experiment.pk if experiment.dataset else None,
-                   saved_dataset=experiment.saved_dataset_id)
+                   saved_dataset=experiment.saved_dataset_id,
+                   sweep_trials=experiment.sweep.get("trials", 0), sweep_sampler=experiment.sweep.get("sampler", "tpe"))
     for method, params in experiment.hyperparams.items():
         for key, value in params.items():
             initial[f"{method}-{key}"] = value

@@ -174,6 +174,8 @@ class Experiment(models.Model):
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
     imported = models.BooleanField(default=False, help_text="From a report import: its runs are never trained.")
+    sweep = models.JSONField(default=dict, blank=True, help_text="Equal tuning budget (webapp.experiments.sweeps."
+                             "SweepConfig: trials, sampler, prune, seed); empty: no sweep, one run per method and seed.")
     created = models.DateTimeField(auto_now_add=True)
     # Organising: what its owner writes about it and how they file it.
     notes = models.TextField(blank=True, max_length=20_000, help_text="Markdown; raw HTML is shown as text.")
@@ -351,6 +353,8 @@ class Run(models.Model):
     method = models.CharField(max_length=16)
     seed = models.PositiveIntegerField(default=0)
     config = models.JSONField(help_text="The resolved training config (training.config.from_dict input).")
+    trial = models.PositiveIntegerField(null=True, blank=True,
+                                        help_text="Its number among its method's sweep trials (none outside a sweep).")
     depends_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="dependents", help_text="The SFT run whose model this run starts from.")
     out_dir = models.CharField(max_length=1000, blank=True)
@@ -394,6 +398,8 @@ class Run(models.Model):
 
     @property
     def label(self) -> str:
+        if self.trial is not None:
+            return f"{METHOD_LABELS.get(self.method, self.method)} trial {self.trial}"
         return f"{METHOD_LABELS.get(self.method, self.method)} seed {self.seed}"
 
     @property

@@ -4,9 +4,10 @@ the exported reports draw the same."""
 
 from __future__ import annotations
 
-from webapp.compare.core.figures import frontier, kl, proxy, reward
+from webapp.compare.core.figures import frontier, gao, kl, proxy, reward
 from webapp.compare.core.figures.common import X_MODES, Axis, as_go, layout
 from webapp.compare.core.figures.frontier import frontier_figure, frontier_points
+from webapp.compare.core.figures.gao import gao_figure
 from webapp.compare.core.figures.kl import kl_figure
 from webapp.compare.core.figures.panels import panel_figure
 from webapp.compare.core.figures.proxy import proxy_figure
@@ -18,7 +19,7 @@ __all__ = ["CHARTS", "WIDE", "X_MODES", "as_go", "build_figures", "frontier_poin
 
 WIDE = {"reward", "kl", "frontier"}  # charts drawn across the page (more runs, more legend)
 CHARTS = tuple((module.__name__.rsplit(".", 1)[1], module.TITLE, module.NOTE)  # (id, title, note), page order
-               for module in (reward, kl, frontier, proxy))
+               for module in (reward, kl, frontier, proxy, gao))
 
 
 def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0, chain: bool = False) -> list[dict]:
@@ -32,7 +33,7 @@ def build_figures(runs: list[RunData], x: str = "step", smoothing: float = 0.0, 
     notes = {cid: (title, note) for cid, title, note in CHARTS}
     missing_x = [r.label for r in runs if not axis.has(r)]
     for cid, fig in (("reward", reward_figure(runs, axis, weight)), ("kl", kl_figure(runs, axis, weight)),
-                     ("frontier", frontier_figure(runs)), ("proxy", proxy_figure(runs, axis, weight))):
+                     ("frontier", frontier_figure(runs)), ("proxy", proxy_figure(runs, axis, weight)), ("gao", gao_figure(runs))):
         if fig is not None and (cid in WIDE or fig["data"]):
             title, note = notes[cid]
             out.append({"id": cid, "title": title, "note": note, "figure": fig, "wide": cid in WIDE})
