@@ -107,7 +107,12 @@ def test_the_watch_kills_only_when_the_run_went_elsewhere_or_hangs(run, settings
     assert "no progress for 6" in watch()
     Run.objects.filter(pk=run.pk).update(state=State.QUEUED, progress_at=db_now())
     assert "requeued" in watch()
-    Run.objects.filter(pk=run.pk).update(state=State.RUNNING, task_id="task-2")
+    settings.PTLAB_REAP_AFTER_SECONDS = 10
+    Run.objects.filter(pk=run.pk).update(state=State.RUNNING, heartbeat_at=db_now() - timezone.timedelta(seconds=15))
+    assert watch() is None  # silent: the reaper's to act on first
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=db_now() - timezone.timedelta(seconds=21))
+    assert "no heartbeat for 2" in watch()  # the reaper could not (a row locked mid-write): kill it
+    Run.objects.filter(pk=run.pk).update(state=State.RUNNING, task_id="task-2", heartbeat_at=db_now())
     assert "another attempt" in watch()
     mine = RunWatch(run.pk, "task-2")
     Run.objects.filter(pk=run.pk).update(state=State.SUCCEEDED)
@@ -275,3 +280,43 @@ def test_the_api_creates_an_experiment_with_the_broker_down_once(alice, monkeypa
                           HTTP_AUTHORIZATION=f"Bearer {token}")
     assert r.status_code == 201, r.content  # not a 500 after the save, which a client would retry
     assert Run.objects.get(experiment__name="offline api").state == State.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_skips_a_run_whose_row_a_stopped_writer_holds(run, settings):
+    """A run process stopped inside its write transaction keeps the run's row locked: the reaper leaves that
+    run after a short wait instead of waiting on it forever (which stalled every worker's supervisor)."""
+    import threading
+
+    from django.db import connection
+
+    from webapp.workers import recovery
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks with a lock timeout: PostgreSQL (CI runs the suite on it)")
+    settings.PTLAB_REAP_AFTER_SECONDS = 10
+    claimed(run)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=db_now() - timezone.timedelta(seconds=60))
+    locked, release = threading.Event(), threading.Event()
+
+    def stopped_writer():  # holds the row like DatabaseSink._while_held in a stopped process
+        from django.db import connection as own
+
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk).update(progress_at=db_now())
+            locked.set()
+            release.wait(30)
+        own.close()
+
+    holder = threading.Thread(target=stopped_writer)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        t0 = time.monotonic()
+        assert recovery.do_reap() == []
+        assert time.monotonic() - t0 < recovery.LOCK_WAIT_S + 5
+    finally:
+        release.set()
+        holder.join()
+    assert Run.objects.get(pk=run.pk).state == State.RUNNING
+    assert len(recovery.do_reap()) == 1  # once the row is free, the silent run is requeued

@@ -242,7 +242,7 @@ def do_resume_run(run: Run, by: str = "") -> Run:
     waits for it (or cannot resume while that one is failed or cancelled itself)."""
     who = f" by {by}" if by else ""
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("experiment", "depends_on").get(pk=run.pk)
+        run = Run.objects.select_for_update(of=("self",)).select_related("experiment", "depends_on").get(pk=run.pk)
         if run.experiment.imported:
             raise NotResumable("Runs of an imported report are never trained.")
         if run.state not in (State.FAILED, State.CANCELLED):

@@ -31,7 +31,7 @@ def db_now():
         if connection.vendor == "sqlite":
             cursor.execute("SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')")
             return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
-        cursor.execute("SELECT CURRENT_TIMESTAMP")
+        cursor.execute("SELECT STATEMENT_TIMESTAMP()")  # as Now(); CURRENT_TIMESTAMP is the transaction's start
         return cursor.fetchone()[0]
 
 

@@ -79,7 +79,7 @@ class RunWatch:
 
     def look(self) -> str | None:
         hung_after = settings.PTLAB_HUNG_AFTER_SECONDS
-        row = Run.objects.filter(pk=self.run_id).values("state", "task_id", "progress_at").first()
+        row = Run.objects.filter(pk=self.run_id).values("state", "task_id", "progress_at", "heartbeat_at").first()
         if row is None:
             return "its run was deleted"
         mine = row["task_id"] == self.task_id
@@ -91,9 +91,16 @@ class RunWatch:
         if not mine:
             return "its run was requeued and is held by another attempt now"
         if row["state"] == State.RUNNING:
-            silent = (db_now() - row["progress_at"]).total_seconds() if row["progress_at"] else 0.0
+            now = db_now()
+            silent = (now - row["progress_at"]).total_seconds() if row["progress_at"] else 0.0
             if silent > hung_after:
                 return f"it made no progress for {silent:.0f} s (PTLAB_HUNG_AFTER_SECONDS is {hung_after:.0f})"
+            # Its heartbeat thread is silent too (a stopped process): the reaper requeues the run after
+            # PTLAB_REAP_AFTER_SECONDS, unless the process holds the run's row locked mid-write; then only
+            # killing it frees the row. Twice the reaper's wait: the reaper acts first when it can.
+            quiet = (now - row["heartbeat_at"]).total_seconds() if row["heartbeat_at"] else 0.0
+            if quiet > 2 * settings.PTLAB_REAP_AFTER_SECONDS:
+                return f"it sent no heartbeat for {quiet:.0f} s (stopped?)"
             return None
         if row["state"] in (State.QUEUED, State.WAITING):
             return "its run was taken away from it and requeued"

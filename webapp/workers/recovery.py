@@ -4,9 +4,10 @@ shutdown, messages the broker lost. Each decision is a conditional update (exper
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from webapp.experiments.actions import do_finish_run, enqueue, requeue
@@ -15,6 +16,30 @@ from webapp.experiments.models import Run, db_now
 
 log = logging.getLogger(__name__)
 State = Run.State
+LOCK_WAIT_S = 2.0  # how long the reaper waits for a run's row lock before leaving that run for later
+
+
+@contextmanager
+def lock_wait_at_most(seconds: float = LOCK_WAIT_S):
+    """A transaction whose waits for a row lock give up after `seconds` (PostgreSQL's lock_timeout). A run
+    process stopped inside its own write (SIGSTOP, a paused VM) keeps its run's row locked: the reaper must
+    skip that run, not wait on it and stall every worker's supervision (its own worker kills the process;
+    RunWatch). SQLite gives up after its busy timeout instead."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'")
+        yield
+
+
+def _bounded(action, run: Run) -> bool:
+    """`action()` under lock_wait_at_most; False (logged) when the run's row stayed locked."""
+    try:
+        with lock_wait_at_most():
+            return action()
+    except OperationalError as exc:
+        log.warning("reaper: run #%s left for later: its row is locked (%s)", run.pk, str(exc).strip()[:200])
+        return False
 
 
 def do_reap(now=None) -> list[str]:
@@ -27,11 +52,11 @@ def do_reap(now=None) -> list[str]:
     for run in Run.objects.stale(silent_since):
         silence = (now - run.heartbeat_at).total_seconds()
         why = f"worker died: {run.claimed_by or 'its worker'} sent no heartbeat for {silence:.0f} s"
-        if _orphaned(run, why, silent_since):
+        if _bounded(lambda run=run, why=why: _orphaned(run, why, silent_since), run):
             done.append(f"run #{run.pk}: {why}")
     grace_start = now - timezone.timedelta(seconds=settings.PTLAB_CANCEL_GRACE_SECONDS)
     for run in Run.objects.overdue_stops(grace_start):
-        if do_force_cancel(run):
+        if _bounded(lambda run=run: do_force_cancel(run), run):
             done.append(f"run #{run.pk}: killed after the cancel grace period")
     for line in done:
         log.warning("reaper: %s", line)
