@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
+from training.options import batch_summary
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
@@ -200,8 +201,26 @@ class ExperimentForm(forms.Form):
                 "method": method, "label": METHOD_LABELS[method], "description": DESCRIPTIONS[method],
                 "fields": [self[f"{method}-{s['name']}"] for s in specs if not s.get("advanced")],
                 "advanced": [self[f"{method}-{s['name']}"] for s in specs if s.get("advanced")],
+                "batch": self.batch_text(method),
             })
         return sections
+
+    # Settings that size a step: the form shows the effective batch and tokens per step they make
+    # (training.options.batch_summary; static/js/experiment_form.js recomputes it as they change).
+    BATCH_SETTINGS = ("batch_size", "gradient_accumulation_steps", "num_processes", "max_prompt_length",
+                      "max_completion_length", "generation_steps", "num_generations", "num_minibatches")
+
+    def batch_text(self, method: str) -> str:
+        """What one optimizer step of `method` holds, for the values in the form ('' while one is invalid)."""
+        data: dict = {"method": method}
+        try:
+            data["max_new_tokens"] = int(self["max_new_tokens"].value())
+            for name in self.BATCH_SETTINGS:
+                if f"{method}-{name}" in self.fields:
+                    data[name] = int(self[f"{method}-{name}"].value())
+            return batch_summary(from_dict(data)).text()
+        except (TypeError, ValueError):  # ConfigError is a ValueError
+            return ""
 
     def model_choices(self) -> list[tuple[str, str]]:
         """The datalist of the base model field: built-ins, then final models of the user's SFT runs."""
