@@ -52,6 +52,7 @@ def trainer_args(cfg, *, device_type: str = "cpu", bf16_supported: bool = False)
         "bf16": use_bf16(cfg, device_type, bf16_supported),
         "fp16": False,
         "activation_checkpointing": cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        "ddp_find_unused_parameters": False,  # every parameter trained gets a gradient (LoRA too)
     }
 
 

@@ -103,7 +103,7 @@ def test_defaults_map_to_what_the_adapters_passed_before():
     args = options.trainer_args(cfg(batch_size=8))
     assert args == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "lr_scheduler_type": "constant",
                     "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0, "bf16": False, "fp16": False,
-                    "activation_checkpointing": False}
+                    "activation_checkpointing": False, "ddp_find_unused_parameters": False}
     assert options.method_args(cfg()) == {"max_length": 512, "packing": False, "completion_only_loss": True}
     assert options.method_args(cfg("dpo")) == {"max_length": 512}
     grpo = options.method_args(cfg("grpo", max_new_tokens=16))
