@@ -212,6 +212,9 @@ class PPOConfig(_OnlineConfig):
             raise ConfigError("gradient_accumulation_steps",
                               f"must divide the minibatch (batch_size / num_minibatches = "
                               f"{self.batch_size // self.num_minibatches})")
+        if (self.batch_size // self.num_minibatches) % (self.gradient_accumulation_steps * self.num_processes):
+            raise ConfigError("num_processes", f"x gradient_accumulation_steps must divide the minibatch "
+                                               f"(batch_size / num_minibatches = {self.batch_size // self.num_minibatches})")
 
     # --- Training options
     generation_steps: int = opt(1, "PPO steps each generation batch serves: rollouts for this many steps are "

@@ -74,6 +74,20 @@ def broadcast(value):
     return box[0]
 
 
+def mean(stats: dict[str, float]) -> dict[str, float]:
+    """The mean over processes of each value (the same keys on every process); the values themselves alone."""
+    import torch
+    import torch.distributed as dist
+
+    if not (active() and dist.is_initialized()) or not stats:
+        return stats
+    keys = sorted(stats)
+    device = torch.device("cuda", local_rank()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(keys, (values / world_size()).tolist(), strict=True))
+
+
 def die_with_parent() -> None:
     """SIGKILL this process when its parent (the launcher) dies: a killed launcher leaves no rank behind."""
     try:

@@ -248,3 +248,28 @@ def test_training_options_are_advanced_settings_validated_by_the_config(alice_cl
     assert "must divide batch_size (16)" in field_errors(response, "sft-gradient_accumulation_steps")
     response = alice_client.post(NEW, form_data(**{"methods": ["grpo"], "grpo-loss_type": "nope"}))
     assert field_errors(response, "grpo-loss_type")
+
+
+def test_a_run_too_big_for_its_queues_gpus_is_refused_with_a_suggestion(alice_client, settings, tmp_path):
+    import json
+
+    from webapp.experiments.models import Worker
+
+    settings.PTLAB_DATA_ROOTS = [tmp_path]
+    model = tmp_path / "llama-7b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "vocab_size": 32000, "tie_word_embeddings": False}))
+    Worker.objects.create(hostname="a100@node", gpu="NVIDIA A100-SXM4-40GB", gpu_memory_mb=40960, gpu_count=1,
+                          queues="train,other")
+    post = {"base_model": str(model), "methods": ["sft"], "rl_from_sft": None, "queue": "train"}
+    response = alice_client.post(NEW, form_data(**post))
+    errors = " ".join(response.context["form"].non_field_errors())
+    assert "SFT: needs about" in errors and "NVIDIA A100-SXM4-40GB" in errors and "it would fit with LoRA" in errors
+    assert not Experiment.objects.exists()
+    response = alice_client.post(NEW, form_data(**post, **{"sft-lora": "on"}))
+    assert response.status_code == 302 and Experiment.objects.count() == 1
+    # A queue no GPU worker serves: not checked (nothing to check against)
+    response = alice_client.post(NEW, form_data(**{**post, "queue": "cpu-only"}))
+    assert response.status_code == 302

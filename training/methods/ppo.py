@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training import options
+from training import distributed, options
 from training.evaluation import completion_mask
 from training.methods.common import MethodContext, TrainResult
 
@@ -188,6 +188,16 @@ class PPOTrainer:
                 if isinstance(module, nn.Dropout):
                     module.p = 0.0
         self.rows = options.filter_prompts(ctx.task.rl_rows(), self.tok, self.cfg.max_prompt_length)
+        # Several processes (DDP): each samples and updates on its share of a step's prompts; DDP averages the
+        # gradients. Generation, rollouts' forward passes and the evaluation use the unwrapped modules.
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.train_policy, self.train_value_head = self.policy, self.value_head
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_policy = DDP(self.policy, device_ids=ids)
+            self.train_value_head = DDP(self.value_head, device_ids=ids)
         self._pending: dict[int, tuple[Rollout, dict[str, float]]] = {}  # rollouts sampled for later steps
         self.num_tokens = 0  # prompt + completion tokens processed, cumulative like TRL's `num_tokens`
         self.prompt_ids = [self._encode(row["prompt"]) for row in self.rows]
@@ -215,9 +225,12 @@ class PPOTrainer:
         cfg, g = self.cfg, self.cfg.generation_steps
         last = min(((step - 1) // g + 1) * g, cfg.max_steps)
         steps = list(range(step, last + 1))
-        indices = [i for s in steps for i in batch_indices(len(self.rows), cfg.batch_size, s, cfg.seed)]
+        n = cfg.batch_size // self.world  # this process's share of each step
+        indices = [i for s in steps
+                   for i in batch_indices(len(self.rows), cfg.batch_size, s, cfg.seed)[self.rank * n:(self.rank + 1) * n]]
         rollout, stats = self.rollout(indices)
-        n = cfg.batch_size
+        stats = distributed.mean(stats)
+        stats["num_tokens"] *= self.world  # every process's tokens
         return {s: (rollout.part(slice(k * n, (k + 1) * n)), dict(stats)) for k, s in enumerate(steps)}
 
     @torch.no_grad()
@@ -235,7 +248,7 @@ class PPOTrainer:
         rewards, kl = token_rewards(logp, ref_logp, scores, mask, cfg.kl_coef)
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:  # per step's share, as when each step samples its own
-            n = cfg.batch_size
+            n = cfg.batch_size // self.world
             advantages = torch.cat([masked_whiten(advantages[i:i + n], mask[i:i + n])
                                     for i in range(0, len(ids), n)])
         non_score = (-cfg.kl_coef * kl).sum(dim=1).mean()
@@ -265,7 +278,7 @@ class PPOTrainer:
 
     def _chunked(self, fn, n: int) -> list[torch.Tensor]:
         """Run fn over micro-batch-sized slices and concatenate: bounds the memory of full-vocab logits."""
-        size = self.cfg.batch_size // self.cfg.num_minibatches // self.cfg.gradient_accumulation_steps
+        size = self.cfg.batch_size // self.world // self.cfg.num_minibatches // self.cfg.gradient_accumulation_steps
         parts = [fn(slice(i, i + size)) for i in range(0, n, size)]
         return [torch.cat(col) for col in zip(*parts, strict=True)]
 
@@ -295,8 +308,8 @@ class PPOTrainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     for micro in idx.split(len(idx) // accum):  # gradient accumulation: one step a minibatch
                         with self.autocast:
-                            logp, values, entropy = forward(self.policy, r.ids[micro], r.attention[micro], r.width,
-                                                            cfg.temperature, self.value_head)
+                            logp, values, entropy = forward(self.train_policy, r.ids[micro], r.attention[micro],
+                                                            r.width, cfg.temperature, self.train_value_head)
                         mask = r.mask[micro]
                         pg_loss, clipfrac, approxkl = policy_loss(logp, r.logp[micro], r.advantages[micro], mask,
                                                                   cfg.cliprange)
@@ -310,7 +323,7 @@ class PPOTrainer:
                     if cfg.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                     self.optimizer.step()
-        return {k: sum(v) / len(v) for k, v in logs.items()}
+        return distributed.mean({k: sum(v) / len(v) for k, v in logs.items()})
 
     def _updating(self):
         """Train mode for the updates only where gradient checkpointing needs it (dropout is 0 then)."""
@@ -324,8 +337,15 @@ class PPOTrainer:
         """Write checkpoint-{step} in this attempt's folder, then publish it (a rename) next to the others,
         which keeps the last few. None when the run was taken away from this attempt (nothing published)."""
         tmp = self.ctx.write_dir / f"checkpoint-{step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if distributed.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        if self.world > 1:  # each process's own random state; the rest is the same on every process
+            torch.save(_rng_state(), tmp / f"rng_state_{self.rank}.pt")
+            if not distributed.is_main():
+                return self.ctx.checkpoint_dir / tmp.name if self.ctx.hooks.publish_checkpoint(
+                    tmp, self.ctx.checkpoint_dir) else None
         if self.is_peft:
             self.policy.save_pretrained(tmp)
         else:
@@ -355,7 +375,9 @@ class PPOTrainer:
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device))
         if (folder / "scheduler.pt").is_file():  # checkpoints from before schedules had none (constant)
             self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
-        _set_rng_state(torch.load(folder / "rng_state.pt", map_location="cpu"))  # RNG states live on the CPU
+        rng = folder / f"rng_state_{self.rank}.pt"
+        rng = rng if self.world > 1 and rng.is_file() else folder / "rng_state.pt"
+        _set_rng_state(torch.load(rng, map_location="cpu"))  # RNG states live on the CPU
         state = json.loads((folder / "trainer_state.json").read_text())
         self.num_tokens = state.get("num_tokens", 0)
         return state["global_step"]

@@ -13,14 +13,15 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
 from django.utils import timezone
 
+from training import sizing
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
 from training.options import batch_summary
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
-from webapp.experiments.models import Experiment, Run, queue_name_validator
-from webapp.experiments.references import ModelReferenceError, check_model_reference
+from webapp.experiments.models import Experiment, Run, Worker, queue_name_validator
+from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
 
 UPLOAD = "upload"
 LIMIT = "limit"  # the code of a quota's error (the API answers it with 429)
@@ -295,7 +296,30 @@ class ExperimentForm(forms.Form):
             self._check_method(built, method, task, report_common=common_ok)
         if common_ok:
             self.experiment = built
+            if not self.errors:
+                self._check_sizes(built, methods)
         return data
+
+    def _check_sizes(self, exp: Experiment, methods: list[str]) -> None:
+        """Each run's memory, estimated (training.sizing), against the GPUs of the workers serving its queue: a
+        run that fits on none of them is refused, with what would make it fit. Nothing is checked for models
+        whose shape is unknown here (a hub id) or queues no GPU worker has announced itself on."""
+        gpus = [(w.gpu, w.gpu_memory_mb, max(1, w.gpu_count)) for w in Worker.objects.filter(gpu_memory_mb__isnull=False)
+                if exp.queue in w.queues.split(",")]
+        if not gpus:
+            return
+        path = model_path(exp.base_model)
+        shape = sizing.model_shape(name=exp.base_model) if path == exp.base_model and "/" not in path else \
+            sizing.model_shape(folder=path)
+        for method in methods:
+            try:
+                cfg = from_dict(exp.run_config(method, seed=0, task="arithmetic"))
+            except ConfigError:
+                continue
+            verdict = sizing.check(cfg, shape, gpus)
+            if not verdict.fits:
+                self.add_error(None, forms.ValidationError(f"{METHOD_LABELS[method]}: {verdict.message}.",
+                                                           code="too_big"))
 
     def _stand_ins(self) -> dict:
         return {name: Experiment._meta.get_field(name).get_default() for name in self.COMMON_INPUTS
