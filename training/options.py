@@ -39,6 +39,20 @@ def use_bf16(cfg, device_type: str, bf16_supported: bool) -> bool:
     return device_type != "cpu" and bf16_supported  # auto
 
 
+def weights_dtype(cfg, device):
+    """The dtype the run's models are loaded in: float32 for fp32, bfloat16 for bf16, else the device's default
+    (bf16 on GPUs that have it: training.models.train_dtype)."""
+    import torch
+
+    from training.models import train_dtype
+
+    if cfg.precision == "fp32":
+        return torch.float32
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    return train_dtype(device)
+
+
 def trainer_args(cfg, *, device_type: str = "cpu", bf16_supported: bool = False) -> dict[str, Any]:
     """transformers.TrainingArguments keys for the options every method has."""
     return {

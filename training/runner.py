@@ -16,7 +16,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from training import distributed, methods, models  # noqa: E402
+from training import distributed, methods, models, options  # noqa: E402
 from training.callbacks import MetricSink, Progress, RunHooks  # noqa: E402
 from training.config import BaseConfig  # noqa: E402
 from training.evaluation import EvalSettings, Evaluator  # noqa: E402
@@ -126,12 +126,13 @@ def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
         policy = models.load_model(cfg.model, device, cls=AutoModelForSequenceClassification, num_labels=1)
         policy.config.pad_token_id = tokenizer.pad_token_id
         return policy, None
-    policy = models.load_model(cfg.model, device)
+    dtype = options.weights_dtype(cfg, device)  # the precision option: fp32 keeps float32 weights on a GPU too
+    policy = models.load_model(cfg.model, device, dtype=dtype)
     if cfg.lora:
         policy = models.add_lora(policy, cfg.lora_r, cfg.lora_alpha)
     if cfg.lora and not cfg.reference_model:
         return policy, None  # the reference is the policy with its adapters turned off
-    reference = models.load_model(cfg.reference_model or cfg.model, device).eval()
+    reference = models.load_model(cfg.reference_model or cfg.model, device, dtype=dtype).eval()
     reference.requires_grad_(False)
     return policy, reference
 

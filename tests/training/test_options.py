@@ -195,3 +195,12 @@ def test_long_prompts_are_left_out_of_rl_training(tiny_path):
     assert options.filter_prompts(rows, tok, short) == rows[:1]
     with pytest.raises(ValueError):
         options.filter_prompts(rows, tok, short - 1)
+
+
+def test_precision_is_the_weights_dtype_too():
+    import torch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert options.weights_dtype(cfg(), cpu) == torch.float32
+    assert options.weights_dtype(cfg(precision="fp32", device="cuda"), gpu) == torch.float32
+    assert options.weights_dtype(cfg(precision="bf16", device="cuda"), gpu) == torch.bfloat16
