@@ -74,6 +74,18 @@ def broadcast(value):
     return box[0]
 
 
+def finish() -> None:
+    """Leave the process group once every rank is done: a rank exiting with the group's threads still alive
+    aborts ("terminate called without an active exception"), and torchrun then reports the run as failed."""
+    import torch.distributed as dist
+
+    if active() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def mean(stats: dict[str, float]) -> dict[str, float]:
     """The mean over processes of each value (the same keys on every process); the values themselves alone."""
     import torch
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load(argv[0])
     result = run(cfg, FileSink(argv[1]) if is_main() else None, argv[1])
+    finish()  # only when done: after an error the others may never reach the barrier (torchrun stops them)
     if is_main():
         print(f"{'stopped' if result.stopped else 'finished'} at step {result.step} in {result.seconds:.1f}s")
     return 0

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             sink = DatabaseSink(row)
             sink.attempt = int(attempt)  # the launching attempt's claim: a later one makes every write a no-op
         result = train(from_dict(row.config), sink, row.out_dir)
+        distributed.finish()  # every rank done: leave the process group before exiting
         if distributed.is_main():
             report.write_text(json.dumps({"step": result.step, "stopped": result.stopped, "seconds": result.seconds}))
         return 0
