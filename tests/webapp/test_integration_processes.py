@@ -59,12 +59,37 @@ def test_a_run_on_two_processes_trains_and_logs_once(browser, worker, queue, met
     (run,) = wait_for(lambda: finished(exp), WAIT, "the run to finish", worker)
     assert run.state == State.SUCCEEDED, f"{run.error}\n{run.traceback}"
     assert "training on 2 processes" in run.log
-    assert steps_of(run, "train/loss") == [1, 2, 3, 4]
+    assert steps_of(run, "train/loss/policy" if method == "ppo" else "train/loss") == [1, 2, 3, 4]
     assert steps_of(run, "eval/reward") == [0, 2, 4]
     assert Sample.objects.filter(run=run).count() == 3 * 2  # evaluations x prompts: rank 0's alone
     assert_no_duplicate_points(run)
     assert (Path(run.out_dir) / "model" / "config.json").is_file()
     assert not ranks_of(run)
+
+
+def test_a_killed_run_process_takes_its_ranks_along_and_the_run_resumes(browser, worker, broker, tmp_path):
+    """What a forced cancel or the OOM killer does to the run's process: the launcher dies with it, and every
+    rank with the launcher; the run is requeued at once and resumes from its checkpoint."""
+    from tests.webapp.test_integration import children
+
+    with workers_of_their_own(broker, tmp_path, "ddp-oom") as (queue, [own]):
+        exp = browser.create_experiment(name="kill the run process", methods=["sft"], rl_from_sft=None, queue=queue,
+                                        **{**SMALL, "sft-max_steps": "12", "eval_every": "4",
+                                           "sft-num_processes": "2", "sft-batch_size": "4"})
+        run = exp.runs.get()
+        checkpoint = Path(run.out_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+        wait_for(lambda: checkpoint.is_file() and Run.objects.get(pk=run.pk).step >= 5, WAIT,
+                 "a checkpoint and a step past it", own)
+        ranks = ranks_of(run)
+        [pool_child] = children(own.proc.pid)
+        [run_process] = children(pool_child)
+        os.kill(run_process, signal.SIGKILL)
+        wait_for(lambda: not set(ranks.values()) & set(ranks_of(run).values()), 60, "the ranks to die", own)
+        (run,) = wait_for(lambda: finished(exp), WAIT, "the run to be resumed and finish", own)
+    assert run.state == State.SUCCEEDED, f"{run.error}\n{run.traceback}"
+    assert run.attempts == 2 and "the run's process killed by SIGKILL" in run.log
+    assert_no_duplicate_points(run)
+    assert steps_of(run, "train/loss") == list(range(1, 13))
 
 
 def test_cancel_stops_every_rank(browser, worker, queue):
