@@ -1,4 +1,5 @@
-"""CLI: `python -m training run CONFIG.json --out DIR`, `python -m training methods`, `python -m training tasks`."""
+"""CLI: `python -m training run CONFIG.json --out DIR`, `python -m training methods`, `python -m training tasks`,
+`python -m training rewards`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in --out")
     sub.add_parser("methods", help="list the methods and their options")
     sub.add_parser("tasks", help="list the built-in tasks")
+    sub.add_parser("rewards", help="list the reward signals (built-in and plugins) and their parameters")
     args = parser.parse_args(argv)
 
     if args.command == "methods":
@@ -28,13 +30,26 @@ def main(argv: list[str] | None = None) -> int:
             for spec in cls.field_specs():
                 print(f"    {spec['name']:18s} {spec['default']!r:>12}  {spec['help']}")
         return 0
+    if args.command == "rewards":
+        from training.rewards import describe
+
+        for sig in describe():
+            print(f"{sig['kind']:16s} {'(plugin) ' if sig['plugin'] else ''}{sig['description']}")
+            for spec in sig["params"]:
+                default = repr(spec["default"])
+                default = default if len(default) <= 30 else default[:27] + "..."
+                print(f"    {spec['name']:18s} {default:>12}  {spec['help']}")
+        print('A config names a signal as "kind" or {"kind": ..., "name": ..., <parameter>: <value>, ...}.')
+        return 0
     if args.command == "tasks":
         from training.tasks import BUILTIN_TASKS
 
         for task in BUILTIN_TASKS.values():
             train, held = task.split()
             print(f"{task.name:11s} {len(train):4d} train / {len(held):3d} eval prompts  {task.description}")
-        print("or a path to a JSONL file of {prompt, completion}, {prompt, chosen, rejected} or {prompt, answer} rows")
+        print("or a path to a JSONL file of {prompt, completion}, {prompt, chosen, rejected} or {prompt, answer} rows;")
+        print('or, as the config\'s "dataset", a JSONL/CSV/Parquet file, a save_to_disk folder or a hub id, with a '
+              "column mapping")
         return 0
 
     try:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from training.fields import ConfigError, check_fields, field_specs, opt
 
 METHODS = ("sft", "dpo", "ppo", "grpo", "rloo", "reward")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -24,22 +24,6 @@ DPO_LOSSES = ("sigmoid", "ipo", "hinge", "sigmoid_norm", "exo_pair", "nca_pair",
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 
 
-class ConfigError(ValueError):
-    """A config value is wrong; `key` names the offending key."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
-
-
-def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        choices: tuple | None = None, advanced: bool = False) -> Any:
-    """A config field with its help text and the range of allowed values."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "advanced": advanced}
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class BaseConfig:
     """Keys every run has, whatever its method."""
@@ -48,6 +32,9 @@ class BaseConfig:
 
     model: str = opt("tiny", "Base model: 'tiny', 'demo' (SmolLM2-135M-Instruct), a local folder or a hub id.")
     task: str = opt("arithmetic", "Built-in task (arithmetic, sentiment, format) or a path to a JSONL file.")
+    dataset: str | dict = opt("", "A dataset instead of the task: a .jsonl/.csv/.parquet file, a save_to_disk folder "
+                              "or a hub id, or {\"path\": ..., \"mapping\": {role: column}, \"split\": ..., "
+                              "\"config\": ..., \"eval_fraction\": ...}.", advanced=True)
     max_steps: int = opt(200, "Optimizer steps to train.", min=1, max=1_000_000)
     seed: int = opt(0, "Random seed (data order, sampling, new weights such as LoRA or value heads).",
                     min=0, max=2**31 - 1)
@@ -65,6 +52,10 @@ class BaseConfig:
     lora_alpha: int = opt(32, "LoRA alpha.", min=1, max=4096, advanced=True)
     checkpoint_every: int = opt(0, "Save a resumable checkpoint every N steps (0: never).", min=0, max=1_000_000)
     device: str = opt("auto", "Where to train.", choices=("auto", "cpu", "cuda"), advanced=True)
+    gold_reward: str | dict = opt("", "Signal the uniform evaluation scores with (eval/reward): a kind such as "
+                                  "'numeric_match' or {\"kind\": ..., parameters}; empty: the task's own gold reward. "
+                                  "`python -m training rewards` lists them.", advanced=True)
+    monitors: list = opt([], "More signals scored at every evaluation, logged as eval/reward/<name>.", advanced=True)
 
     # --- Training options (speed and stability; TRL's names where TRL has them). Mapped to TRL's arguments
     # in training/options.py. batch_size stays the sequences per optimizer step whatever these are.
@@ -92,12 +83,35 @@ class BaseConfig:
                                 "across them.", min=1, max=64, advanced=True)
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_field(f, hints[f.name], getattr(self, f.name))
+        self._parse_json_text()
+        check_fields(self)
         _check_training_options(self)
         if self.task.endswith(".jsonl") and not Path(self.task).is_file():
             raise ConfigError("task", f"no such JSONL file: {self.task}")
+        if self.dataset != "":
+            from training.tasks.dataset import DatasetSpec
+
+            try:
+                DatasetSpec.of(self.dataset)
+            except ConfigError as e:
+                raise ConfigError("dataset", e.message if e.key == "dataset" else f"{e.key}: {e.message}") from e
+        if self.gold_reward != "":
+            check_signal("gold_reward", self.gold_reward)
+        names = [check_signal("monitors", spec, index=i).__name__ for i, spec in enumerate(self.monitors)]
+        if len(set(names)) != len(names):
+            raise ConfigError("monitors", f"two monitors share a name ({', '.join(names)}): give them a \"name\"")
+
+    def _parse_json_text(self) -> None:
+        """Web forms send text: a list field's or an object field's JSON text (`[]`, `{"kind": ...}`) is
+        parsed here, so the form, the API and a JSON config file say the same thing."""
+        for name, wants in (("monitors", "["), ("gold_reward", "{"), ("dataset", "{"), ("reward", "{")):
+            value = getattr(self, name, None)
+            if not isinstance(value, str) or not value.strip().startswith(wants) and not (wants == "[" and value == ""):
+                continue
+            try:
+                setattr(self, name, json.loads(value) if value.strip() else [])
+            except json.JSONDecodeError as e:
+                raise ConfigError(name, f"not valid JSON ({e.msg} at column {e.colno})") from e
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self)}
@@ -108,11 +122,7 @@ class BaseConfig:
     @classmethod
     def field_specs(cls) -> list[dict[str, Any]]:
         """Field descriptions for forms and docs: name, type, default, help, bounds."""
-        hints = typing.get_type_hints(cls)
-        return [
-            {"name": f.name, "type": _type_name(hints[f.name]), "default": f.default, **f.metadata}
-            for f in dataclasses.fields(cls)
-        ]
+        return field_specs(cls)
 
 
 @dataclass
@@ -146,8 +156,25 @@ class DPOConfig(BaseConfig):
 class _OnlineConfig(BaseConfig):
     """Shared by the methods that sample during training."""
 
-    reward_model: str = opt("", "Folder of a trained reward model to optimise instead of the task's gold reward.")
+    reward_model: str = opt("", "Folder of a trained reward model to optimise instead of the task's gold reward "
+                            "(the same as reward {\"kind\": \"reward_model\", \"path\": ...}).")
+    reward: str | dict = opt("", "Training signal: a kind such as 'numeric_match' or {\"kind\": ..., parameters}; empty: "
+                             "the reward model above, else the task's gold reward. When it differs from the gold "
+                             "signal, evaluation logs it as eval/proxy_reward.", advanced=True)
     temperature: float = opt(1.0, "Sampling temperature during training.", min=0.01, max=10.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reward != "" and self.reward_model:
+            raise ConfigError("reward", "set either reward or reward_model, not both")
+        if self.reward != "":
+            check_signal("reward", self.reward)
+
+    def training_signal(self) -> str | dict:
+        """The spec of the signal this run optimises."""
+        if self.reward != "":
+            return self.reward
+        return {"kind": "reward_model", "path": self.reward_model} if self.reward_model else "task"
 
 
 @dataclass
@@ -250,25 +277,23 @@ def from_dict(data: dict[str, Any]) -> BaseConfig:
     return cls(**{k: v for k, v in data.items() if k != "method"})
 
 
+def check_signal(key: str, spec: Any, index: int | None = None):
+    """Build a signal from its spec to check it (no model is loaded); errors name the config key."""
+    from training.rewards import SignalError, build
+
+    try:
+        return build(spec)
+    except SignalError as e:
+        where = f"signal {index}: " if index is not None else ""
+        raise ConfigError(key, f"{where}{e}") from e
+
+
 def load(path: str | Path) -> BaseConfig:
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ConfigError("config", f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from e
     return from_dict(data)
-
-
-def _check_field(f: dataclasses.Field, hint: Any, value: Any) -> None:
-    name, meta = f.name, f.metadata
-    expected = hint.__args__ if isinstance(hint, types.UnionType) else (hint,)
-    ok = any(_is_instance(value, t) for t in expected)
-    if not ok:
-        raise ConfigError(name, f"must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(name, f"must be one of {', '.join(map(str, meta['choices']))} (got {value!r})")
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        raise ConfigError(name, f"must be between {lo} and {hi} (got {value!r})")
 
 
 def _check_training_options(cfg: BaseConfig) -> None:
@@ -283,14 +308,3 @@ def _check_training_options(cfg: BaseConfig) -> None:
     if cfg.precision == "bf16" and cfg.device == "cpu":
         raise ConfigError("precision", "bf16 is for GPUs; on the CPU use auto or fp32")
 
-
-def _is_instance(value: Any, t: Any) -> bool:
-    if t is float:  # JSON has one number type: accept ints for floats, never bools
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if t is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, t)
-
-
-def _type_name(hint: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))

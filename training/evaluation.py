@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from training.callbacks import Sample
-from training.tasks.base import Task, user
+from training.tasks.base import Task
 
 
 @dataclass
@@ -37,16 +37,20 @@ class EvalSettings:
 
 class Evaluator:
     def __init__(self, task: Task, tokenizer, reference, settings: EvalSettings, device: torch.device,
-                 proxy_reward: Callable | None = None):
-        """`reference` is a model, or None when the policy is a PEFT model whose base is the reference."""
+                 proxy_reward: Callable | None = None, gold_reward: Callable | None = None,
+                 monitors: tuple[Callable, ...] = ()):
+        """`reference` is a model, or None when the policy is a PEFT model whose base is the reference.
+        `gold_reward` replaces the task's own gold reward (eval/reward); `proxy_reward` (the training signal,
+        when it differs) is logged as eval/proxy_reward and each monitor as eval/reward/<its __name__>."""
         self.task, self.tok, self.reference, self.s, self.device = task, tokenizer, reference, settings, device
-        self.proxy_reward = proxy_reward
+        self.proxy_reward, self.gold, self.monitors = proxy_reward, gold_reward, tuple(monitors)
         examples = task.eval_examples(settings.prompts)
         self.prompts = [ex.prompt for ex in examples]
+        self.chats = [ex.chat() for ex in examples]
         self.columns = {k: [ex.columns[k] for ex in examples for _ in range(settings.samples)]
                         for k in (examples[0].columns if examples else {})}
-        texts = [tokenizer.apply_chat_template(user(p), tokenize=False, add_generation_prompt=True)
-                 for p in self.prompts]
+        texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+                 for chat in self.chats]
         self.encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         if not self.s.batch_size:
             self.s.batch_size = eval_batch_size(reference, device, max(map(len, self.encoded), default=1),
@@ -66,7 +70,13 @@ class Evaluator:
         completions = [c for r in rows for c in r[0]]
         kls = torch.cat([r[1] for r in rows])
         lengths = torch.cat([r[2] for r in rows]).float()
-        rewards, parts = self.task.gold_reward(completions, self.columns)
+        prompts = [chat for chat in self.chats for _ in range(self.s.samples)]
+        if self.gold is None:
+            rewards, parts = self.task.gold_reward(completions, self.columns)
+        else:
+            rewards, parts = [float(v) for v in self.gold(completions, prompts=prompts, **self.columns)], {}
+        for monitor in self.monitors:
+            parts[monitor.__name__] = monitor(completions, prompts=prompts, **self.columns)
         r = torch.tensor(rewards, dtype=torch.float64)
         n = len(rewards)
         metrics = {
@@ -78,7 +88,6 @@ class Evaluator:
             **{f"eval/reward/{name}": sum(v) / n for name, v in parts.items()},
         }
         if self.proxy_reward is not None:
-            prompts = [user(p) for p in self.prompts for _ in range(self.s.samples)]
             metrics["eval/proxy_reward"] = sum(self.proxy_reward(completions, prompts=prompts, **self.columns)) / n
         k = self.s.samples
         samples = [Sample(step=step, prompt=self.prompts[i // k], completion=c, reward=rewards[i],

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,7 +22,9 @@ from training.callbacks import MetricSink, Progress, RunHooks  # noqa: E402
 from training.config import BaseConfig  # noqa: E402
 from training.evaluation import EvalSettings, Evaluator  # noqa: E402
 from training.methods.common import MethodContext  # noqa: E402
-from training.tasks import get_task  # noqa: E402
+from training.rewards import SignalEnv  # noqa: E402
+from training.rewards import build as build_signal  # noqa: E402
+from training.tasks import task_for  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -48,7 +51,9 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     transformers.set_seed(cfg.seed)
 
     device = _device(cfg)
-    task = get_task(cfg.task)
+    task = task_for(cfg)
+    if hasattr(task, "summary") and distributed.is_main():  # which version of which dataset this run trained on
+        (out / "dataset.json").write_text(json.dumps(task.summary(), indent=2, sort_keys=True))
     tokenizer = models.load_tokenizer(cfg.model)
     policy, reference = _load_models(cfg, device, tokenizer)
 
@@ -65,7 +70,8 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     sink.truncate_after(start_step if resume_from else -1)
 
     final: dict[str, float] = {}
-    evaluate = _evaluator(cfg, task, tokenizer, reference, device)
+    signals = Signals(cfg, task, device)
+    evaluate = _evaluator(cfg, task, tokenizer, reference, device, signals)
     starts_as_reference = cfg.reference_model in ("", cfg.model)  # LoRA adapters start as the identity
 
     def log_eval(step: int, model) -> None:
@@ -81,7 +87,7 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
         hooks.run_eval(0, policy)
     elif start_step % cfg.eval_every == 0:
         hooks.last_eval_step = start_step  # evaluated before its checkpoint was written: logged already
-    reward_fn = _reward_fn(cfg, task, device)
+    reward_fn = signals.training
     ctx = MethodContext(cfg=cfg, task=task, tokenizer=tokenizer, model=policy, reference=reference, device=device,
                         out_dir=out, hooks=hooks, resume_from=str(resume_from) if resume_from else None,
                         reward_fn=reward_fn, staging_dir=staging)
@@ -137,24 +143,39 @@ def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
     return policy, reference
 
 
-def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device):
+class Signals:
+    """The run's reward signals, each built and loaded once: what RL methods optimise (`training`), what the
+    uniform evaluation scores with (`gold`: None means the task's own gold reward, with its components), the
+    training signal again as `proxy` when it differs from the gold one, and the `monitors`."""
+
+    def __init__(self, cfg: BaseConfig, task, device):
+        env = SignalEnv(device=device, task=task)
+        gold_spec = cfg.gold_reward or "task"
+        train_spec = cfg.training_signal() if hasattr(cfg, "training_signal") else None
+        self.gold = None if gold_spec == "task" else _ready(gold_spec, env)
+        self.training = None
+        if train_spec is not None:
+            self.training = task.reward_fn() if train_spec == "task" else (
+                self.gold if train_spec == gold_spec else _ready(train_spec, env))
+        self.proxy = self.training if train_spec is not None and train_spec != gold_spec else None
+        self.monitors = tuple(_ready(spec, env) for spec in cfg.monitors)
+
+
+def _ready(spec, env: SignalEnv):
+    signal = build_signal(spec)
+    signal.setup(env)
+    return signal
+
+
+def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device, signals: Signals):
     if cfg.method == "reward":
         from training.methods.reward import pairwise_accuracy
 
         held = task.eval_examples(cfg.eval_prompts)
         return lambda model, step, **_: (pairwise_accuracy(model, tokenizer, held, device), [])
     settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
-    proxy = _reward_fn(cfg, task, device) if getattr(cfg, "reward_model", "") else None
-    return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=proxy)
-
-
-def _reward_fn(cfg: BaseConfig, task, device):
-    """What RL methods optimise: a trained reward model when the config names one, else the gold reward."""
-    if getattr(cfg, "reward_model", ""):
-        from training.methods.reward import load_reward_fn
-
-        return load_reward_fn(cfg.reward_model, device)
-    return task.reward_fn()
+    return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=signals.proxy,
+                     gold_reward=signals.gold, monitors=signals.monitors)
 
 
 def save_model(model, tokenizer, target: Path) -> Path:

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "webapp.experiments",
     "webapp.workers",
+    "webapp.datasets",
     "webapp.ratings",
     "webapp.compare",
     "webapp.reports",

@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),  # POST only (Django 5)
     path("admin/", admin.site.urls),
     path("", include("webapp.experiments.urls")),
+    path("", include("webapp.datasets.urls")),
     path("", include("webapp.ratings.urls")),
     path("", include("webapp.compare.urls")),
     path("", include("webapp.reports.urls")),

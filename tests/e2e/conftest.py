@@ -170,11 +170,26 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _page(browser, **options):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, **options)
     page = context.new_page()
     page.set_default_timeout(20_000)
+    return context, page
+
+
+@pytest.fixture
+def page(browser):
+    """A page whose tests may evaluate JavaScript strings (wait_for_function): the pages' Content-Security-Policy
+    forbids eval, so it is bypassed here; `strict_page` keeps it (tests/e2e/test_csp.py)."""
+    context, page = _page(browser, bypass_csp=True)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def strict_page(browser):
+    """A page under the pages' own Content-Security-Policy."""
+    context, page = _page(browser)
     yield page
     context.close()
 

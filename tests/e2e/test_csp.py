@@ -19,12 +19,11 @@ LISTEN = """() => { window.__csp = []; document.addEventListener('securitypolicy
 
 @pytest.fixture
 def no_broker(monkeypatch):
-    from webapp.experiments.tasks import train_run
-
-    monkeypatch.setattr(train_run, "apply_async", lambda *a, **kw: None)
+    monkeypatch.setattr("webapp.experiments.actions.send_to_workers", lambda *a, **kw: None)
 
 
-def test_main_pages_report_no_csp_violation(live_server, page, django_user_model, no_broker):
+def test_main_pages_report_no_csp_violation(live_server, strict_page, django_user_model, no_broker):
+    page = strict_page
     user = django_user_model.objects.create_user("csp", password=PASSWORD)
     exp = do_create_experiment(Experiment(owner=user, name="CSP", base_model="tiny", task="arithmetic",
                                           methods=["sft", "dpo"], seeds=1, max_steps=40, eval_every=20, eval_prompts=3,

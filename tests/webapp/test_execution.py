@@ -113,6 +113,19 @@ def test_cancel_of_queued_and_waiting_runs_is_immediate(sft_then_dpo):
     assert execute(sft.pk, "w", "t") == "skipped"  # its message, still in the queue, is ignored
 
 
+def test_a_lost_database_connection_ends_the_attempt_without_failing_the_run(monkeypatch, alice, make_experiment):
+    """A database restart mid-run is not the run's fault: the process ends with the error (its worker then
+    requeues the run, see ProcessDied) and the run is not failed."""
+    from django.db import OperationalError
+
+    run = make_experiment(alice).runs.get()
+    monkeypatch.setattr(execution, "_train", fake_training(fail=OperationalError("terminating connection")))
+    with pytest.raises(OperationalError):
+        execute(run.pk, "w", "t")
+    run.refresh_from_db()
+    assert run.state == State.RUNNING and run.error == ""
+
+
 def test_cancelling_sft_fails_its_waiting_dependents(sft_then_dpo):
     sft, dpo = sft_then_dpo
     do_cancel_run(sft)
@@ -322,6 +335,19 @@ def test_lost_messages_are_sent_again(monkeypatch, settings, sft_then_dpo, enque
     assert bool(done) == resent and (enqueued == [(sft.pk, "train")]) == resent
     if resent:  # and not again at the next tick
         assert recovery.do_resend_lost(["train"]) == []
+
+
+def test_a_run_queued_with_the_database_clock_is_sent_again(monkeypatch, sft_then_dpo, enqueued,
+                                                           django_capture_on_commit_callbacks):
+    """queued_at as enqueue() writes it (the database's Now(): on SQLite text with milliseconds), not a
+    Python datetime: the resend's conditional update must still match it."""
+    monkeypatch.setattr(recovery, "queue_lengths", lambda names: {n: 0 for n in names})
+    sft, _ = sft_then_dpo
+    later = timezone.now() + timezone.timedelta(seconds=3600)
+    with django_capture_on_commit_callbacks(execute=True):
+        done = recovery.do_resend_lost(["train"], now=later)
+    assert done == [f"run #{sft.pk}: its message was lost (broker restarted?): sent again"]
+    assert enqueued[-1] == (sft.pk, "train")
 
 
 def test_reap_command(monkeypatch, sft_then_dpo):

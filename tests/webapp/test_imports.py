@@ -9,7 +9,8 @@ import pytest
 WEBAPP = Path(__file__).resolve().parents[2] / "webapp"
 # An app may import from the apps below it, never from those above.
 ABOVE = {
-    "experiments": ("compare", "ratings", "reports", "api"),
+    "experiments": ("workers", "compare", "ratings", "reports", "api"),  # the domain never imports the runtime
+    "workers": ("compare", "ratings", "reports", "api"),
     "compare": ("reports", "api"),
     "ratings": ("reports", "api"),
     "reports": ("api",),
@@ -24,6 +25,13 @@ def imports(path: Path):
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, []
+
+
+def test_training_never_imports_django_or_the_web_app():
+    training = WEBAPP.parent / "training"
+    bad = [(str(p.relative_to(training)), module) for p in sorted(training.rglob("*.py"))
+           for module, _ in imports(p) if module.split(".")[0] in ("django", "webapp")]
+    assert bad == []
 
 
 def sources():

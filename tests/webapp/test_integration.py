@@ -115,12 +115,14 @@ def database_url() -> str:
 class WorkerProcess:
     """`celery -A webapp worker` in its own process group, as the deployment runs it."""
 
-    def __init__(self, name: str, queue: str, broker_url: str, log_dir: Path, grace: float = 120):
+    def __init__(self, name: str, queue: str, broker_url: str, log_dir: Path, grace: float = 120,
+                 env: dict[str, str] | None = None):
+        """`env`: settings of this worker (PTLAB_* variables) over the defaults below."""
         self.name, self.log_path = name, log_dir / f"worker-{name}.log"
         env = dict(os.environ, DATABASE_URL=database_url(), CELERY_BROKER_URL=broker_url,
                    DJANGO_SETTINGS_MODULE="webapp.settings", PTLAB_HEARTBEAT_SECONDS=str(HEARTBEAT_S),
                    PTLAB_REAP_AFTER_SECONDS=str(REAP_AFTER_S), PTLAB_CANCEL_GRACE_SECONDS=str(grace),
-                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false") | (env or {})
         cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", "1",
                "--prefetch-multiplier", "1", "-P", "prefork", "-n", f"{name}@%h", "-l", "INFO",
                "--without-mingle", "--without-gossip"]

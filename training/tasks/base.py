@@ -40,6 +40,11 @@ class Example:
     reference: str  # the ideal completion (SFT target, DPO chosen)
     rejected: str  # a worse completion (DPO rejected)
     columns: dict[str, Any] = field(default_factory=dict)  # passed to reward functions (e.g. answer)
+    messages: list[dict[str, str]] | None = None  # a conversation to continue, instead of one user turn
+
+    def chat(self) -> list[dict[str, str]]:
+        """The prompt as the model sees it: the conversation, or the prompt as one user message."""
+        return self.messages if self.messages is not None else user(self.prompt)
 
 
 class Task:
@@ -69,14 +74,18 @@ class Task:
         return self.split()[1][:n]
 
     def sft_rows(self) -> list[dict]:
-        return [{"prompt": user(ex.prompt), "completion": assistant(ex.reference)} for ex in self.train_examples()]
+        return [{"prompt": ex.chat(), "completion": assistant(ex.reference)} for ex in self.train_examples()]
 
     def dpo_rows(self) -> list[dict]:
-        return [{"prompt": user(ex.prompt), "chosen": assistant(ex.reference), "rejected": assistant(ex.rejected)}
+        return [{"prompt": ex.chat(), "chosen": assistant(ex.reference), "rejected": assistant(ex.rejected)}
                 for ex in self.train_examples() if ex.rejected]
 
     def rl_rows(self) -> list[dict]:
-        return [{"prompt": user(ex.prompt), **ex.columns} for ex in self.train_examples()]
+        return [{"prompt": ex.chat(), **ex.columns} for ex in self.train_examples()]
+
+    def methods(self) -> tuple[str, ...]:
+        """The methods this task's data can feed (every built-in task feeds all of them)."""
+        return ("sft", "dpo", "ppo", "grpo", "rloo", "reward")
 
     def gold_reward(self, completions: list[str], columns: dict[str, list]) -> tuple[list[float], dict[str, list[float]]]:
         """Total gold reward per completion (mean of the components) and each component."""

@@ -74,6 +74,7 @@ def schema() -> dict:
         "methods": {"type": "array", "items": STR}, "seeds": INT, "max_steps": INT, "eval_every": INT,
         "eval_prompts": INT, "eval_samples": INT, "max_new_tokens": INT, "hyperparams": {"type": "object"},
         "rl_from_sft": {"type": "boolean"}, "queue": STR, "created": STR,
+        "saved_dataset": {"type": "integer", "nullable": True, "description": "The dataset (datasets app) it trains on."},
         "state": {"type": "string", "enum": ["running", "queued", "failed", "cancelled", "finished", "empty"]},
         "url": STR, "api_url": STR, "runs": {"type": "array", "items": _ref("Run")},
         "report_url": {"type": "string", "description": "The JSON report (when the reports app is installed)."},
@@ -119,8 +120,11 @@ def schema() -> dict:
                 "max_new_tokens": {"type": "integer", "description": "Generation length."},
                 "rl_from_sft": {"type": "boolean", "description": "Other methods start from the SFT model."},
                 "queue": {"type": "string", "description": "The Celery queue of the workers."},
+                "saved_dataset": {"type": "integer", "description": "A dataset's id (datasets app): replaces the task."},
                 "hyperparams": {"type": "object", "additionalProperties": {"type": "object"},
-                                "description": "Per-method settings, e.g. {\"grpo\": {\"beta\": 0.1}}."},
+                                "description": "Per-method settings, e.g. {\"grpo\": {\"beta\": 0.1}}; signals "
+                                               "as {\"grpo\": {\"reward\": {\"kind\": \"numeric_match\"}, "
+                                               "\"gold_reward\": \"exact_match\", \"monitors\": [\"length\"]}}."},
             }},
         "Metrics": _page_of({"type": "object", "required": ["name", "step", "value"], "properties": {
             "name": STR, "step": INT, "value": NUM, "wall_time": NUM}},

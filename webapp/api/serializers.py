@@ -19,7 +19,7 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         **{f: getattr(e, f) for f in Experiment.SETTINGS[1:]}, "task": e.task_label, "methods": list(e.methods),
         "base_model": public_value(e.base_model),
         "hyperparams": {m: public_config(p) for m, p in e.hyperparams.items()},
-        "created": _iso(e.created), "state": e.state,
+        "created": _iso(e.created), "state": e.state, "saved_dataset": e.saved_dataset_id,
         "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
     }
     if apps.is_installed("webapp.reports"):

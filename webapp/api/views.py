@@ -4,6 +4,7 @@ webapp.ratings. Shapes are documented in schema.py (served at /api/openapi.json)
 
 from __future__ import annotations
 
+import json
 import math
 
 from django.apps import apps
@@ -20,7 +21,7 @@ from webapp.api.schema import schema
 from webapp.api.serializers import experiment_data, run_data, sample_data
 from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
-from webapp.experiments.forms import ExperimentForm, limit_refusal
+from webapp.experiments.forms import SIGNAL_KEYS, ExperimentForm, limit_refusal
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
@@ -173,7 +174,7 @@ def _form_data(payload: dict) -> tuple[dict, dict]:
                     isinstance(v, str) for v in value):
                 unknown[key] = ["A list of method names."]
                 continue
-        elif isinstance(value, dict | list):
+        elif isinstance(value, dict | list) and key.split("-", 1)[-1] not in SIGNAL_KEYS:
             unknown[key] = ["A single value (a string, number or true/false), not an object or a list."]
             continue
         data[key] = value
@@ -194,7 +195,9 @@ class _Data(dict):
         return value if isinstance(value, list) else [value]
 
 
-def _as_form_value(value):
+def _as_form_value(value, key: str = ""):
+    if key.split("-", 1)[-1] in SIGNAL_KEYS and isinstance(value, dict | list):
+        return json.dumps(value)  # signal specs: the form's text fields take JSON, which training.config parses
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float | str):
@@ -207,7 +210,7 @@ def _as_form_value(value):
 def _create_experiment(request: HttpRequest) -> JsonResponse:
     payload = json_body(request)
     data, unknown = _form_data(payload)
-    form = ExperimentForm(_Data({k: _as_form_value(v) for k, v in data.items()}), {}, user=request.user)
+    form = ExperimentForm(_Data({k: _as_form_value(v, k) for k, v in data.items()}), {}, user=request.user)
     valid = form.is_valid()
     if unknown or not valid:
         fields = {**{k: list(v) for k, v in form.errors.items()}, **unknown}

@@ -17,7 +17,9 @@ from training import sizing
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
 from training.options import batch_summary
+from training.paths import check_paths, data_roots
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
+from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
 from webapp.experiments.models import Experiment, Run, Worker, queue_name_validator
@@ -30,7 +32,8 @@ MODEL_SETTINGS = ("reward_model",)  # per-method settings that name a model: ref
 COMMON_FIELDS = {"model": "base_model", "task": "task", "seed": "seeds", "max_steps": "max_steps",
                  "eval_every": "eval_every", "eval_prompts": "eval_prompts", "eval_samples": "eval_samples",
                  "max_new_tokens": "max_new_tokens", "checkpoint_every": "eval_every", "method": "methods"}
-SET_BY_APP = {"reference_model"}  # the starting model, or the SFT model with rl_from_sft
+SET_BY_APP = {"reference_model", "dataset"}  # the starting model (or the SFT model); the chosen saved dataset
+SIGNAL_KEYS = ("reward", "gold_reward", "monitors")  # may name models and folders: only under the data roots
 STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps (SFT needs more)
 
 # The ready example for a first-time user: finishes in a few minutes on a 2-core CPU, and the methods end up
@@ -162,6 +165,10 @@ class ExperimentForm(forms.Form):
         help_text='One JSON object per line: {"prompt", "completion"}, {"prompt", "chosen", "rejected"} '
                   'or {"prompt", "answer"}.')
     dataset_from = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    saved_dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.none(), required=False, label="Or a saved dataset",
+        help_text="One of your datasets (or one shared with you): it replaces the task; its mapping decides which "
+                  "methods it can feed.")
     methods = forms.MultipleChoiceField(choices=[(m, METHOD_LABELS[m]) for m in METHODS],
                                         widget=forms.CheckboxSelectMultiple, help_text="One run per method and seed.")
     seeds = forms.IntegerField(min_value=1, max_value=5, initial=1, help_text="Runs per method: seeds 0 to N-1.")
@@ -183,6 +190,7 @@ class ExperimentForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
+        self.fields["saved_dataset"].queryset = Dataset.objects.visible_to(user) if user else Dataset.objects.none()
         self.fields["task"].choices = [(t.name, f"{t.name}: {t.description}") for t in BUILTIN_TASKS.values()] + [
             (UPLOAD, "Upload a JSONL file…")]
         for method in METHODS:
@@ -284,6 +292,16 @@ class ExperimentForm(forms.Form):
             if "-" in name and name.split("-", 1)[0] not in methods:
                 del self._errors[name]
         self._clean_dataset(data)
+        if data.get("saved_dataset"):
+            missing = [m for m in methods if m not in data["saved_dataset"].methods()]
+            if missing:
+                self.add_error("saved_dataset", f"Its mapping cannot feed {', '.join(missing)} (it feeds "
+                               f"{', '.join(data['saved_dataset'].methods()) or 'nothing'}).")
+        golds = {m: str(data.get(f"{m}-gold_reward") or "the task's") for m in methods}
+        if len(set(golds.values())) > 1:  # one gold signal per experiment: a fair comparison
+            listed = ", ".join(f"{m}: {g}" for m, g in golds.items())
+            self.add_error(f"{methods[-1]}-gold_reward",
+                           f"Every method of an experiment is judged by the same gold signal; they differ ({listed}).")
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
         # Every error at once, not one a submit: a common field in error is stood in for by its default
@@ -332,7 +350,7 @@ class ExperimentForm(forms.Form):
         reported = set()
         while True:
             try:
-                from_dict(config)
+                check_paths(from_dict(config), [*data_roots(), settings.ARTIFACT_ROOT], keys=SIGNAL_KEYS)
                 return
             except ConfigError as e:
                 own_steps = e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {})
@@ -388,6 +406,7 @@ class ExperimentForm(forms.Form):
             hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"])
         if self.reused_dataset:
             exp.dataset.name = self.reused_dataset
+        exp.saved_dataset = data.get("saved_dataset")
         return exp
 
     def _config_error(self, method: str, e: ConfigError, exp: Experiment) -> None:
@@ -427,14 +446,10 @@ def limit_refusal(form: forms.Form) -> bool:
 
 def initial_from(experiment: Experiment) -> dict:
     """Form values that recreate `experiment` (cloning)."""
-    initial = {
-        "name": f"{experiment.name} (copy)", "base_model": experiment.base_model,
-        "task": experiment.task or UPLOAD, "dataset_from": experiment.pk if experiment.dataset else None,
-        "methods": list(experiment.methods), "seeds": experiment.seeds, "max_steps": experiment.max_steps,
-        "eval_every": experiment.eval_every, "eval_prompts": experiment.eval_prompts,
-        "eval_samples": experiment.eval_samples, "max_new_tokens": experiment.max_new_tokens,
-        "rl_from_sft": experiment.rl_from_sft, "queue": experiment.queue,
-    }
+    initial = {f: getattr(experiment, f) for f in Experiment.SETTINGS if f != "hyperparams"}
+    initial.update(name=f"{experiment.name} (copy)", task=experiment.task or UPLOAD, methods=list(experiment.methods),
+                   dataset_from=experiment.pk if experiment.dataset else None,
+                   saved_dataset=experiment.saved_dataset_id)
     for method, params in experiment.hyperparams.items():
         for key, value in params.items():
             initial[f"{method}-{key}"] = value

@@ -68,6 +68,9 @@ class Experiment(models.Model):
     base_model = models.CharField(max_length=500, default=RUN_DEFAULTS.model)
     task = models.CharField(max_length=100, blank=True, help_text="A built-in task; empty when a dataset is uploaded.")
     dataset = models.FileField(upload_to="datasets/", blank=True, help_text="Uploaded JSONL (ARTIFACT_ROOT/datasets).")
+    saved_dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="experiments",
+                                      help_text="A dataset of the datasets app; replaces the task in run configs.")
     methods = models.JSONField(default=list)
     seeds = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(5)])
     max_steps = models.PositiveIntegerField(default=RUN_DEFAULTS.max_steps, validators=config_bounds("max_steps"))
@@ -97,6 +100,8 @@ class Experiment(models.Model):
 
     @property
     def task_label(self) -> str:
+        if self.saved_dataset_id:
+            return self.saved_dataset.name
         return Path(self.dataset.name).name if self.dataset else self.task
 
     @property
@@ -126,6 +131,7 @@ class Experiment(models.Model):
             "eval_samples": self.eval_samples,
             "max_new_tokens": self.max_new_tokens,
             "checkpoint_every": self.eval_every,
+            **({"dataset": self.saved_dataset.spec()} if self.saved_dataset_id else {}),
         }
 
     def is_owned_by(self, user) -> bool:

@@ -24,7 +24,7 @@ from webapp.experiments.references import public_config
 @login_required
 @require_GET
 def experiment_list(request: HttpRequest) -> HttpResponse:
-    experiments = experiments_for_user(request.user).with_run_counts().select_related("owner")
+    experiments = experiments_for_user(request.user).with_run_counts().select_related("owner", "saved_dataset")
     return render(request, "experiments/experiment_list.html", {"experiments": experiments})
 
 

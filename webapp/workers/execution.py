@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models.functions import Now
 
 from webapp.experiments.actions import do_finish_run
@@ -77,6 +77,13 @@ class RunWatch:
         self.ended_at: float | None = None
 
     def __call__(self) -> str | None:
+        try:
+            return self.look()
+        except DatabaseError:
+            connection.close()  # a broken connection (the database restarted) is never reopened by itself
+            raise
+
+    def look(self) -> str | None:
         hung_after = settings.PTLAB_HUNG_AFTER_SECONDS
         row = Run.objects.filter(pk=self.run_id).values("state", "task_id", "progress_at").first()
         if row is None:
@@ -110,6 +117,7 @@ def execute_in_fresh_process(run_id: int, hostname: str, task_id: str) -> str:
         return call_in_fresh_process(execute, run_id, hostname, task_id, watch=RunWatch(run_id, task_id),
                                      watch_every=settings.PTLAB_WATCH_SECONDS)
     except ProcessDied as exc:
+        connection.close()  # it may have been cut with the run's (a database restart): act on a fresh one
         if exc.killed_by_watch:
             log.warning("run #%s: killed its process: %s", run_id, exc)
         why = do_process_died(task_id, f"was killed by its worker: {exc}" if exc.killed_by_watch else str(exc),
@@ -134,6 +142,11 @@ def execute(run_id: int, hostname: str, task_id: str) -> str:
     except RanksDied as exc:  # a rank was killed (OOM, a node's trouble): requeued, as a dead process is
         why = do_process_died(task_id, str(exc))
         return f"process died: {why or exc}"
+    except (OperationalError, InterfaceError):
+        # The database went away under the run (a restart, a failover, its connections cut): not the run's
+        # fault, so not a failure. This process ends with the error and its worker requeues the run
+        # (do_process_died; the reaper if the database is still down), which resumes from its last checkpoint.
+        raise
     except Exception as exc:
         trace = exc.traceback_text if isinstance(exc, RankError) else traceback.format_exc()
         do_finish_run(run, State.FAILED, error=describe(exc), traceback=trace)

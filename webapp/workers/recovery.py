@@ -91,7 +91,10 @@ def do_resend_lost(queues: list[str], now=None) -> list[str]:
         for run in Run.objects.trainable().filter(state=State.QUEUED, experiment__queue=queue, queued_at__lt=cutoff):
             with transaction.atomic():
                 line = "its message was lost (broker restarted?): sent again"
-                if Run.objects.filter(pk=run.pk, state=State.QUEUED, queued_at=run.queued_at).update(
+                # Still queued and still not sent since the cutoff (a concurrent resend sets queued_at to now).
+                # Not `queued_at=run.queued_at`: SQLite stores Now() with milliseconds and compares as text,
+                # so the value read back never equals the stored one and nothing was ever sent again.
+                if Run.objects.filter(pk=run.pk, state=State.QUEUED, queued_at__lt=cutoff).update(
                         log=run.with_log(line)):
                     enqueue(run, queue, ahead=run.attempts > 0)
                     done.append(f"run #{run.pk}: {line}")

@@ -27,6 +27,16 @@ ENVIRONMENT = {"python": "3.x", "packages": {"Django": "5.x"}, "git_revision": "
                "machine": {"platform": "test", "processor": "x", "cpus": 2, "memory_gb": 1.0}, "workers": []}
 
 
+def jsonb_order(value):
+    """`value` with its objects' keys in PostgreSQL's jsonb order (shorter first, then bytewise): stored so,
+    a JSON column reads back the same from SQLite and PostgreSQL, and so do the documents made of it."""
+    if isinstance(value, dict):
+        return {k: jsonb_order(value[k]) for k in sorted(value, key=lambda k: (len(k.encode()), k.encode()))}
+    if isinstance(value, list):
+        return [jsonb_order(v) for v in value]
+    return value
+
+
 def _experiment(pk: int, owner, name: str, methods: list[str], seeds: int, *, task: str = "arithmetic",
                 first_run: int, proxy: tuple[str, ...] = ("ppo",), running: tuple[int, ...] = ()) -> Experiment:
     exp = Experiment.objects.create(
@@ -42,7 +52,9 @@ def _experiment(pk: int, owner, name: str, methods: list[str], seeds: int, *, ta
                           state=Run.State.RUNNING if live else Run.State.SUCCEEDED, until=20 if live else None,
                           start=1_767_000_000.0 + pk_run, seconds_per_step=0.25 + 0.01 * pk_run)
             pk_run += 1
-    Experiment.objects.filter(pk=pk).update(created=WHEN)
+    Experiment.objects.filter(pk=pk).update(created=WHEN, hyperparams=jsonb_order(exp.hyperparams))
+    for run in exp.runs.all():
+        Run.objects.filter(pk=run.pk).update(config=jsonb_order(run.config), latest=jsonb_order(run.latest))
     exp.runs.update(created=WHEN, started_at=WHEN, finished_at=WHEN + dt.timedelta(seconds=12))
     exp.runs.filter(state=Run.State.RUNNING).update(finished_at=None)
     return Experiment.objects.get(pk=pk)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('experiments', '0005_fencing'),
+        ('experiments', '0006_experiment_saved_dataset'),
     ]
 
     operations = [

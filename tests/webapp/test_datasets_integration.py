@@ -1,0 +1,60 @@
+"""A saved Parquet dataset with a custom mapping trains SFT, DPO and GRPO through a real worker; GRPO's
+training signal differs from the gold one, so eval/proxy_reward is stored beside eval/reward."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.webapp.test_integration import (  # noqa: F401  (fixtures)
+    SMALL,
+    WAIT,
+    artifact_root,
+    broker,
+    browser,
+    enqueued,
+    finished,
+    queue,
+    redis_url,
+    steps_of,
+    wait_for,
+    worker,
+)
+from webapp.datasets.actions import do_create_dataset
+from webapp.datasets.models import Dataset
+from webapp.experiments.models import Run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+
+def test_a_mapped_parquet_dataset_trains_sft_dpo_and_grpo(browser, worker, queue, tmp_path,  # noqa: F811
+                                                          django_user_model):
+    rows = [{"q": f"What is {a} + {b}?", "demo": f"{a} + {b} = {a + b}", "yes": str(a + b), "no": str(a + b + 1),
+             "gold": a + b} for a in range(6) for b in range(4)]
+    path = tmp_path / "sums.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    dataset = do_create_dataset(Dataset(owner=django_user_model.objects.get(username="ivy"), name="sums",
+                                        source=Dataset.Source.UPLOAD),
+                                SimpleUploadedFile("sums.parquet", path.read_bytes()))
+    assert dataset.mapping == {"answer": "gold"} and dataset.methods() == ()  # the user maps the rest
+    browser.get(reverse("datasets:detail", args=[dataset.pk]))
+    browser.post(reverse("datasets:mapping", args=[dataset.pk]),
+                 {"prompt": "q", "completion": "demo", "chosen": "yes", "rejected": "no", "answer": "gold"})
+    dataset.refresh_from_db()
+    assert dataset.methods() == ("sft", "dpo", "reward", "ppo", "grpo", "rloo") and dataset.eval_rows == 5
+    exp = browser.create_experiment(
+        name="parquet", methods=["sft", "dpo", "grpo"], rl_from_sft=None, queue=queue, saved_dataset=str(dataset.pk),
+        **SMALL, **{"grpo-batch_size": "4", "grpo-num_generations": "2",
+                    "grpo-reward": '{"kind": "length", "target": 3, "unit": "chars"}',
+                    "grpo-monitors": '["valid_json"]',
+                    **{f"{m}-gold_reward": "numeric_match" for m in ("sft", "dpo", "grpo")}})
+    runs = wait_for(lambda: finished(exp), WAIT, "three runs to finish", worker)
+    for run in runs:
+        assert run.state == Run.State.SUCCEEDED, run.error
+        assert steps_of(run, "eval/reward") == [0, 2, 4]
+        assert run.config["dataset"]["path"] == dataset.location()
+    grpo = exp.runs.get(method="grpo")
+    assert steps_of(grpo, "eval/proxy_reward") == [0, 2, 4] and steps_of(grpo, "eval/reward/valid_json") == [0, 2, 4]

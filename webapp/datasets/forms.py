@@ -1,0 +1,93 @@
+"""Forms of the datasets app: adding a dataset (an upload or a server path) and editing its mapping.
+The training core judges the data (`training.tasks.DatasetTask`); its errors go beside the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django import forms
+
+from training.config import ConfigError
+from training.paths import data_roots
+from training.tasks import DatasetError
+from training.tasks.dataset import FORMATS, ROLES
+from webapp.datasets.actions import do_create_dataset, do_set_mapping
+from webapp.datasets.models import Dataset
+from webapp.datasets.uploads import max_upload_bytes
+
+
+class DatasetForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    file = forms.FileField(required=False, label="File",
+                           widget=forms.ClearableFileInput(attrs={"accept": ",".join(FORMATS)}),
+                           help_text="JSONL, CSV (with a header row) or Parquet.")
+    path = forms.CharField(max_length=1000, required=False, label="Or a server path",
+                           help_text="A file or a save_to_disk folder under the folders the administrator "
+                                     "lists in PTLAB_DATA_ROOTS.")
+    split = forms.CharField(max_length=100, initial="train", help_text="Split of a saved DatasetDict.")
+
+    def __init__(self, *args, too_big: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.too_big = too_big
+
+    def clean(self):
+        data = super().clean()
+        upload, path = data.get("file"), (data.get("path") or "").strip()
+        limit = max_upload_bytes()
+        if self.too_big or upload and upload.size > limit:
+            self.add_error("file", f"The file is larger than {limit // 2**20} MB.")
+            return data
+        if bool(upload) == bool(path):
+            self.add_error("file", "Choose a file to upload or give a server path (one of them).")
+            return data
+        if upload and Path(upload.name).suffix.lower() not in FORMATS:
+            self.add_error("file", f"The file must end in {', '.join(FORMATS)}.")
+        if path:
+            real = Path(path).expanduser().resolve()
+            roots = data_roots()
+            if not any(real == r or r in real.parents for r in roots):
+                self.add_error("path", f"{path} is outside the folders this server may read "
+                                       f"({', '.join(map(str, roots)) or 'none configured'}).")
+        return data
+
+    def save(self, owner) -> Dataset | None:
+        """The saved dataset, or None with the loader's error added to the form."""
+        data = self.cleaned_data
+        dataset = Dataset(owner=owner, name=data["name"], split=data.get("split") or "train",
+                          source=Dataset.Source.UPLOAD if data.get("file") else Dataset.Source.SERVER,
+                          path="" if data.get("file") else data["path"].strip())
+        try:
+            return do_create_dataset(dataset, data.get("file"))
+        except ConfigError as e:  # DatasetError included
+            self.add_error("file" if data.get("file") else "path", e.message)
+            return None
+
+
+NONE = ""
+
+
+class MappingForm(forms.Form):
+    """One select per role, among the dataset's columns."""
+
+    def __init__(self, *args, dataset: Dataset, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dataset = dataset
+        choices = [(NONE, "—")] + [(c, c) for c in dataset.columns]
+        for role in ROLES:
+            self.fields[role] = forms.ChoiceField(choices=choices, required=False, initial=dataset.mapping.get(role))
+
+    def clean(self):
+        data = super().clean()
+        mapping = {role: col for role, col in data.items() if col}
+        if len(set(mapping.values())) != len(mapping):
+            raise forms.ValidationError("A column can have one role only.")
+        self.mapping = mapping
+        return data
+
+    def save(self) -> bool:
+        try:
+            do_set_mapping(self.dataset, self.mapping)
+        except DatasetError as e:
+            self.add_error(e.column and next((r for r, c in self.mapping.items() if c == e.column), None), e.message)
+            return False
+        return True

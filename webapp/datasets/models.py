@@ -1,0 +1,66 @@
+"""A user's dataset: an uploaded file (under ARTIFACT_ROOT/datasets) or a folder or file under an
+administrator's PTLAB_DATA_ROOTS, its column mapping, and the content hash of the rows it held when saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from training.tasks import methods_for
+
+
+class DatasetQuerySet(models.QuerySet):
+    def visible_to(self, user) -> DatasetQuerySet:
+        """Owned by or shared with `user` (a subquery: no duplicate rows)."""
+        shared = Dataset.shared_with.through.objects.filter(user=user).values("dataset_id")
+        return self.filter(Q(owner=user) | Q(pk__in=shared))
+
+
+class Dataset(models.Model):
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded file"
+        SERVER = "server", "Server folder or file"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
+    shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_datasets")
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    file = models.FileField(upload_to="datasets/", blank=True, help_text="The upload (ARTIFACT_ROOT/datasets).")
+    path = models.CharField(max_length=1000, blank=True, help_text="A server path under PTLAB_DATA_ROOTS.")
+    split = models.CharField(max_length=100, default="train", help_text="Split of a saved DatasetDict.")
+    mapping = models.JSONField(default=dict, help_text="Role -> column.")
+    columns = models.JSONField(default=list)
+    content_hash = models.CharField(max_length=64)
+    rows = models.PositiveIntegerField(default=0)
+    train_rows = models.PositiveIntegerField(default=0)
+    eval_rows = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = DatasetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("datasets:detail", args=[self.pk])
+
+    def location(self) -> str:
+        """Where the workers read it: the same path on every host (ARTIFACT_ROOT is shared)."""
+        return str(Path(settings.MEDIA_ROOT) / self.file.name) if self.file else self.path
+
+    def spec(self) -> dict:
+        """The run config's `dataset` for this dataset."""
+        return {"path": self.location(), "mapping": self.mapping, "split": self.split}
+
+    def methods(self) -> tuple[str, ...]:
+        return methods_for(self.mapping)
+
+    def is_owned_by(self, user) -> bool:
+        return self.owner_id == user.pk

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from webapp.datasets import views
+
+app_name = "datasets"
+urlpatterns = [
+    path("datasets/", views.dataset_list, name="list"),
+    path("datasets/new/", views.dataset_new, name="new"),
+    path("datasets/<int:pk>/", views.dataset_detail, name="detail"),
+    path("datasets/<int:pk>/mapping/", views.dataset_mapping, name="mapping"),
+    path("signals/", views.signal_list, name="signals"),
+]

@@ -1,0 +1,106 @@
+"""Pages of the datasets app: list, add (upload or server path), preview with the mapping form, sharing is
+the owner's. Another user's dataset answers 404, like experiments."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_POST
+
+from training.models import ModelLoadError, load_tokenizer
+from training.rewards import describe
+from training.tasks import BUILTIN_TASKS, DatasetError
+from webapp.datasets.actions import load
+from webapp.datasets.figures import length_figure, length_info
+from webapp.datasets.forms import DatasetForm, MappingForm
+from webapp.datasets.models import Dataset
+from webapp.datasets.preview import build_preview
+from webapp.datasets.uploads import SizeLimitHandler, max_upload_bytes
+
+PREVIEW_MODELS = ("tiny", "demo")
+
+
+def dataset_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> Dataset:
+    """The dataset if the user owns it (or, to read, it is shared with them); 404 otherwise."""
+    dataset = get_object_or_404(Dataset.objects.visible_to(request.user).select_related("owner"), pk=pk)
+    if write and not dataset.is_owned_by(request.user):
+        raise Http404("No Dataset matches the given query.")
+    return dataset
+
+
+@login_required
+@require_GET
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    datasets = Dataset.objects.visible_to(request.user).select_related("owner")
+    builtin = [{"name": t.name, "description": t.description, "train": len(t.split()[0]), "eval": len(t.split()[1])}
+               for t in BUILTIN_TASKS.values()]
+    return render(request, "datasets/dataset_list.html", {"datasets": datasets, "builtin": builtin})
+
+
+@login_required
+@require_GET
+def signal_list(request: HttpRequest) -> HttpResponse:
+    """Every reward signal the workers offer (built-in and administrators' plugins) with its parameters."""
+    return render(request, "datasets/signal_list.html", {"signals": describe()})
+
+
+@csrf_exempt  # the upload handler must be in place before the body is read; CSRF is checked just below
+@login_required
+def dataset_new(request: HttpRequest) -> HttpResponse:
+    limiter = SizeLimitHandler(request)
+    request.upload_handlers.insert(0, limiter)
+    return _dataset_new(request, limiter)
+
+
+@csrf_protect
+def _dataset_new(request: HttpRequest, limiter: SizeLimitHandler) -> HttpResponse:
+    if request.method == "POST":
+        form = DatasetForm(request.POST, request.FILES, too_big=limiter.too_big)
+        if form.is_valid() and (dataset := form.save(owner=request.user)) is not None:
+            messages.success(request, f"Saved {dataset.rows} rows; check the column mapping below.")
+            return redirect(dataset)
+    else:
+        form = DatasetForm()
+    return render(request, "datasets/dataset_form.html", {"form": form, "max_mb": max_upload_bytes() // 2**20})
+
+
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = dataset_for_user(request, pk)
+    return _detail(request, dataset, MappingForm(dataset=dataset))
+
+
+def _detail(request: HttpRequest, dataset: Dataset, form: MappingForm, status: int = 200) -> HttpResponse:
+    model = request.GET.get("model", "tiny")
+    model = model if model in PREVIEW_MODELS else "tiny"
+    try:
+        limit = max(1, min(int(request.GET.get("max_tokens", 512)), 1_000_000))
+    except ValueError:
+        limit = 512
+    context = {"dataset": dataset, "form": form, "model": model, "models": PREVIEW_MODELS, "limit": limit,
+               "methods": dataset.methods(), "can_edit": dataset.is_owned_by(request.user), "error": ""}
+    try:
+        task = load(dataset)
+        tokenizer = load_tokenizer(model)
+        preview = build_preview(task, tokenizer)
+        info = length_info(preview.lengths, limit)
+        context.update(preview=preview, info=info, figure=length_figure(info))
+    except (DatasetError, ModelLoadError, RuntimeError) as e:
+        context["error"] = str(e)
+    return render(request, "datasets/dataset_detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def dataset_mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = dataset_for_user(request, pk, write=True)
+    form = MappingForm(request.POST, dataset=dataset)
+    if form.is_valid() and form.save():
+        messages.success(request, "Mapping saved.")
+        return redirect(dataset)
+    dataset.refresh_from_db()
+    return _detail(request, dataset, form, status=400)
