@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from training.config import CONFIG_CLASSES, ConfigError, load
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.num_processes > 1:  # one process per GPU (or CPU processes), started by accelerate launch
+        import subprocess
+
+        from training.distributed import launch_command
+
+        cmd = launch_command(cfg.num_processes, ["training.distributed", args.config, args.out],
+                             config_file=os.environ.get("PTLAB_ACCELERATE_CONFIG", ""))
+        return subprocess.call(cmd)
     from training.callbacks import FileSink
     from training.runner import run
 

@@ -199,7 +199,7 @@ class TRLCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         # Trainer wrote checkpoint-N in this attempt's folder (output_dir): publish it.
         staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if staged.is_dir():
+        if staged.is_dir() or args.world_size > 1:  # several processes: each takes part in the publish
             self.hooks.publish_checkpoint(staged, self.published_root)
 
 

@@ -15,6 +15,13 @@ from typing import Any, ClassVar
 from training.fields import ConfigError, check_fields, field_specs, opt
 
 METHODS = ("sft", "dpo", "ppo", "grpo", "rloo", "best_of_n", "reward")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+# TRL 1.16's DPO losses that need nothing but beta (`loss_type` of trl.DPOConfig).
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "sigmoid_norm", "exo_pair", "nca_pair", "robust", "bco_pair",
+              "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop")
+# TRL 1.16's GRPO losses that need no other setting (luspo needs sequence-level importance sampling).
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 
 
 @dataclass
@@ -50,9 +57,35 @@ class BaseConfig:
                                   "`python -m training rewards` lists them.", advanced=True)
     monitors: list = opt([], "More signals scored at every evaluation, logged as eval/reward/<name>.", advanced=True)
 
+    # --- Training options (speed and stability; TRL's names where TRL has them). Mapped to TRL's arguments
+    # in training/options.py. batch_size stays the sequences per optimizer step whatever these are.
+    gradient_accumulation_steps: int = opt(
+        1, "Split each optimizer step's batch into this many micro-batches (same result, less memory); "
+           "must divide batch_size.", min=1, max=1024, advanced=True)
+    lr_scheduler: str = opt("constant", "Learning-rate schedule after warmup.", choices=LR_SCHEDULES, advanced=True)
+    warmup_steps: int = opt(0, "Optimizer steps of linear warmup from 0 to the learning rate.",
+                            min=0, max=1_000_000, advanced=True)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", min=0.0, max=10.0, advanced=True)
+    max_grad_norm: float = opt(1.0, "Clip the gradient's global norm to this (0: no clipping).",
+                               min=0.0, max=1e6, advanced=True)
+    precision: str = opt("auto", "Training precision: auto is bf16 on a GPU that has it, else fp32.",
+                         choices=PRECISIONS, advanced=True)
+    gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass: less memory, "
+                                              "about a third more compute.", advanced=True)
+    max_prompt_length: int = opt(0, "Longest training prompt, in tokens (0: no limit). Longer prompts are left "
+                                    "out of training (RL methods) or truncated with the sequence (SFT, DPO).",
+                                 min=0, max=131_072, advanced=True)
+    max_completion_length: int = opt(0, "Longest training completion, in tokens (0: max_new_tokens, the "
+                                        "evaluation's). Evaluation always uses max_new_tokens.",
+                                     min=0, max=131_072, advanced=True)
+    num_processes: int = opt(1, "Processes (one per GPU) that train this run together, started with accelerate "
+                                "launch (DDP, or the administrator's FSDP/DeepSpeed config); batch_size is split "
+                                "across them.", min=1, max=64, advanced=True)
+
     def __post_init__(self) -> None:
         self._parse_json_text()
         check_fields(self)
+        _check_training_options(self)
         if self.task.endswith(".jsonl") and not Path(self.task).is_file():
             raise ConfigError("task", f"no such JSONL file: {self.task}")
         if self.dataset != "":
@@ -97,13 +130,24 @@ class SFTConfig(BaseConfig):
     method: ClassVar[str] = "sft"
     learning_rate: float = opt(1e-3, "Adam learning rate.", min=0.0, max=1.0)
 
+    # --- Training options
+    packing: bool = opt(False, "Pack several examples into each sequence of max_prompt_length + "
+                               "max_completion_length tokens (no padding); needs both lengths set.", advanced=True)
+    completion_only_loss: bool = opt(True, "Loss on completion tokens only (off: on the prompt too).",
+                                     advanced=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.packing and not (self.max_prompt_length and self.max_completion_length):
+            raise ConfigError("packing", "needs max_prompt_length and max_completion_length (the packed length)")
+
 
 @dataclass
 class DPOConfig(BaseConfig):
     method: ClassVar[str] = "dpo"
     learning_rate: float = opt(2e-4, "Adam learning rate.", min=0.0, max=1.0)
     beta: float = opt(0.1, "DPO temperature: strength of the implicit KL constraint.", min=0.0, max=100.0)
-    loss_type: str = opt("sigmoid", "DPO loss variant.", choices=("sigmoid", "ipo", "hinge"))
+    loss_type: str = opt("sigmoid", "DPO loss variant (TRL's names).", choices=DPO_LOSSES)
     sft_weight: float = opt(0.0, "Weight of an added NLL loss on the chosen completions (RPO); 0 is plain DPO. "
                             "Keeps DPO from pushing probability off both completions.", min=0.0, max=100.0)
 
@@ -134,8 +178,9 @@ class _OnlineConfig(BaseConfig):
 
 
 @dataclass
-class GRPOConfig(_OnlineConfig):
-    method: ClassVar[str] = "grpo"
+class _GroupConfig(_OnlineConfig):
+    """Shared by GRPO and RLOO: a group of completions per prompt."""
+
     learning_rate: float = opt(2e-4, "Adam learning rate.", min=0.0, max=1.0)
     num_generations: int = opt(4, "Completions per prompt (the group); must divide batch_size.", min=2, max=256)
     beta: float = opt(0.04, "KL coefficient against the reference (TRL's default 0 disables KL).", min=0.0, max=100.0)
@@ -145,9 +190,28 @@ class GRPOConfig(_OnlineConfig):
         if self.batch_size % self.num_generations:
             raise ConfigError("batch_size", f"must be divisible by num_generations ({self.num_generations})")
 
+    # --- Training options
+    epsilon_high: float = opt(0.0, "Upper clip of the policy ratio, 1 + epsilon_high (DAPO's clip-higher: 0.28); "
+                                   "0: the same as the lower clip (0.2).", min=0.0, max=100.0, advanced=True)
+    generation_steps: int = opt(1, "Optimizer steps each generation batch serves: rollouts for this many steps "
+                                   "are sampled at once (TRL's steps_per_generation), each used once.",
+                                min=1, max=1024, advanced=True)
+
 
 @dataclass
-class RLOOConfig(GRPOConfig):
+class GRPOConfig(_GroupConfig):
+    method: ClassVar[str] = "grpo"
+
+    # --- Training options
+    loss_type: str = opt("dapo", "GRPO loss aggregation (TRL's names): dapo (tokens of the whole batch), grpo "
+                                 "(per sequence), dr_grpo (a constant), bnpo, cispo, sapo.",
+                         choices=GRPO_LOSSES, advanced=True)
+    scale_rewards: str = opt("group", "Divide advantages by the reward std of the group, the batch, or none "
+                                      "(Dr. GRPO).", choices=("group", "batch", "none"), advanced=True)
+
+
+@dataclass
+class RLOOConfig(_GroupConfig):
     method: ClassVar[str] = "rloo"
     beta: float = opt(0.05, "KL coefficient against the reference.", min=0.0, max=100.0)
 
@@ -171,6 +235,18 @@ class PPOConfig(_OnlineConfig):
         super().__post_init__()
         if self.batch_size % self.num_minibatches:
             raise ConfigError("num_minibatches", f"must divide batch_size ({self.batch_size})")
+        if (self.batch_size // self.num_minibatches) % self.gradient_accumulation_steps:
+            raise ConfigError("gradient_accumulation_steps",
+                              f"must divide the minibatch (batch_size / num_minibatches = "
+                              f"{self.batch_size // self.num_minibatches})")
+        if (self.batch_size // self.num_minibatches) % (self.gradient_accumulation_steps * self.num_processes):
+            raise ConfigError("num_processes", f"x gradient_accumulation_steps must divide the minibatch "
+                                               f"(batch_size / num_minibatches = {self.batch_size // self.num_minibatches})")
+
+    # --- Training options
+    generation_steps: int = opt(1, "PPO steps each generation batch serves: rollouts for this many steps are "
+                                   "sampled (and scored) at once, then each step updates on its own share.",
+                                min=1, max=1024, advanced=True)
 
 
 @dataclass
@@ -227,3 +303,17 @@ def load(path: str | Path) -> BaseConfig:
     except json.JSONDecodeError as e:
         raise ConfigError("config", f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from e
     return from_dict(data)
+
+
+def _check_training_options(cfg: BaseConfig) -> None:
+    """Checks between the training options and the rest of a config (each names the key to change)."""
+    if cfg.batch_size % cfg.gradient_accumulation_steps:
+        raise ConfigError("gradient_accumulation_steps", f"must divide batch_size ({cfg.batch_size})")
+    per_step = cfg.batch_size // cfg.gradient_accumulation_steps
+    if per_step % cfg.num_processes:
+        raise ConfigError("num_processes", f"must divide batch_size / gradient_accumulation_steps ({per_step})")
+    if cfg.warmup_steps >= cfg.max_steps and cfg.warmup_steps:
+        raise ConfigError("warmup_steps", f"must be fewer than max_steps ({cfg.max_steps})")
+    if cfg.precision == "bf16" and cfg.device == "cpu":
+        raise ConfigError("precision", "bf16 is for GPUs; on the CPU use auto or fp32")
+

@@ -13,6 +13,7 @@ forward agree only to float rounding (~1e-6 nats), which would otherwise show as
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -30,7 +31,8 @@ class EvalSettings:
     samples: int = 4
     max_new_tokens: int = 16
     seed: int = 1234  # the same sampling noise at every evaluation, so steps differ by the policy alone
-    batch_size: int = 64
+    batch_size: int = 0  # sequences per generate call; 0: sized to the device (eval_batch_size)
+    reuse_prompt_kv: bool = True  # the reference's prompt KV is computed once per run (ReferencePrompts)
 
 
 class Evaluator:
@@ -50,6 +52,10 @@ class Evaluator:
         texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
                  for chat in self.chats]
         self.encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if not self.s.batch_size:
+            self.s.batch_size = eval_batch_size(reference, device, max(map(len, self.encoded), default=1),
+                                                settings.max_new_tokens, settings.prompts * settings.samples)
+        self.reference_prompts = ReferencePrompts() if settings.reuse_prompt_kv else None
 
     @torch.no_grad()
     def __call__(self, model, step: int, *, is_reference: bool = False) -> tuple[dict[str, float], list[Sample]]:
@@ -58,7 +64,7 @@ class Evaluator:
         try:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.s.seed)
-                rows = [self._batch(model, chunk, is_reference) for chunk in self._chunks()]
+                rows = [self._batch(model, chunk, is_reference, i) for i, chunk in enumerate(self._chunks())]
         finally:
             model.train(was_training)
         completions = [c for r in rows for c in r[0]]
@@ -95,7 +101,7 @@ class Evaluator:
         for i in range(0, len(seqs), self.s.batch_size):
             yield seqs[i:i + self.s.batch_size]
 
-    def _batch(self, model, seqs: list[list[int]], is_reference: bool):
+    def _batch(self, model, seqs: list[list[int]], is_reference: bool, chunk: int = 0):
         pad = self.tok.pad_token_id
         eos = self.tok.eos_token_id
         width = max(map(len, seqs))
@@ -110,8 +116,12 @@ class Evaluator:
             kl = torch.zeros(len(seqs), device=self.device)
         else:
             logp = token_logprobs(torch.stack(gen.logits, dim=1), completion)  # raw logits: the sampled distribution
+            full_mask = torch.cat([mask, comp_mask], dim=1)
             with self._reference_context(model) as ref:
-                logp_ref = sequence_logprobs(ref, gen.sequences, torch.cat([mask, comp_mask], dim=1), width)
+                if self.reference_prompts is not None:
+                    logp_ref = self.reference_prompts.logprobs(chunk, ref, gen.sequences, full_mask, width)
+                else:
+                    logp_ref = sequence_logprobs(ref, gen.sequences, full_mask, width)
             kl = ((logp - logp_ref) * comp_mask).sum(dim=1)
         texts = [self.tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion, comp_mask, strict=True)]
         return texts, kl.cpu(), comp_mask.sum(dim=1).cpu(), entropy_sum(gen.logits, comp_mask)
@@ -158,3 +168,63 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target] per position, without materialising the whole log-softmax."""
     logits = logits.float()
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+
+
+class ReferencePrompts:
+    """The reference's forward over the evaluation prompts, done once per run: the prompts and their padding are
+    the same at every evaluation and the reference never changes, so its KV cache (and its log-probs of the
+    first completion token) are kept per batch of prompts, and each evaluation runs the reference over the
+    completion tokens alone. Same log-probs as `sequence_logprobs` over the whole sequence, to float rounding."""
+
+    def __init__(self):
+        self._kept: dict[int, tuple[torch.Tensor, object, torch.Tensor]] = {}  # chunk -> (prompt ids, KV, logits)
+
+    @torch.no_grad()
+    def logprobs(self, chunk: int, ref, ids: torch.Tensor, mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
+        prompt = ids[:, :prompt_width]
+        kept = self._kept.get(chunk)
+        if kept is None or not torch.equal(kept[0], prompt):
+            out = ref(input_ids=prompt, attention_mask=mask[:, :prompt_width],
+                      position_ids=_positions(mask[:, :prompt_width]), use_cache=True, logits_to_keep=1)
+            kept = self._kept[chunk] = (prompt.clone(), out.past_key_values, out.logits[:, -1])
+        _, cache, last_logits = kept
+        completion = ids[:, prompt_width:]
+        first = token_logprobs(last_logits, completion[:, 0])
+        if completion.shape[1] == 1:
+            return first.unsqueeze(1)
+        positions = _positions(mask)[:, prompt_width:-1]
+        out = ref(input_ids=completion[:, :-1], attention_mask=mask[:, :-1], position_ids=positions,
+                  past_key_values=copy.deepcopy(cache), use_cache=True)
+        rest = token_logprobs(out.logits, completion[:, 1:])
+        return torch.cat([first.unsqueeze(1), rest], dim=1)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def eval_batch_size(model, device: torch.device, prompt_tokens: int, new_tokens: int, n_sequences: int,
+                    *, free_bytes: int | None = None) -> int:
+    """Sequences per generate call: all of them if they fit in half the free GPU memory (KV cache and the kept
+    logits of every step), else as many as do; 64 on the CPU, where a bigger batch buys nothing."""
+    if device.type != "cuda" or model is None:
+        return min(64, max(1, n_sequences))
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return fit_batch(free_bytes // 2, per_sequence_bytes(model.config, prompt_tokens, new_tokens), n_sequences)
+
+
+def per_sequence_bytes(config, prompt_tokens: int, new_tokens: int, dtype_bytes: int = 2) -> int:
+    """One sampled sequence's memory in an evaluation: policy and reference KV caches over the whole sequence
+    (dtype), the kept float32 logits of every sampled step, and one step's full logits in the reference pass."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    seq = prompt_tokens + new_tokens
+    kv = 2 * text.num_hidden_layers * heads * head_dim * seq * dtype_bytes
+    logits = text.vocab_size * new_tokens * 4
+    return 2 * kv + 2 * logits
+
+
+def fit_batch(budget_bytes: int, per_sequence: int, n_sequences: int) -> int:
+    return max(1, min(n_sequences, budget_bytes // max(1, per_sequence)))

@@ -75,13 +75,13 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_model(name_or_path: str, device: torch.device, *, cls=None, **kwargs):
-    """Load a causal LM (or `cls`) onto `device`, with bf16 on GPUs that support it."""
+def load_model(name_or_path: str, device: torch.device, *, cls=None, dtype: torch.dtype | None = None, **kwargs):
+    """Load a causal LM (or `cls`) onto `device`, in `dtype` (default: bf16 on GPUs that support it)."""
     from transformers import AutoModelForCausalLM
 
     cls = cls or AutoModelForCausalLM
     try:
-        model = cls.from_pretrained(resolve(name_or_path), dtype=train_dtype(device), **kwargs)
+        model = cls.from_pretrained(resolve(name_or_path), dtype=dtype or train_dtype(device), **kwargs)
     except OSError as e:
         raise ModelLoadError(_hub_message(name_or_path, e)) from e
     return model.to(device)

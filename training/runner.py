@@ -17,7 +17,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from training import methods, models  # noqa: E402
+from training import distributed, methods, models, options  # noqa: E402
 from training.callbacks import MetricSink, Progress, RunHooks  # noqa: E402
 from training.config import BaseConfig  # noqa: E402
 from training.evaluation import EvalSettings, Evaluator  # noqa: E402
@@ -43,14 +43,16 @@ class RunResult:
 def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool = True) -> RunResult:
     t0 = time.monotonic()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
+    sink = _rank_sink(cfg, sink)  # several processes: rank 0 writes, all stop together (training/distributed.py)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.to_json())
     sink.progress(Progress(step=0, total=cfg.max_steps, phase="loading", elapsed_s=0.0, eta_s=None))
     transformers.set_seed(cfg.seed)
 
-    device = models.pick_device(cfg.device)
+    device = _device(cfg)
     task = task_for(cfg)
-    if hasattr(task, "summary"):  # which version of which dataset this run trained on
+    if hasattr(task, "summary") and distributed.is_main():  # which version of which dataset this run trained on
         (out / "dataset.json").write_text(json.dumps(task.summary(), indent=2, sort_keys=True))
     tokenizer = models.load_tokenizer(cfg.model)
     policy, reference = _load_models(cfg, device, tokenizer)
@@ -58,9 +60,11 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     # This attempt writes checkpoints and the model in a folder of its own, then publishes each by a rename
     # through the sink: an attempt that lost its run (the web app's sink refuses) never replaces them.
     staging = out / ".attempts" / str(getattr(sink, "attempt", "local"))
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    resume_from = last_checkpoint(out / "checkpoints") if resume else None
+    if distributed.is_main():
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    distributed.barrier()
+    resume_from = distributed.broadcast(last_checkpoint(out / "checkpoints") if resume else None)
     start_step = checkpoint_step(resume_from) if resume_from else 0
     # Steps after the checkpoint are trained, and logged, again; a fresh start forgets every earlier row.
     sink.truncate_after(start_step if resume_from else -1)
@@ -97,11 +101,31 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
         # CPU takes longer than the cancel grace period; the model is saved, the last checkpoint resumes it.
         hooks.run_eval(result.step, result.model)
     hooks.report("saving", result.step)
-    if hooks.publish(save_model(result.model, tokenizer, staging / "model"), model_dir):
+    saved = save_model(result.model, tokenizer, staging / "model") if distributed.is_main() else staging / "model"
+    if hooks.publish(saved, model_dir) and distributed.is_main():
         shutil.rmtree(out / ".attempts", ignore_errors=True)  # every attempt's leftovers: the run is done
     hooks.report("done", result.step)
     return RunResult(step=result.step, stopped=hooks.stopped or hooks.lost, final_metrics=dict(final),
                      model_dir=model_dir, seconds=time.monotonic() - t0)
+
+
+def _rank_sink(cfg: BaseConfig, sink):
+    """The sink itself in one process; under `accelerate launch`, a RankSink (rank 0 writes)."""
+    if distributed.world_size() != cfg.num_processes:
+        raise ValueError(f"the config asks for {cfg.num_processes} processes (num_processes) and this run has "
+                         f"{distributed.world_size()}: start it with accelerate launch (the worker and the CLI do)")
+    if not distributed.active():
+        return sink
+    distributed.init(models.pick_device(cfg.device).type)
+    return distributed.RankSink(sink)
+
+
+def _device(cfg: BaseConfig) -> torch.device:
+    device = models.pick_device(cfg.device)
+    if device.type == "cuda" and distributed.active():  # one GPU per process
+        device = torch.device("cuda", distributed.local_rank())
+        torch.cuda.set_device(device)
+    return device
 
 
 def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
@@ -111,12 +135,13 @@ def _load_models(cfg: BaseConfig, device: torch.device, tokenizer):
         policy = models.load_model(cfg.model, device, cls=AutoModelForSequenceClassification, num_labels=1)
         policy.config.pad_token_id = tokenizer.pad_token_id
         return policy, None
-    policy = models.load_model(cfg.model, device)
+    dtype = options.weights_dtype(cfg, device)  # the precision option: fp32 keeps float32 weights on a GPU too
+    policy = models.load_model(cfg.model, device, dtype=dtype)
     if cfg.lora:
         policy = models.add_lora(policy, cfg.lora_r, cfg.lora_alpha)
     if cfg.lora and not cfg.reference_model:
         return policy, None  # the reference is the policy with its adapters turned off
-    reference = models.load_model(cfg.reference_model or cfg.model, device).eval()
+    reference = models.load_model(cfg.reference_model or cfg.model, device, dtype=dtype).eval()
     reference.requires_grad_(False)
     return policy, reference
 

@@ -172,6 +172,9 @@ PTLAB_WATCH_SECONDS = env_float("PTLAB_WATCH_SECONDS", 2)  # the worker looks at
 PTLAB_HUNG_AFTER_SECONDS = env_float("PTLAB_HUNG_AFTER_SECONDS", 1800)  # no write this long: killed, requeued
 PTLAB_PRELOAD_TRAINING = env_bool("PTLAB_PRELOAD_TRAINING", True)  # import torch/TRL before forking runs
 PTLAB_WORKER_STALE_SECONDS = env_float("PTLAB_WORKER_STALE_SECONDS", 3 * PTLAB_HEARTBEAT_SECONDS)
+# A run with num_processes > 1 is started by its worker with `accelerate launch`: DDP unless this accelerate
+# config file (the administrator's: FSDP, DeepSpeed ZeRO, ...) says otherwise.
+PTLAB_ACCELERATE_CONFIG = os.environ.get("PTLAB_ACCELERATE_CONFIG", "")
 
 # --- limits: what one user or one request may ask for (README, "Limits") -------------------------------
 # The experiment form, the API (which validates with the same form) and report imports check the same

@@ -173,3 +173,46 @@
       .then(function (data) { if (data) note.textContent = data.text; });
   });
 })();
+
+// Each method's batch line: effective batch, micro-batch and tokens per step (training/options.py's
+// BatchSummary.text, recomputed here as the settings change; the server renders the first one).
+(function () {
+  "use strict";
+  var form = document.querySelector(".experiment-form");
+  if (!form) return;
+  var ONLINE = { grpo: true, rloo: true, ppo: true };
+
+  function number(name, fallback) {
+    var input = form.querySelector('[name="' + name + '"]');
+    if (!input) return fallback;
+    var value = parseInt(input.value, 10);
+    return isNaN(value) ? NaN : value;
+  }
+
+  function summary(method) {
+    var batch = number(method + "-batch_size", NaN);
+    var accum = number(method + "-gradient_accumulation_steps", 1);
+    var procs = number(method + "-num_processes", 1);
+    var promptLen = number(method + "-max_prompt_length", 0);
+    var completion = number(method + "-max_completion_length", 0) || number("max_new_tokens", NaN);
+    var genSteps = number(method + "-generation_steps", 1);
+    if ([batch, accum, procs, promptLen, completion, genSteps].some(isNaN) || batch % (accum * procs)) return "";
+    var micro = batch / (accum * procs);
+    var parts = ["Effective batch " + batch + " sequences per step (" + micro + " per process x " +
+                 (batch / micro) + " micro-steps/processes)"];
+    if (promptLen) parts.push("at most " + (batch * (promptLen + completion)).toLocaleString("en") + " tokens per step");
+    else parts.push("at most " + (batch * completion).toLocaleString("en") + " completion tokens per step, plus prompts");
+    if (ONLINE[method]) parts.push(batch * genSteps + " completions sampled at once");
+    return parts.join("; ") + ".";
+  }
+
+  function update() {
+    form.querySelectorAll("fieldset.method").forEach(function (fs) {
+      var line = fs.querySelector("[data-batch-summary]");
+      if (line) line.textContent = summary(fs.dataset.method);
+    });
+  }
+
+  form.addEventListener("input", update);
+  form.addEventListener("change", update);
+})();

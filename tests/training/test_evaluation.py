@@ -126,3 +126,52 @@ def test_entropy_is_the_mean_per_token_entropy_of_the_sampling_distribution(tok,
         tokens += int(comp_mask.sum())
     assert metrics["eval/entropy"] > 0.1
     assert metrics["eval/entropy"] == pytest.approx(total / tokens, rel=1e-3)
+
+
+def test_reused_prompt_kv_gives_todays_kl_on_the_same_samples(tok, policy):
+    """The reference's prompt KV kept from the first evaluation: the same eval/kl as a full reference forward
+    (within 1e-4 nats), at the first evaluation (KV just computed) and at later ones (KV reused)."""
+    reference = perturbed(policy, 0.02)
+    later_policy = perturbed(policy, 0.03)
+    cached = Evaluator(get_task("arithmetic"), tok, reference, EvalSettings(**{**SETTINGS.__dict__}), CPU)
+    plain = Evaluator(get_task("arithmetic"), tok, reference,
+                      EvalSettings(**{**SETTINGS.__dict__, "reuse_prompt_kv": False}), CPU)
+    for model in (policy, later_policy, policy):
+        got, got_samples = cached(model, 1)
+        want, want_samples = plain(model, 1)
+        assert [s.completion for s in got_samples] == [s.completion for s in want_samples]  # the same samples
+        assert abs(got["eval/kl"] - want["eval/kl"]) < 1e-4
+        assert got["eval/kl"] != 0.0
+    assert len(cached.reference_prompts._kept) == 3  # one KV per batch of prompts, computed once
+
+
+def test_reused_prompt_kv_per_sequence_log_probs_match_a_full_forward(tok, policy):
+    from training.evaluation import ReferencePrompts
+
+    ev = evaluator(tok, policy)
+    seqs = [ids for ids in ev.encoded for _ in range(2)]
+    width = max(map(len, seqs))
+    pad = tok.pad_token_id
+    prompt = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+    pmask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+    completion = torch.randint(3, 200, (len(seqs), 7), generator=torch.Generator().manual_seed(3))
+    ids = torch.cat([prompt, completion], dim=1)
+    mask = torch.cat([pmask, torch.ones_like(completion)], dim=1)
+    want = sequence_logprobs(policy, ids, mask, width)
+    kept = ReferencePrompts()
+    for _ in range(2):
+        got = kept.logprobs(0, policy, ids, mask, width)
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+def test_eval_batch_is_sized_to_the_device(policy):
+    from training.evaluation import eval_batch_size, fit_batch, per_sequence_bytes
+
+    assert eval_batch_size(policy, CPU, 40, 16, 1000) == 64 and eval_batch_size(policy, CPU, 40, 16, 12) == 12
+    per = per_sequence_bytes(policy.config, 40, 16)
+    cfg = policy.config
+    kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 56 * 2
+    assert per == 2 * kv + 2 * cfg.vocab_size * 16 * 4
+    assert fit_batch(10 * per, per, 1000) == 10 and fit_batch(10 * per, per, 4) == 4 and fit_batch(0, per, 8) == 1
+    gpu = torch.device("cuda")
+    assert eval_batch_size(policy, gpu, 40, 16, 10_000, free_bytes=200 * per) == 100  # half the free memory

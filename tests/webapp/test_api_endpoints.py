@@ -174,7 +174,22 @@ def test_create_experiment_flat_method_settings(api):
     assert Experiment.objects.get().hyperparams["grpo"]["beta"] == 0.05
 
 
+def test_create_experiment_with_training_options(api):
+    options = {"sft": {"gradient_accumulation_steps": 2, "lr_scheduler": "cosine", "warmup_steps": 1,
+                       "precision": "fp32", "max_completion_length": 6},
+               "grpo": {"loss_type": "dr_grpo", "scale_rewards": "none", "epsilon_high": 0.28, "generation_steps": 2}}
+    r = api.post("/api/experiments", {**NEW, "hyperparams": options})
+    assert r.status_code == 201, r.content
+    e = Experiment.objects.get()
+    sft, grpo = e.runs.get(method="sft").config, e.runs.get(method="grpo").config
+    assert sft["gradient_accumulation_steps"] == 2 and sft["lr_scheduler"] == "cosine"
+    assert grpo["loss_type"] == "dr_grpo" and grpo["generation_steps"] == 2 and grpo["epsilon_high"] == 0.28
+
+
 @pytest.mark.parametrize("change, field", [
+    ({"hyperparams": {"grpo": {"gradient_accumulation_steps": 3}}}, "grpo-gradient_accumulation_steps"),
+    ({"hyperparams": {"grpo": {"scale_rewards": "yes"}}}, "grpo-scale_rewards"),
+    ({"hyperparams": {"sft": {"packing": True}}}, "sft-packing"),
     ({"name": ""}, "name"),
     ({"methods": ["nope"]}, "methods"),
     ({"methods": "sft,dpo"}, "methods"),

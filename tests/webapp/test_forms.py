@@ -217,3 +217,59 @@ def test_every_bad_field_is_reported_at_once(alice_client, enqueued):
     for good in ("sft-learning_rate", "dpo-batch_size", "eval_every"):
         assert f'id="field-{good}"' in html and not re.search(rf'has-error[^"]*" id="field-{good}"', html), good
     assert not Experiment.objects.exists() and not enqueued
+
+
+def test_the_form_shows_each_methods_effective_batch_and_tokens_per_step(alice_client):
+    page = alice_client.get(NEW)
+    sections = {s["method"]: s for s in page.context["form"].method_sections()}
+    # the example: SFT 16 sequences of at most 8 new tokens, GRPO 32 completions
+    assert sections["sft"]["batch"].startswith("Effective batch 16 sequences per step (16 per process")
+    assert "128 completion tokens per step, plus prompts" in sections["sft"]["batch"]
+    assert "32 completions sampled at once" in sections["grpo"]["batch"]
+    assert "data-batch-summary>Effective batch 16" in page.content.decode()
+    data = form_data(**{"sft-gradient_accumulation_steps": 4, "sft-max_prompt_length": 56,
+                        "sft-max_completion_length": 8, "methods": ["sft"], "sft-batch_size": 16})
+    form = ExperimentForm(data=data, user=None)
+    assert form.batch_text("sft").startswith("Effective batch 16 sequences per step (4 per process x 4")
+    assert "1,024 tokens per step" in form.batch_text("sft")
+    form = ExperimentForm(data={**data, "sft-gradient_accumulation_steps": 3}, user=None)
+    assert form.batch_text("sft") == ""  # 3 does not divide 16: the field's own error says so
+
+
+def test_training_options_are_advanced_settings_validated_by_the_config(alice_client):
+    page = alice_client.get(NEW)
+    advanced = {f.name for s in page.context["form"].method_sections() for f in s["advanced"]}
+    for name in ("sft-packing", "sft-gradient_accumulation_steps", "grpo-loss_type", "grpo-scale_rewards",
+                 "grpo-epsilon_high", "grpo-generation_steps", "ppo-generation_steps", "dpo-precision",
+                 "rloo-num_processes", "dpo-lr_scheduler", "dpo-warmup_steps"):
+        assert name in advanced, name
+    response = alice_client.post(NEW, form_data(**{"methods": ["sft"], "sft-batch_size": 16,
+                                                   "sft-gradient_accumulation_steps": 3}))
+    assert "must divide batch_size (16)" in field_errors(response, "sft-gradient_accumulation_steps")
+    response = alice_client.post(NEW, form_data(**{"methods": ["grpo"], "grpo-loss_type": "nope"}))
+    assert field_errors(response, "grpo-loss_type")
+
+
+def test_a_run_too_big_for_its_queues_gpus_is_refused_with_a_suggestion(alice_client, settings, tmp_path):
+    import json
+
+    from webapp.experiments.models import Worker
+
+    settings.PTLAB_DATA_ROOTS = [tmp_path]
+    model = tmp_path / "llama-7b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "vocab_size": 32000, "tie_word_embeddings": False}))
+    Worker.objects.create(hostname="a100@node", gpu="NVIDIA A100-SXM4-40GB", gpu_memory_mb=40960, gpu_count=1,
+                          queues="train,other")
+    post = {"base_model": str(model), "methods": ["sft"], "rl_from_sft": None, "queue": "train"}
+    response = alice_client.post(NEW, form_data(**post))
+    errors = " ".join(response.context["form"].non_field_errors())
+    assert "SFT: needs about" in errors and "NVIDIA A100-SXM4-40GB" in errors and "it would fit with LoRA" in errors
+    assert not Experiment.objects.exists()
+    response = alice_client.post(NEW, form_data(**post, **{"sft-lora": "on"}))
+    assert response.status_code == 302 and Experiment.objects.count() == 1
+    # A queue no GPU worker serves: not checked (nothing to check against)
+    response = alice_client.post(NEW, form_data(**{**post, "queue": "cpu-only"}))
+    assert response.status_code == 302

@@ -106,6 +106,31 @@ def test_workers_page(monkeypatch, alice_client, alice, make_experiment):
     assert "a100" in html and ">7<" in html
 
 
+def test_workers_page_shows_how_many_gpus_a_worker_holds(monkeypatch, alice_client):
+    Worker.objects.create(hostname="node8@gpu", gpu="NVIDIA H200", gpu_memory_mb=143771, gpu_count=8)
+    monkeypatch.setattr("webapp.experiments.views.queue_lengths", lambda names: {})
+    html = alice_client.get(reverse("experiments:workers")).content.decode()
+    assert "8 x NVIDIA H200" in html and "143771 MiB each" in html
+
+
+def test_a_worker_announces_its_gpus(monkeypatch):
+    from webapp.workers import worker
+
+    monkeypatch.setattr(worker.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    seen = []
+
+    def smi(cmd, **kwargs):
+        seen.append(cmd)
+        return type("R", (), {"stdout": "NVIDIA H100 80GB HBM3, 81559\nNVIDIA H100 80GB HBM3, 81559\n"})()
+
+    monkeypatch.setattr(worker.subprocess, "run", smi)
+    assert worker.gpus() == ("NVIDIA H100 80GB HBM3", 81559, 2)
+    assert seen[0][-1] == "--id=2,3"
+    monkeypatch.setattr(worker.shutil, "which", lambda name: None)
+    assert worker.gpus() == ("CPU", None, 0)
+
+
 def test_workers_page_without_a_broker(settings, alice_client):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     html = alice_client.get(reverse("experiments:workers")).content.decode()

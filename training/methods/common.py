@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback
 
+from training import options
 from training.callbacks import RunHooks, TRLCallback
 from training.config import BaseConfig
 from training.tasks import Task
@@ -49,14 +50,13 @@ def trl_args(config_cls, ctx: MethodContext, **extra):
     """TRL/transformers TrainingArguments for one ptlab run; CPU-safe (see ENVIRONMENT.md)."""
     cfg = ctx.cfg
     on_cpu = ctx.device.type == "cpu"
-    bf16 = not on_cpu and torch.cuda.is_bf16_supported()
+    bf16_ok = not on_cpu and torch.cuda.is_bf16_supported()
+    # the training options (accumulation, schedule, precision, ...): training/options.py
     return config_cls(
         output_dir=str(ctx.write_dir),
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=1,
+        **options.trainer_args(cfg, device_type=ctx.device.type, bf16_supported=bf16_ok),
         logging_steps=1,
         save_strategy="steps" if cfg.checkpoint_every else "no",
         save_steps=cfg.checkpoint_every or 500,
@@ -64,9 +64,6 @@ def trl_args(config_cls, ctx: MethodContext, **extra):
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=on_cpu,
-        bf16=bf16,
-        fp16=False,
-        gradient_checkpointing=False,
         report_to="none",
         dataloader_num_workers=0,
         disable_tqdm=True,

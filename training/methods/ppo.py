@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training import distributed, options
 from training.evaluation import completion_mask
 from training.methods.common import MethodContext, TrainResult
-
-MAX_GRAD_NORM = 1.0
 
 # --- the math ---------------------------------------------------------------------------------------
 
@@ -131,6 +130,11 @@ class Rollout:
     advantages: torch.Tensor
     returns: torch.Tensor
 
+    def part(self, rows: slice) -> Rollout:
+        """The rollouts of `rows` (one step's share of a generation batch)."""
+        return Rollout(self.ids[rows], self.attention[rows], self.width, self.mask[rows], self.logp[rows],
+                       self.values[rows], self.advantages[rows], self.returns[rows])
+
 
 def forward(model, ids: torch.Tensor, attention: torch.Tensor, width: int, temperature: float,
             value_head: nn.Module | None = None):
@@ -171,9 +175,30 @@ class PPOTrainer:
         nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)
         self.params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        # weight_decay=0 like the TRL trainers (HF's default), so methods differ by algorithm alone
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=0.0)
-        self.rows = ctx.task.rl_rows()
+        # weight_decay 0 by default like the TRL trainers (HF's default), so methods differ by algorithm alone
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        self.scheduler = _scheduler(self.optimizer, self.cfg)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                         if options.use_bf16(self.cfg, self.device.type, _bf16_supported(self.device))
+                         else nullcontext())
+        if self.cfg.gradient_checkpointing:
+            # HF checkpoints only in train mode: train mode with every dropout at 0 keeps the updates exact
+            self.policy.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            for module in self.policy.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+        self.rows = options.filter_prompts(ctx.task.rl_rows(), self.tok, self.cfg.max_prompt_length)
+        # Several processes (DDP): each samples and updates on its share of a step's prompts; DDP averages the
+        # gradients. Generation, rollouts' forward passes and the evaluation use the unwrapped modules.
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.train_policy, self.train_value_head = self.policy, self.value_head
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_policy = DDP(self.policy, device_ids=ids)
+            self.train_value_head = DDP(self.value_head, device_ids=ids)
+        self._pending: dict[int, tuple[Rollout, dict[str, float]]] = {}  # rollouts sampled for later steps
         self.num_tokens = 0  # prompt + completion tokens processed, cumulative like TRL's `num_tokens`
         self.prompt_ids = [self._encode(row["prompt"]) for row in self.rows]
 
@@ -184,26 +209,48 @@ class PPOTrainer:
     # rollouts
 
     def step(self, step: int) -> dict[str, float]:
-        """One PPO step: sample, score, estimate advantages, update. Returns the step's metrics."""
-        rollout, stats = self.rollout(batch_indices(len(self.rows), self.cfg.batch_size, step, self.cfg.seed))
-        stats.update(self.update(rollout))
+        """One PPO step: sample, score, estimate advantages, update. Returns the step's metrics.
+        With generation_steps = G, the rollouts of G steps are sampled in one batch at the first of them
+        (or at a resumed step), and each step then updates on its own share, once."""
+        if step not in self._pending:
+            self._pending = self.rollouts_for(step)
+        rollout, stats = self._pending.pop(step)
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        stats.update(self.update(rollout))
+        self.scheduler.step()
         return stats
+
+    def rollouts_for(self, step: int) -> dict[int, tuple[Rollout, dict[str, float]]]:
+        """Rollouts for `step` up to the end of its generation batch (never past max_steps), by step."""
+        cfg, g = self.cfg, self.cfg.generation_steps
+        last = min(((step - 1) // g + 1) * g, cfg.max_steps)
+        steps = list(range(step, last + 1))
+        n = cfg.batch_size // self.world  # this process's share of each step
+        indices = [i for s in steps
+                   for i in batch_indices(len(self.rows), cfg.batch_size, s, cfg.seed)[self.rank * n:(self.rank + 1) * n]]
+        rollout, stats = self.rollout(indices)
+        stats = distributed.mean(stats)
+        stats["num_tokens"] *= self.world  # every process's tokens
+        return {s: (rollout.part(slice(k * n, (k + 1) * n)), dict(stats)) for k, s in enumerate(steps)}
 
     @torch.no_grad()
     def rollout(self, indices: list[int]) -> tuple[Rollout, dict[str, float]]:
         cfg = self.cfg
         rows = [self.rows[i] for i in indices]
         ids, attention, width, mask = self._generate([self.prompt_ids[i] for i in indices])
-        logp, values = self._chunked(lambda sl: forward(self.policy, ids[sl], attention[sl], width,
-                                                        cfg.temperature, self.value_head)[:2])
-        with self._reference() as ref:
-            (ref_logp,) = self._chunked(lambda sl: forward(ref, ids[sl], attention[sl], width, cfg.temperature)[:1])
+        with self.autocast:
+            logp, values = self._chunked(lambda sl: forward(self.policy, ids[sl], attention[sl], width,
+                                                            cfg.temperature, self.value_head)[:2], len(ids))
+            with self._reference() as ref:
+                (ref_logp,) = self._chunked(lambda sl: forward(ref, ids[sl], attention[sl], width,
+                                                               cfg.temperature)[:1], len(ids))
         scores = torch.tensor(self._score(rows, ids[:, width:], mask), dtype=torch.float32, device=self.device)
         rewards, kl = token_rewards(logp, ref_logp, scores, mask, cfg.kl_coef)
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+        if cfg.whiten_advantages:  # per step's share, as when each step samples its own
+            n = cfg.batch_size // self.world
+            advantages = torch.cat([masked_whiten(advantages[i:i + n], mask[i:i + n])
+                                    for i in range(0, len(ids), n)])
         non_score = (-cfg.kl_coef * kl).sum(dim=1).mean()
         self.num_tokens += int(attention.sum().item())
         stats = {
@@ -224,14 +271,14 @@ class PPOTrainer:
         prompt_attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         out = self.policy.generate(input_ids=ids, attention_mask=prompt_attention, do_sample=True,
                                    temperature=self.cfg.temperature, top_k=0, top_p=1.0,
-                                   max_new_tokens=self.cfg.max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+                                   max_new_tokens=options.completion_length(self.cfg), eos_token_id=eos,
+                                   pad_token_id=pad)
         mask = completion_mask(out[:, width:], eos)
         return out, torch.cat([prompt_attention, mask], dim=1), width, mask
 
-    def _chunked(self, fn) -> list[torch.Tensor]:
-        """Run fn over minibatch-sized slices and concatenate: bounds the memory of full-vocab logits."""
-        n = self.cfg.batch_size
-        size = n // self.cfg.num_minibatches
+    def _chunked(self, fn, n: int) -> list[torch.Tensor]:
+        """Run fn over micro-batch-sized slices and concatenate: bounds the memory of full-vocab logits."""
+        size = self.cfg.batch_size // self.world // self.cfg.num_minibatches // self.cfg.gradient_accumulation_steps
         parts = [fn(slice(i, i + size)) for i in range(0, n, size)]
         return [torch.cat(col) for col in zip(*parts, strict=True)]
 
@@ -254,23 +301,35 @@ class PPOTrainer:
         cfg = self.cfg
         n = len(r.ids)
         logs = defaultdict(list)
-        for _ in range(cfg.ppo_epochs):
-            for idx in torch.randperm(n).to(self.device).split(n // cfg.num_minibatches):
-                logp, values, entropy = forward(self.policy, r.ids[idx], r.attention[idx], r.width,
-                                                cfg.temperature, self.value_head)
-                mask = r.mask[idx]
-                pg_loss, clipfrac, approxkl = policy_loss(logp, r.logp[idx], r.advantages[idx], mask, cfg.cliprange)
-                vf_loss = value_loss(values, r.values[idx], r.returns[idx], mask, cfg.cliprange_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-                self.optimizer.step()
-                for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss), ("loss/total", loss),
-                                   ("policy/clipfrac", clipfrac), ("policy/approxkl", approxkl),
-                                   ("policy/entropy", masked_mean(entropy.detach(), mask))):
-                    logs[key].append(value.item())
-        return {k: sum(v) / len(v) for k, v in logs.items()}
+        accum = cfg.gradient_accumulation_steps
+        with self._updating():
+            for _ in range(cfg.ppo_epochs):
+                for idx in torch.randperm(n).to(self.device).split(n // cfg.num_minibatches):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    for micro in idx.split(len(idx) // accum):  # gradient accumulation: one step a minibatch
+                        with self.autocast:
+                            logp, values, entropy = forward(self.train_policy, r.ids[micro], r.attention[micro],
+                                                            r.width, cfg.temperature, self.train_value_head)
+                        mask = r.mask[micro]
+                        pg_loss, clipfrac, approxkl = policy_loss(logp, r.logp[micro], r.advantages[micro], mask,
+                                                                  cfg.cliprange)
+                        vf_loss = value_loss(values, r.values[micro], r.returns[micro], mask, cfg.cliprange_value)
+                        loss = pg_loss + cfg.vf_coef * vf_loss
+                        (loss / accum).backward()
+                        for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss), ("loss/total", loss),
+                                           ("policy/clipfrac", clipfrac), ("policy/approxkl", approxkl),
+                                           ("policy/entropy", masked_mean(entropy.detach(), mask))):
+                            logs[key].append(value.item())
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    self.optimizer.step()
+        return distributed.mean({k: sum(v) / len(v) for k, v in logs.items()})
+
+    def _updating(self):
+        """Train mode for the updates only where gradient checkpointing needs it (dropout is 0 then)."""
+        if not self.cfg.gradient_checkpointing:
+            return nullcontext()
+        return _TrainMode(self.policy)
 
     # checkpoints
 
@@ -278,14 +337,22 @@ class PPOTrainer:
         """Write checkpoint-{step} in this attempt's folder, then publish it (a rename) next to the others,
         which keeps the last few. None when the run was taken away from this attempt (nothing published)."""
         tmp = self.ctx.write_dir / f"checkpoint-{step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if distributed.is_main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        if self.world > 1:  # each process's own random state; the rest is the same on every process
+            torch.save(_rng_state(), tmp / f"rng_state_{self.rank}.pt")
+            if not distributed.is_main():
+                return self.ctx.checkpoint_dir / tmp.name if self.ctx.hooks.publish_checkpoint(
+                    tmp, self.ctx.checkpoint_dir) else None
         if self.is_peft:
             self.policy.save_pretrained(tmp)
         else:
             torch.save(self.policy.state_dict(), tmp / "policy.pt")
         torch.save(self.value_head.state_dict(), tmp / "value_head.pt")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng_state.pt")
         (tmp / "run_config.json").write_text(self.cfg.to_json())
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step, "num_tokens": self.num_tokens}))
@@ -306,10 +373,38 @@ class PPOTrainer:
             self.policy.load_state_dict(torch.load(folder / "policy.pt", map_location=self.device))
         self.value_head.load_state_dict(torch.load(folder / "value_head.pt", map_location=self.device))
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device))
-        _set_rng_state(torch.load(folder / "rng_state.pt", map_location="cpu"))  # RNG states live on the CPU
+        if (folder / "scheduler.pt").is_file():  # checkpoints from before schedules had none (constant)
+            self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
+        rng = folder / f"rng_state_{self.rank}.pt"
+        rng = rng if self.world > 1 and rng.is_file() else folder / "rng_state.pt"
+        _set_rng_state(torch.load(rng, map_location="cpu"))  # RNG states live on the CPU
         state = json.loads((folder / "trainer_state.json").read_text())
         self.num_tokens = state.get("num_tokens", 0)
         return state["global_step"]
+
+
+class _TrainMode:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.train()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.eval()
+
+
+def _scheduler(optimizer, cfg):
+    """The learning-rate schedule over PPO steps (each step is one scheduler step), with its warmup."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" and cfg.warmup_steps else cfg.lr_scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 class _AdaptersOff:

@@ -1,15 +1,16 @@
-"""SFT on the task's demonstrations (TRL's SFTTrainer, loss on completion tokens only)."""
+"""SFT on the task's demonstrations (TRL's SFTTrainer; loss on completion tokens only by default)."""
 
 from __future__ import annotations
 
 import trl
 from datasets import Dataset
 
+from training import options
 from training.methods.common import MethodContext, TrainResult, train_trl, trl_args
 
 
 def train(ctx: MethodContext) -> TrainResult:
-    args = trl_args(trl.SFTConfig, ctx, max_length=512, completion_only_loss=True, packing=False)
+    args = trl_args(trl.SFTConfig, ctx, **options.method_args(ctx.cfg))
     trainer = trl.SFTTrainer(model=ctx.model, args=args, train_dataset=Dataset.from_list(ctx.task.sft_rows()),
                              processing_class=ctx.tokenizer)
     return train_trl(trainer, ctx)

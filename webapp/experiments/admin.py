@@ -45,5 +45,5 @@ class SampleAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "gpu", "gpu_memory_mb", "queues", "current_run", "last_heartbeat")
+    list_display = ("hostname", "gpu", "gpu_count", "gpu_memory_mb", "queues", "current_run", "last_heartbeat")
     raw_id_fields = ("current_run",)

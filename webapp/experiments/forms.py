@@ -15,15 +15,24 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Q
 from django.utils import timezone
 
+from training import sizing
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
+from training.options import batch_summary
 from training.paths import check_paths, data_roots
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
-from webapp.experiments.models import Experiment, Run, Trial, not_a_reserved_queue, queue_name_validator
-from webapp.experiments.references import ModelReferenceError, check_model_reference
+from webapp.experiments.models import (
+    Experiment,
+    Run,
+    Trial,
+    Worker,
+    not_a_reserved_queue,
+    queue_name_validator,
+)
+from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
 
 UPLOAD = "upload"
 LIMIT = "limit"  # the code of a quota's error (the API answers it with 429)
@@ -228,8 +237,26 @@ class ExperimentForm(forms.Form):
                 "method": method, "label": METHOD_LABELS[method], "description": DESCRIPTIONS[method],
                 "fields": [self[f"{method}-{s['name']}"] for s in specs if not s.get("advanced")],
                 "advanced": [self[f"{method}-{s['name']}"] for s in specs if s.get("advanced")],
+                "batch": self.batch_text(method),
             })
         return sections
+
+    # Settings that size a step: the form shows the effective batch and tokens per step they make
+    # (training.options.batch_summary; static/js/experiment_form.js recomputes it as they change).
+    BATCH_SETTINGS = ("batch_size", "gradient_accumulation_steps", "num_processes", "max_prompt_length",
+                      "max_completion_length", "generation_steps", "num_generations", "num_minibatches")
+
+    def batch_text(self, method: str) -> str:
+        """What one optimizer step of `method` holds, for the values in the form ('' while one is invalid)."""
+        data: dict = {"method": method}
+        try:
+            data["max_new_tokens"] = int(self["max_new_tokens"].value())
+            for name in self.BATCH_SETTINGS:
+                if f"{method}-{name}" in self.fields:
+                    data[name] = int(self[f"{method}-{name}"].value())
+            return batch_summary(from_dict(data)).text()
+        except (TypeError, ValueError):  # ConfigError is a ValueError
+            return ""
 
     def model_choices(self) -> list[tuple[str, str]]:
         """The datalist of the base model field: built-ins, then final models of the user's SFT runs."""
@@ -317,7 +344,30 @@ class ExperimentForm(forms.Form):
             self._check_method(built, method, task, report_common=common_ok)
         if common_ok:
             self.experiment = built
+            if not self.errors:
+                self._check_sizes(built, methods)
         return data
+
+    def _check_sizes(self, exp: Experiment, methods: list[str]) -> None:
+        """Each run's memory, estimated (training.sizing), against the GPUs of the workers serving its queue: a
+        run that fits on none of them is refused, with what would make it fit. Nothing is checked for models
+        whose shape is unknown here (a hub id) or queues no GPU worker has announced itself on."""
+        gpus = [(w.gpu, w.gpu_memory_mb, max(1, w.gpu_count)) for w in Worker.objects.filter(gpu_memory_mb__isnull=False)
+                if exp.queue in w.queues.split(",")]
+        if not gpus:
+            return
+        path = model_path(exp.base_model)
+        shape = sizing.model_shape(name=exp.base_model) if path == exp.base_model and "/" not in path else \
+            sizing.model_shape(folder=path)
+        for method in methods:
+            try:
+                cfg = from_dict(exp.run_config(method, seed=0, task="arithmetic"))
+            except ConfigError:
+                continue
+            verdict = sizing.check(cfg, shape, gpus)
+            if not verdict.fits:
+                self.add_error(None, forms.ValidationError(f"{METHOD_LABELS[method]}: {verdict.message}.",
+                                                           code="too_big"))
 
     def _stand_ins(self) -> dict:
         return {name: Experiment._meta.get_field(name).get_default() for name in self.COMMON_INPUTS

@@ -562,6 +562,8 @@ class Worker(models.Model):
     hostname = models.CharField(max_length=255, unique=True, help_text="Celery node name, e.g. celery@gpu-node-3.")
     gpu = models.CharField(max_length=200, default="CPU", help_text="GPU name, or CPU.")
     gpu_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0, help_text="GPUs this worker holds for its runs "
+                                                 "(a run on N processes takes N of them).")
     queues = models.CharField(max_length=500, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)
     current_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
@@ -140,13 +146,17 @@ def execute(run_id: int, hostname: str, task_id: str) -> str:
     try:
         with Heartbeat(sink, hostname):
             result = _train(run, sink)
+    except RanksDied as exc:  # a rank was killed (OOM, a node's trouble): requeued, as a dead process is
+        why = do_process_died(task_id, str(exc))
+        return f"process died: {why or exc}"
     except (OperationalError, InterfaceError):
         # The database went away under the run (a restart, a failover, its connections cut): not the run's
         # fault, so not a failure. This process ends with the error and its worker requeues the run
         # (do_process_died; the reaper if the database is still down), which resumes from its last checkpoint.
         raise
     except Exception as exc:
-        do_finish_run(run, State.FAILED, error=describe(exc), traceback=traceback.format_exc())
+        trace = exc.traceback_text if isinstance(exc, RankError) else traceback.format_exc()
+        do_finish_run(run, State.FAILED, error=describe(exc), traceback=trace)
         return State.FAILED
     finally:
         Worker.objects.filter(hostname=hostname, current_run_id=run.pk).update(current_run=None)
@@ -161,7 +171,61 @@ def _train(run: Run, sink: DatabaseSink):
     from training.config import from_dict  # torch and TRL load in the worker only, never in the web server
     from training.runner import run as train
 
-    return train(from_dict(run.config), sink, run.out_dir)
+    cfg = from_dict(run.config)
+    if cfg.num_processes > 1:
+        return train_on_processes(run, sink, cfg.num_processes)
+    return train(cfg, sink, run.out_dir)
+
+
+class RanksDied(RuntimeError):
+    """A run on several processes ended without a result and without an error of its own: a rank was killed."""
+
+
+@dataclass
+class ProcessesResult:
+    step: int
+    stopped: bool
+    seconds: float
+
+
+def train_on_processes(run: Run, sink: DatabaseSink, n: int) -> ProcessesResult:
+    """Train `run` on `n` processes started with `accelerate launch` (webapp/workers/rank.py is each rank), while
+    this process keeps the run's heartbeat. The launcher dies with this process and each rank with the launcher,
+    so a forced cancel or a dead worker stops every rank; a rank killed alone makes torchrun stop the others."""
+    from training.distributed import die_with_parent, launch_command
+
+    if n > _gpus_here() > 0:
+        raise RuntimeError(f"the run asks for {n} processes (one GPU each) and this worker has {_gpus_here()} GPUs")
+    reports = Path(tempfile.mkdtemp(prefix=f"ptlab-run{run.pk}-"))
+    try:
+        cmd = launch_command(n, ["webapp.workers.rank", str(run.pk), str(sink.attempt), str(reports)],
+                             config_file=settings.PTLAB_ACCELERATE_CONFIG)
+        sink.note(f"training on {n} processes: accelerate launch"
+                  + (f" --config_file {settings.PTLAB_ACCELERATE_CONFIG}" if settings.PTLAB_ACCELERATE_CONFIG else ""))
+        code = subprocess.call(cmd, preexec_fn=die_with_parent, stdin=subprocess.DEVNULL)
+        ranks = {int(f.stem[4:]): json.loads(f.read_text()) for f in reports.glob("rank*.json")}
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
+    main = ranks.get(0, {})
+    if code == 0 and "step" in main:
+        return ProcessesResult(step=main["step"], stopped=main["stopped"], seconds=main["seconds"])
+    own = [r for _, r in sorted(ranks.items()) if "error" in r and not r.get("collective")]
+    if own:  # a rank's own error (a bug, a bad config, out of memory): the run fails with it
+        raise RankError(own[0]["error"], own[0].get("traceback", ""))
+    missing = sorted(set(range(n)) - set(ranks))
+    raise RanksDied(f"lost rank {', '.join(map(str, missing)) or '?'} of {n} (accelerate launch exited with {code})")
+
+
+class RankError(RuntimeError):
+    def __init__(self, message: str, traceback_text: str):
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+def _gpus_here() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def describe(exc: Exception) -> str:
@@ -171,6 +235,8 @@ def describe(exc: Exception) -> str:
         from training.models import ModelLoadError
     except ImportError:  # the training stack itself is broken: say what failed
         return f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, RankError):  # already one line, from the rank that raised it
+        return str(exc)[:2000]
     if isinstance(exc, ModelLoadError):
         return str(exc)[:2000]
     if isinstance(exc, ConfigError):

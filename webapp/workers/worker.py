@@ -25,28 +25,30 @@ log = logging.getLogger(__name__)
 FORGET_AFTER = timezone.timedelta(days=1)  # rows of workers silent this long are deleted
 
 
-def gpu_info() -> tuple[str, int | None]:
-    """(name, memory in MiB) of the first visible GPU, or ("CPU", None). Asks nvidia-smi, never torch:
-    initialising CUDA in the main process would break CUDA in the forked pool processes."""
+def gpus() -> tuple[str, int | None, int]:
+    """(name, memory in MiB) of the first visible GPU and how many are visible (CUDA_VISIBLE_DEVICES, else all),
+    or ("CPU", None, 0). Asks nvidia-smi, never torch: initialising CUDA in the main process would break CUDA
+    in the forked pool processes."""
     if not shutil.which("nvidia-smi"):
-        return "CPU", None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        return "CPU", None, 0
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     cmd = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
     if visible:
-        cmd.append(f"--id={visible}")
+        cmd.append(f"--id={','.join(visible)}")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
-        name, memory = out.splitlines()[0].rsplit(",", 1)
-        return name.strip(), int(float(memory))
+        lines = [line for line in out.splitlines() if line.strip()]
+        name, memory = lines[0].rsplit(",", 1)
+        return name.strip(), int(float(memory)), len(lines)
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return "CPU", None
+        return "CPU", None, 0
 
 
 class Supervisor(threading.Thread):
     def __init__(self, hostname: str, queues: str):
         super().__init__(name="ptlab-supervisor", daemon=True)
         self.hostname, self.queues = hostname, queues
-        self.gpu, self.gpu_memory_mb = gpu_info()
+        self.gpu, self.gpu_memory_mb, self.gpu_count = gpus()
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -58,7 +60,7 @@ class Supervisor(threading.Thread):
 
     def tick(self) -> None:
         try:
-            Worker.objects.beat(self.hostname, gpu=self.gpu, gpu_memory_mb=self.gpu_memory_mb,
+            Worker.objects.beat(self.hostname, gpu=self.gpu, gpu_memory_mb=self.gpu_memory_mb, gpu_count=self.gpu_count,
                                 queues=self.queues, pid=os.getpid())
             do_reap()
             do_resend_lost(self.queues.split(","))
