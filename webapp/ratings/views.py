@@ -142,7 +142,7 @@ def raters(request: HttpRequest, pk: int) -> HttpResponse:
                    .annotate(n_votes=Count("rater__votes", filter=Q(rater__votes__experiment=experiment))))
     return render(request, "ratings/raters.html", {
         "experiment": experiment, "invite_form": invite_form, "invitations": invitations,
-        "setup_form": SetupForm(instance=setup, steps=arena.steps), "arena": arena,
+        "setup_form": SetupForm(instance=setup, steps_by_run=arena.steps_by_run), "arena": arena,
         "owner_votes": Vote.objects.filter(experiment=experiment, rater=request.user).count(),
     })
 
@@ -152,10 +152,10 @@ def raters(request: HttpRequest, pk: int) -> HttpResponse:
 def raters_setup(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = _get_own_experiment(request, pk)
     arena = Arena(experiment)
-    form = SetupForm(request.POST, instance=RatingSetup.for_experiment(experiment), steps=arena.steps)
+    form = SetupForm(request.POST, instance=RatingSetup.for_experiment(experiment), steps_by_run=arena.steps_by_run)
     if form.is_valid():
         form.save()
-        messages.success(request, "Saved. Raters now see the chosen step.")
+        messages.success(request, "Saved. Raters now rate what you chose.")
     else:
         messages.error(request, "Could not save: " + "; ".join(e for errs in form.errors.values() for e in errs))
     return redirect("ratings:raters", pk=experiment.pk)
