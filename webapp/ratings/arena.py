@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from webapp.experiments.methods import method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample
-from webapp.ratings.models import BASE, RatingSetup, RedeemedToken, Vote, run_rounds
+from webapp.ratings.models import BASE, RatingSetup, RedeemedToken, Vote, round_starts, run_rounds
 
 REPEAT_SHARE = 0.1  # share of items that repeat one of the rater's earlier items (consistency)
 REPEAT_MIN_VOTES = 5  # a rater's votes at a step before repeats start
@@ -136,6 +136,7 @@ class Arena:
         self.hold_reveals = self.setup.reveal == RatingSetup.Reveal.AT_END
         self.runs = {run.pk: run for run in experiment.runs.select_related("depends_on")}
         self.rounds = run_rounds(experiment)
+        self.round_starts = round_starts(experiment) if self.rounds else {}
         self.base_run = next((r for r in self.runs.values() if r.depends_on_id is None
                               and 0 in self.steps_by_run.get(r.pk, ())), None)
         self.waiting: list[Run] = []  # runs still training, left out until the owner includes them
@@ -256,7 +257,11 @@ class Arena:
             return f"deleted run {key}"
         name = method_label(run.method)
         parent = self.runs.get(run.depends_on_id) if run.depends_on_id else None
-        if parent is not None and parent.method != "reward":
+        start = self.round_starts.get(run.pk)
+        if start is not None:
+            started = self.runs.get(parse_key(start)[0]) if parse_key(start) else None
+            name += f" from {method_label(started.method)} #{started.pk}" if started else " from the base model"
+        elif parent is not None and parent.method != "reward":
             name += f" from {method_label(parent.method)}"
         if self.experiment.seeds > 1:
             name += f" seed {run.seed}"
@@ -266,7 +271,7 @@ class Arena:
         step = parsed[1]
         final = self.final_step(run.pk)
         total = run.total or run.config.get("max_steps") or 0
-        if step != final or run.state != Run.State.SUCCEEDED:
+        if final is not None and (step != final or run.state != Run.State.SUCCEEDED):
             where = f"{round(100 * step / total)}% of training" if total else "an earlier evaluation"
             name += f", at {where} (step {step} of {total})" if total else f", at {where}"
         return f"{name} (#{run.pk})"

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 
 from webapp.experiments.models import Experiment
 from webapp.ratings.models import Invitation, RatingSetup
+from webapp.ratings.votesets import BOTH_BAD, DISAGREE, TIES, Policy
 
 
 class InviteForm(forms.Form):
@@ -83,3 +84,58 @@ class SetupForm(forms.ModelForm):
         if data.get("what") == RatingSetup.What.CHECKPOINT and not data.get("checkpoints"):
             self.add_error("checkpoints", "Name at least one checkpoint.")
         return data
+
+
+class VoteDatasetForm(forms.Form):
+    """Build a preference dataset from the votes: how ties, "both are bad" and disagreeing raters count, and
+    which other experiments' votes join (ids of experiments this user owns)."""
+
+    ties = forms.ChoiceField(choices=list(TIES.items()), initial="drop", label="Ties")
+    both_bad = forms.ChoiceField(choices=list(BOTH_BAD.items()), initial="drop", label="“Both are bad”")
+    disagree = forms.ChoiceField(choices=list(DISAGREE.items()), initial="keep", label="Raters who disagree")
+    also = forms.CharField(required=False, label="Also the votes of experiments",
+                           help_text="Ids of other experiments of yours, comma-separated (optional).")
+    name = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_also(self):
+        ids = []
+        for part in (self.cleaned_data.get("also") or "").replace(" ", "").split(","):
+            if not part:
+                continue
+            if not part.lstrip("#").isdigit():
+                raise forms.ValidationError(f"{part!r} is not an experiment id.")
+            ids.append(int(part.lstrip("#")))
+        found = list(Experiment.objects.filter(owner=self.user, pk__in=ids))
+        if len(found) != len(set(ids)):
+            raise forms.ValidationError("Name only experiments you own.")
+        return found
+
+    def policy(self) -> Policy:
+        d = self.cleaned_data
+        return Policy(ties=d["ties"], both_bad=d["both_bad"], disagree=d["disagree"])
+
+
+class RoundForm(forms.Form):
+    """Start the next round: from which contestants (default: the leader), with which methods, on which
+    version of the vote dataset (default: a new one built from the votes now)."""
+
+    picks = forms.MultipleChoiceField(required=False, label="Start from",
+                                      help_text="Finished runs at their final evaluation, or the base model. None "
+                                                "chosen: the current leader.")
+    methods = forms.MultipleChoiceField(choices=[("ppo", "PPO"), ("grpo", "GRPO"), ("rloo", "RLOO"), ("dpo", "DPO")],
+                                        initial=["ppo", "dpo"], label="Methods",
+                                        help_text="RL methods optimise a reward model trained on the votes (they "
+                                                  "wait for it); DPO trains on the vote pairs directly.")
+    vote_dataset = forms.TypedChoiceField(coerce=int, empty_value=None, required=False, label="Vote dataset",
+                                          help_text="Empty: build a new version from the votes now (ties and "
+                                                    "“both bad” left out, every vote its own row).")
+
+    def __init__(self, *args, contestants: list[tuple[str, str]], versions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["picks"].choices = contestants
+        self.fields["vote_dataset"].choices = [("", "a new version from the votes now")] + [
+            (v.pk, f"v{v.version}: {v.dataset.rows} pairs from {v.votes} votes") for v in versions]

@@ -163,6 +163,7 @@ class Round(models.Model):
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="rating_rounds")
     number = models.PositiveSmallIntegerField()
     started_from = models.JSONField(default=list, help_text="Contestant keys the round's runs start from.")
+    starts = models.JSONField(default=dict, help_text="{run id: the contestant key that run starts from}.")
     vote_dataset = models.ForeignKey("VoteDataset", null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="rounds", help_text="The preference dataset built from the votes.")
     reward_model_run = models.ForeignKey("experiments.Run", null=True, blank=True, on_delete=models.SET_NULL,
@@ -177,6 +178,14 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"round {self.number} of {self.experiment}"
+
+
+def round_starts(experiment: Experiment) -> dict[int, str]:
+    """{run id: the contestant key it starts from} for the runs of later rounds."""
+    out = {}
+    for starts in Round.objects.filter(experiment=experiment).values_list("starts", flat=True):
+        out.update({int(k): v for k, v in (starts or {}).items()})
+    return out
 
 
 def run_rounds(experiment: Experiment) -> dict[int, int]:
