@@ -203,6 +203,21 @@ def schema() -> dict:
             {"200": _resp("The leaderboard", _ref("Leaderboard"))}, tag="ratings", errors=("400",), params=[
                 exp_id, {"name": "step", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 {"name": "both_bad", "in": "query", "schema": {"type": "string", "enum": list(BOTH_BAD_CHOICES)}}])},
+        "/api/experiments/{id}/vote-datasets": {
+            "get": _op("listVoteDatasets", "Versions of the experiment's vote dataset (owner)",
+                       {"200": _resp("The versions", {"type": "object"})}, params=[exp_id], tag="ratings"),
+            "post": _op("buildVoteDataset", "Build a new version of the vote dataset from the votes (owner): "
+                        "ties (drop|both), both_bad (drop|tie), disagree (keep|drop|majority|weight), also "
+                        "(other experiment ids), name", {"201": _resp("The new version", {"type": "object"})},
+                        params=[exp_id], body={"type": "object"}, errors=("400", "409"), tag="ratings")},
+        "/api/experiments/{id}/rounds": {
+            "get": _op("listRounds", "Round by round: runs, gold reward, KL, reward model accuracy on held-out "
+                       "votes, votes cost", {"200": _resp("The rounds", {"type": "object"})}, params=[exp_id],
+                       tag="ratings"),
+            "post": _op("startRound", "Start the next round (owner): picks (contestant keys; default the "
+                        "leader), methods (ppo, grpo, rloo, dpo), vote_dataset (id; default a new version)",
+                        {"201": _resp("The round and its runs", {"type": "object"})}, params=[exp_id],
+                        body={"type": "object"}, errors=("400", "409"), tag="ratings")},
     }
     if apps.is_installed("webapp.reports"):
         fmt = {"name": "fmt", "in": "path", "required": True,

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from webapp.api import pages, views
+from webapp.api import pages, rounds, views
 
 app_name = "api"
 urlpatterns = [
@@ -16,6 +16,8 @@ urlpatterns = [
     path("api/experiments/<int:pk>/rate/next", views.rate_next, name="rate_next"),
     path("api/experiments/<int:pk>/votes", views.votes, name="votes"),
     path("api/experiments/<int:pk>/leaderboard", views.leaderboard, name="leaderboard"),
+    path("api/experiments/<int:pk>/vote-datasets", rounds.vote_datasets, name="vote_datasets"),
+    path("api/experiments/<int:pk>/rounds", rounds.rounds, name="rounds"),
     path("api/experiments/<int:pk>/report.<str:fmt>", views.experiment_report, name="experiment_report"),
     path("api/runs/<int:pk>", views.run, name="run"),
     path("api/runs/<int:pk>/cancel", views.run_cancel, name="run_cancel"),
