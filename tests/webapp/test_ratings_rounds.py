@@ -119,7 +119,7 @@ def test_vote_dataset_page_builds_versions_and_serves_jsonl_and_parquet(rated, a
     response = owner.post(url, {"ties": "both", "both_bad": "tie", "disagree": "weight", "also": ""})
     assert response.status_code == 302
     vote_set = VoteDataset.objects.get(experiment=rated)
-    assert vote_set.policy == {"ties": "both", "both_bad": "tie", "disagree": "weight"}
+    assert vote_set.policy == {"ties": "both", "both_bad": "tie", "disagree": "weight", "judges": False}
     page = owner.get(url).content.decode()
     assert "v1" in page and "Parquet" in page
     jsonl = owner.get(reverse("ratings:vote_dataset_file", args=[vote_set.pk, "jsonl"]))

@@ -333,7 +333,7 @@ class Arena:
 
     # --- items -------------------------------------------------------------------------------------
 
-    def _index_for(self, first: str, second: str, prompt_id: int, revealed: set | None = None) -> int | None:
+    def index_for(self, first: str, second: str, prompt_id: int, revealed: set | None = None) -> int | None:
         """The completion index shown for a pair on a prompt: drawn once per item (every rater sees the same),
         skipping, for a rater with `revealed` texts, any index that would show them a text a vote has already
         attributed (blindness holds across pairs); None when none is left."""
@@ -435,7 +435,7 @@ class Arena:
             for prompt_id in self._prompt_order(first, second):
                 if prompt_id in seen or (again is not None and (prompt_id, first, second) in shown):
                     continue
-                index = self._index_for(first, second, prompt_id, revealed)
+                index = self.index_for(first, second, prompt_id, revealed)
                 if index is None:
                     continue
                 item = Item(self.step, prompt_id, index, first, second, rng.random() < 0.5)

@@ -37,11 +37,12 @@ class SetupForm(forms.ModelForm):
 
     class Meta:
         model = RatingSetup
-        fields = ["what", "fraction", "checkpoints", "include_running", "include_base", "reveal"]
+        fields = ["what", "fraction", "checkpoints", "include_running", "include_base", "reveal", "judge_threshold"]
         labels = {"what": "What is rated", "fraction": "Fraction of training (0-1)",
                   "include_running": "Rate runs still training (at their latest evaluation)",
                   "include_base": "The base model takes part (its step-0 samples)",
-                  "reveal": "Show raters who wrote the texts"}
+                  "reveal": "Show raters who wrote the texts",
+                  "judge_threshold": "A judge's votes may train the next round above this Cohen's kappa"}
 
     def __init__(self, *args, steps_by_run: dict[int, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)

@@ -68,6 +68,9 @@ class RatingSetup(models.Model):
                                           help_text="Runs still training take part (at their latest evaluation).")
     include_base = models.BooleanField(default=True,
                                        help_text="The base model (step-0 samples) takes part as a contestant.")
+    judge_threshold = models.FloatField(null=True, blank=True,
+                                        help_text="Cohen's kappa (lower end of its 95% interval) a judge must reach "
+                                                  "with people before its votes may train a next round; empty: never.")
 
     class Reveal(models.TextChoices):
         AFTER_VOTE = "after_vote", "after each vote (a text once attributed is not shown to that rater again)"
@@ -98,8 +101,10 @@ class RedeemedToken(models.Model):
 
 
 class VoteQuerySet(models.QuerySet):
-    def at(self, experiment: Experiment, step: int = 0) -> VoteQuerySet:
-        return self.filter(experiment=experiment, step=step)
+    def at(self, experiment: Experiment, step: int = 0, *, judges: bool = False) -> VoteQuerySet:
+        """The experiment's votes; people's only unless `judges` (a judge's votes are always marked)."""
+        found = self.filter(experiment=experiment, step=step)
+        return found if judges else found.filter(judge="")
 
 
 class Vote(models.Model):
@@ -125,6 +130,9 @@ class Vote(models.Model):
     previous_result = models.CharField(max_length=8, blank=True,
                                        help_text="The result (first/second/tie/both_bad) this vote replaced.")
     revisions = models.PositiveIntegerField(default=0, help_text="Times the rater voted on this item again.")
+    judge = models.CharField(max_length=100, blank=True, default="",
+                             help_text="Empty: a person's vote. Else the local judge that cast it (RLAIF): marked, "
+                                       "left out of the people's leaderboard, and out of vote datasets unless asked.")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

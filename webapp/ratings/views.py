@@ -22,6 +22,7 @@ from webapp.experiments.models import Experiment
 from webapp.ratings.actions import do_cast_vote, do_invite
 from webapp.ratings.arena import Arena, redeem_token
 from webapp.ratings.forms import InviteForm, RoundForm, SetupForm, VoteDatasetForm
+from webapp.ratings.judge import calibration
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import (
     Invitation,
@@ -118,6 +119,8 @@ def leaderboard(request: HttpRequest, pk: int) -> HttpResponse:
         "can_rate": raterable_experiments(request.user).filter(pk=pk).exists(),
         "can_manage": experiment.is_owned_by(request.user),
         "can_see_experiment": experiments_for_user(request.user).filter(pk=pk).exists(),
+        "judges": calibration(experiment, rounds=200) if Vote.objects.filter(experiment=experiment).exclude(
+            judge="").exists() else [],
     })
     return render(request, "ratings/leaderboard.html", context)
 

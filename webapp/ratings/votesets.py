@@ -121,9 +121,13 @@ def vote_rows(votes: list[PlainVote], policy: Policy) -> Built:
     return out
 
 
-def plain_votes(experiments: list[Experiment], exclude: Q | None = None) -> list[PlainVote]:
-    """The votes of `experiments` with their items' texts (the sample each side showed)."""
-    votes = list(Vote.objects.filter(experiment__in=experiments).exclude(exclude or Q(pk__in=[]))
+def plain_votes(experiments: list[Experiment], exclude: Q | None = None, judges: bool = False) -> list[PlainVote]:
+    """The votes of `experiments` with their items' texts (the sample each side showed): people's, and a
+    judge's too when `judges`."""
+    found = Vote.objects.filter(experiment__in=experiments)
+    if not judges:
+        found = found.filter(judge="")
+    votes = list(found.exclude(exclude or Q(pk__in=[]))
                  .order_by("id").values_list("id", "experiment_id", "prompt_id", "first", "second", "sample_index",
                                              "outcome", "left_is_first"))
     from webapp.ratings.arena import Arena
@@ -170,11 +174,18 @@ def to_parquet(rows: list[dict]) -> bytes:
 
 
 def do_build_vote_dataset(owner, experiments: list[Experiment], policy: Policy, name: str = "",
-                          exclude: Q | None = None) -> VoteDataset:
+                          exclude: Q | None = None, judges: bool = False) -> VoteDataset:
     """A new version of the vote dataset of `experiments[0]` (from the votes of all of them): the rows saved
     as a Dataset (JSONL, mapped prompt/chosen/rejected), with the policy and the vote count beside it.
     Raises ValueError when the votes give no row."""
-    built = vote_rows(plain_votes(experiments, exclude), policy)
+    if judges:
+        from webapp.ratings.judge import judge_allowed
+
+        refused = [e.name for e in experiments if not judge_allowed(e)]
+        if refused:
+            raise ValueError(f"the judge's votes are not allowed for {', '.join(refused)}: its agreement with people "
+                             "is below the owner's threshold (or not measured)")
+    built = vote_rows(plain_votes(experiments, exclude, judges), policy)
     if not built.rows:
         raise ValueError(f"the votes give no preference pair under this policy ({built.votes} votes read"
                          + (", left out: " + ", ".join(f"{n} {why}" for why, n in built.dropped.items())
@@ -193,7 +204,7 @@ def do_build_vote_dataset(owner, experiments: list[Experiment], policy: Policy, 
         do_set_mapping(dataset, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
     with transaction.atomic():
         vote_set = VoteDataset.objects.create(experiment=main, version=version, dataset=dataset,
-                                              policy=policy.as_dict(), votes=built.used, votes_read=built.votes,
+                                              policy={**policy.as_dict(), "judges": judges}, votes=built.used, votes_read=built.votes,
                                               dropped=built.dropped, created_by=owner)
         vote_set.sources.set(experiments)
     return vote_set
