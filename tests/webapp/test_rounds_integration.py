@@ -69,6 +69,11 @@ def shift(before: dict[int, float], after: dict[int, float], rounds: int = 2000,
     return sum(diffs) / len(diffs), means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1], len(diffs)
 
 
+def gold(run: Run) -> float:
+    """The run's gold reward (eval/reward) at its last evaluation."""
+    return Metric.objects.filter(run=run, name="eval/reward").order_by("-step").values_list("value", flat=True)[0]
+
+
 def wilson(k: int, n: int) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -94,11 +99,11 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
 
     votes = rate_by_hidden_rule(exp, [owner, rater], random.Random(seed))
     assert votes >= 100  # 2 raters x 3 pairs x the held-out prompts
-    vote_set = do_build_vote_dataset(owner, [exp], Policy(ties="drop", both_bad="drop", disagree="majority"))
+    vote_set = do_build_vote_dataset(owner, [exp], Policy(ties="drop", both_bad="drop", disagree="keep"))
     assert vote_set.dataset.eval_rows > 0
     round_ = do_start_round(exp, vote_set, methods=("ppo", "dpo"), by=owner, seed=seed,
-                            hyperparams={"reward": {"max_steps": 40}, "ppo": {"max_steps": 8},
-                                         "dpo": {"max_steps": 24}})
+                            hyperparams={"reward": {"max_steps": 40}, "ppo": {"max_steps": 16},
+                                         "dpo": {"max_steps": 8, "sft_weight": 1.0}})
     runs2 = wait_for(lambda: finished(exp), 2 * WAIT, "round 2 to finish", worker)
     assert all(r.state == Run.State.SUCCEEDED for r in runs2), [(r.method, r.error) for r in runs2]
 
@@ -118,7 +123,8 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
         mean, lo, hi, n_prompts = shift(before, final_lengths(run))
         shifts[run.method] = mean
         print(f"seed {seed}: round 2 {run.method} from {picked.method}: mean length change {mean:+.2f} chars per "
-              f"prompt (95% bootstrap [{lo:+.2f}, {hi:+.2f}], {n_prompts} prompts)")
+              f"prompt (95% bootstrap [{lo:+.2f}, {hi:+.2f}], {n_prompts} prompts); gold eval/reward "
+              f"{gold(picked):.3f} -> {gold(run):.3f}")
     # Round 2 joins the arena beside round 1, labelled by what it is; the rounds page has its numbers.
     arena = Arena(exp)
     labels = [arena.label(k) for k in arena.contestants]

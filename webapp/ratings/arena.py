@@ -89,34 +89,27 @@ def pick_step(steps: set[int], what: str, *, total: int, fraction: float | None 
     return max(steps)
 
 
+_HASHES: dict[str, str] = {}  # "<file stamps>" -> sha256, per process (GET never writes, not even a cache file)
+
+
 def weights_hash(run: Run) -> str | None:
-    """sha256 of a finished run's final weights (its model folder's *.safetensors / *.bin), cached beside
-    them; None when there is no model folder."""
+    """sha256 of a finished run's final weights (its model folder's *.safetensors / *.bin), remembered per
+    process by the files' names, sizes and times; None when there is no model folder."""
     folder = run.model_dir if run.out_dir else None
     if folder is None or not folder.is_dir():
         return None
-    cache = folder / "weights.sha256"
     files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
     if not files:
         return None
-    stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    try:
-        cached_stamp, cached = cache.read_text().split("\n")[:2]
-        if cached_stamp == stamp:
-            return cached
-    except (OSError, ValueError):
-        pass
-    h = hashlib.sha256()
-    for p in files:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    digest = h.hexdigest()
-    try:
-        cache.write_text(f"{stamp}\n{digest}\n")
-    except OSError:
-        pass
-    return digest
+    stamp = ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    if stamp not in _HASHES:
+        h = hashlib.sha256()
+        for p in files:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+        _HASHES[stamp] = h.hexdigest()
+    return _HASHES[stamp]
 
 
 class Arena:
