@@ -45,8 +45,8 @@ def test_build_a_vote_dataset_start_a_round_and_read_the_rounds(rated, alice, bo
     built = r.json()
     assert built["version"] == 1 and built["rows"] > 0 and built["policy"]["ties"] == "both"
     assert api.get(f"{url}/vote-datasets").json()["results"][0]["id"] == built["id"]
-    bad = api.post(f"{url}/vote-datasets", {"ties": "maybe", "also": [999999]})
-    assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"ties", "also"}
+    bad = api.post(f"{url}/vote-datasets", {"ties": "maybe", "also": [999999], "judges": "yes"})
+    assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"ties", "also", "judges"}
     r = api.post(f"{url}/rounds", {"methods": ["dpo", "ppo"], "vote_dataset": built["id"]})
     assert r.status_code == 201, r.content
     started = r.json()

@@ -68,10 +68,13 @@ def vote_datasets(request: HttpRequest, pk: int) -> JsonResponse:
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 200:
         fields["name"] = ["Text, at most 200 characters."]
+    judges = body.get("judges", False)
+    if not isinstance(judges, bool):
+        fields["judges"] = ["true or false: include the judges' votes (only above the owner's threshold)."]
     if fields:
         raise ApiError(400, "The vote dataset cannot be built.", "validation_error", fields)
     try:
-        built = do_build_vote_dataset(request.user, [exp, *others], Policy(**policy), name=name)
+        built = do_build_vote_dataset(request.user, [exp, *others], Policy(**policy), name=name, judges=judges)
     except (ValueError, DatasetError) as e:
         raise ApiError(409, f"No dataset: {e}", "no_pairs") from None
     return ok(vote_dataset_data(built), status=201)

@@ -97,6 +97,8 @@ class VoteDatasetForm(forms.Form):
     also = forms.CharField(required=False, label="Also the votes of experiments",
                            help_text="Ids of other experiments of yours, comma-separated (optional).")
     name = forms.CharField(required=False, max_length=200)
+    judges = forms.BooleanField(required=False, label="Include the judges' votes",
+                                help_text="Only when every judge's agreement with people passes your threshold.")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

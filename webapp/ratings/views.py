@@ -191,7 +191,7 @@ def vote_datasets(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             try:
                 built = do_build_vote_dataset(request.user, [experiment, *form.cleaned_data["also"]], form.policy(),
-                                              name=form.cleaned_data["name"])
+                                              name=form.cleaned_data["name"], judges=form.cleaned_data["judges"])
             except (ValueError, DatasetError) as e:
                 messages.error(request, f"No dataset: {e}")
             else:
