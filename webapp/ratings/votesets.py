@@ -90,16 +90,17 @@ def vote_rows(votes: list[PlainVote], policy: Policy) -> Built:
         ties = [v for v in group if v.result == Vote.TIE] + (bad if policy.both_bad == "tie" else [])
         if policy.both_bad == "drop" and bad:
             drop("both bad", len(bad))
-        if firsts and seconds and policy.disagree == "drop":
+        split = bool(firsts and seconds)  # the raters disagree on which is better
+        if split and policy.disagree == "drop":
             drop("raters disagree", len(firsts) + len(seconds) + len(ties))
             continue
-        if policy.disagree == "keep" or not (firsts and seconds):
-            if policy.disagree in ("majority", "weight") and (firsts or seconds):
-                side = firsts or seconds
+        if policy.disagree in ("keep", "drop"):  # every decisive vote is a row of its own
+            out.rows += [row(v, True, 1.0, [v.id]) for v in firsts]
+            out.rows += [row(v, False, 1.0, [v.id]) for v in seconds]
+        elif not split:  # majority or weight, raters agree: one row for all of them
+            side = firsts or seconds
+            if side:
                 out.rows.append(row(side[0], bool(firsts), 1.0, [v.id for v in side]))
-            else:
-                out.rows += [row(v, True, 1.0, [v.id]) for v in firsts]
-                out.rows += [row(v, False, 1.0, [v.id]) for v in seconds]
         elif policy.disagree == "majority":
             if len(firsts) == len(seconds):
                 drop("an even split", len(firsts) + len(seconds))
@@ -107,7 +108,7 @@ def vote_rows(votes: list[PlainVote], policy: Policy) -> Built:
                 side, first_better = (firsts, True) if len(firsts) > len(seconds) else (seconds, False)
                 out.rows.append(row(side[0], first_better, 1.0, [v.id for v in side]))
                 drop("outvoted", len(firsts) + len(seconds) - len(side))
-        else:  # weight
+        else:  # weight: one row each way, by the share of votes
             n = len(firsts) + len(seconds)
             out.rows.append(row(firsts[0], True, len(firsts) / n, [v.id for v in firsts]))
             out.rows.append(row(seconds[0], False, len(seconds) / n, [v.id for v in seconds]))
