@@ -115,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="Download an experiment's JSON report.")
     p.add_argument("id", type=int)
     p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("vote-dataset", help="Build a preference dataset from an experiment's votes.")
+    p.add_argument("id", type=int)
+    p.add_argument("--ties", choices=("drop", "both"), default="drop")
+    p.add_argument("--both-bad", choices=("drop", "tie"), default="drop")
+    p.add_argument("--disagree", choices=("keep", "drop", "majority", "weight"), default="keep")
+    p.add_argument("--also", type=int, nargs="*", default=[], help="Other experiments of yours whose votes join.")
+    p = sub.add_parser("next-round", help="Start the next rating round (default: from the leader, PPO and DPO).")
+    p.add_argument("id", type=int)
+    p.add_argument("--pick", action="append", help="A contestant key to start from (repeatable).")
+    p.add_argument("--methods", default="ppo,dpo", help="Comma-separated: ppo, grpo, rloo, dpo.")
+    p.add_argument("--vote-dataset", type=int, help="A vote dataset id (default: build a new version).")
+    sub.add_parser("rounds", help="An experiment's rounds.").add_argument("id", type=int)
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("--token (or $PTLAB_TOKEN) is required: create one on the web app's API tokens page")
@@ -153,6 +165,28 @@ def _run(client: Client, args) -> int:
         print("name,step,value")
         for p in client.metrics(args.run_id, names, args.step_min, args.step_max):
             print(f"{p['name']},{p['step']},{'' if p['value'] is None else repr(p['value'])}")
+        return 0
+    if args.command == "vote-dataset":
+        v = client.build_vote_dataset(args.id, ties=args.ties, both_bad=args.both_bad, disagree=args.disagree,
+                                      also=args.also)
+        print(f"vote dataset {v['id']} v{v['version']} (dataset {v['dataset']}): {v['rows']} pairs from "
+              f"{v['votes']} of {v['votes_read']} votes; files {client.url}{v['files']['jsonl']}")
+        return 0
+    if args.command == "next-round":
+        r = client.start_round(args.id, picks=args.pick, methods=args.methods.split(","),
+                               vote_dataset=args.vote_dataset)
+        print(f"round {r['round']} from {', '.join(r['started_from'])}: "
+              + ", ".join(f"{x['method']} #{x['id']} ({x['state']})" for x in r["runs"]))
+        return 0
+    if args.command == "rounds":
+        for rnd in client.rounds(args.id):
+            extra = [f"cost {rnd['votes_cost']} votes" if rnd["votes_cost"] is not None else "",
+                     f"reward model accuracy {_fmt(rnd['reward_model_accuracy'])}"
+                     if rnd["reward_model_accuracy"] is not None else ""]
+            print(f"round {rnd['number']}" + "".join(f"; {e}" for e in extra if e))
+            for row in rnd["runs"]:
+                print(f"  {row['label']:<40} {row['state']:<10} gold {_fmt(row['gold_reward'])}  KL {_fmt(row['kl'])}"
+                      f"  BT {_fmt(row['bt_score'], '.0f')}  votes {row['votes']}")
         return 0
     if args.command == "report":
         data = client.report(args.id)

@@ -87,5 +87,21 @@ class Client:
                 return
             params["offset"] = page["offset"] + page["limit"]
 
+    def build_vote_dataset(self, pk: int, **policy) -> dict:
+        """A new version of the experiment's vote dataset: ties, both_bad, disagree, also, name."""
+        return self.post(f"/api/experiments/{pk}/vote-datasets", policy)
+
+    def vote_datasets(self, pk: int) -> list[dict]:
+        return self.get(f"/api/experiments/{pk}/vote-datasets")["results"]
+
+    def start_round(self, pk: int, picks: list[str] | None = None, methods: list[str] | None = None,
+                    vote_dataset: int | None = None) -> dict:
+        body = {k: v for k, v in {"picks": picks, "methods": methods, "vote_dataset": vote_dataset}.items()
+                if v is not None}
+        return self.post(f"/api/experiments/{pk}/rounds", body)
+
+    def rounds(self, pk: int) -> list[dict]:
+        return self.get(f"/api/experiments/{pk}/rounds")["rounds"]
+
     def report(self, pk: int) -> bytes:
         return self.request("GET", f"/api/experiments/{pk}/report.json", raw=True)

@@ -35,6 +35,10 @@ class BaseConfig:
     dataset: str | dict = opt("", "A dataset instead of the task: a .jsonl/.csv/.parquet file, a save_to_disk folder "
                               "or a hub id, or {\"path\": ..., \"mapping\": {role: column}, \"split\": ..., "
                               "\"config\": ..., \"eval_fraction\": ...}.", advanced=True)
+    eval_task: str | dict = opt("", "Where the uniform evaluation draws its prompts and gold reward from instead "
+                                "of the training data: a task (as `task`) or a dataset (as `dataset`); empty: the "
+                                "training data. A later round's DPO run trains on vote pairs and is evaluated "
+                                "on its experiment's prompts.", advanced=True)
     max_steps: int = opt(200, "Optimizer steps to train.", min=1, max=1_000_000)
     seed: int = opt(0, "Random seed (data order, sampling, new weights such as LoRA or value heads).",
                     min=0, max=2**31 - 1)
@@ -95,6 +99,13 @@ class BaseConfig:
                 DatasetSpec.of(self.dataset)
             except ConfigError as e:
                 raise ConfigError("dataset", e.message if e.key == "dataset" else f"{e.key}: {e.message}") from e
+        if isinstance(self.eval_task, dict):
+            from training.tasks.dataset import DatasetSpec
+
+            try:
+                DatasetSpec.of(self.eval_task)
+            except ConfigError as e:
+                raise ConfigError("eval_task", e.message) from e
         if self.gold_reward != "":
             check_signal("gold_reward", self.gold_reward)
         names = [check_signal("monitors", spec, index=i).__name__ for i, spec in enumerate(self.monitors)]

@@ -24,7 +24,7 @@ from training.evaluation import EvalSettings, Evaluator  # noqa: E402
 from training.methods.common import MethodContext  # noqa: E402
 from training.rewards import SignalEnv  # noqa: E402
 from training.rewards import build as build_signal  # noqa: E402
-from training.tasks import task_for  # noqa: E402
+from training.tasks import eval_task_for, task_for  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -70,8 +70,9 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     sink.truncate_after(start_step if resume_from else -1)
 
     final: dict[str, float] = {}
-    signals = Signals(cfg, task, device)
-    evaluate = _evaluator(cfg, task, tokenizer, reference, device, signals)
+    measured = eval_task_for(cfg) if cfg.method != "reward" else None  # its prompts and gold reward, if apart
+    signals = Signals(cfg, measured or task, device)
+    evaluate = _evaluator(cfg, measured or task, tokenizer, reference, device, signals)
     starts_as_reference = cfg.reference_model in ("", cfg.model)  # LoRA adapters start as the identity
 
     def log_eval(step: int, model) -> None:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from webapp.ratings.arena import Arena
 from webapp.ratings.demo import make_demo_experiment
 from webapp.ratings.models import Invitation, Vote
 
@@ -55,7 +56,8 @@ def test_a_rater_votes_ten_times_with_the_keyboard_blind_then_the_leaderboard_co
     page.click("button:has-text('Log in')")
     page.wait_for_url(rate_url)
 
-    labels = {f"{run.label} (#{run.pk})" for run in exp.runs.all()} | {"Base model"}
+    arena = Arena(exp)
+    labels = {arena.label(key) for key in arena.contestants}  # "GRPO (#3)": what each is, no step number
     for n, key in enumerate(KEYS):
         page.wait_for_selector('#arena[data-state="ready"]')
         assert_blind(page.evaluate("document.documentElement.outerHTML"), patterns, f"the DOM before vote {n + 1}")

@@ -50,3 +50,18 @@ def test_invalid_json_file_names_the_line(tmp_path):
     path.write_text('{"method": "sft",\n "seed": }')
     with pytest.raises(ConfigError, match="line 2"):
         load(path)
+
+
+def test_eval_task_names_where_the_evaluation_draws_from(tmp_path):
+    """A later round's DPO run trains on vote pairs and is evaluated on its experiment's prompts."""
+    from training.tasks import eval_task_for, get_task
+
+    path = tmp_path / "votes.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "bb"}) + "\n" for i in range(10)))
+    cfg = from_dict({"method": "dpo", "dataset": {"path": str(path)}, "eval_task": "arithmetic"})
+    measured = eval_task_for(cfg)
+    assert measured.name == get_task("arithmetic").name
+    assert [e.prompt for e in measured.eval_examples(4)] == [e.prompt for e in get_task("arithmetic").eval_examples(4)]
+    assert eval_task_for(from_dict({"method": "dpo"})) is None
+    with pytest.raises(ConfigError, match="eval_task"):
+        from_dict({"method": "dpo", "eval_task": {"path": ""}})

@@ -153,7 +153,7 @@ def test_nothing_before_the_vote_names_a_run_and_the_vote_reveals_both(exp, rate
         item = response.json()
         assert set(item) == {"done", "token", "prompt", "a", "b", "progress"}
         reveal = cast(client, exp, item["token"], "b").json()["reveal"]
-        labels = {run.label + f" (#{run.pk})" for run in exp.runs.all()} | {"Base model"}
+        labels = {Arena(exp).label(k) for k in Arena(exp).contestants}
         assert reveal["a"]["label"] in labels and reveal["b"]["label"] in labels
         assert reveal["a"]["label"] != reveal["b"]["label"]
 
@@ -203,7 +203,7 @@ def test_a_rater_changing_their_vote_keeps_one_row(exp, rater):
 
 def test_pairs_are_covered_evenly_least_voted_first(exp, rater, alice):
     arena = Arena(exp)
-    assert arena.contestants == sorted([str(r.pk) for r in exp.runs.all()] + [BASE])
+    assert arena.contestants == sorted([f"{r.pk}@20" for r in exp.runs.all()] + [BASE])
     assert len(arena.pairs) == 6 and arena.prompt_ids == [0, 1, 2, 3]
     rng = random.Random(1)
     for n in range(18):
@@ -286,18 +286,17 @@ def test_pair_counts_stay_even_for_a_single_rater(alice):
 
 # --- setup and invitations -------------------------------------------------------------------------------
 
-def test_default_step_is_the_last_with_samples_for_every_run(exp, alice):
+def test_default_is_each_run_at_its_final_evaluation_plus_the_base_model(exp, alice):
     arena = Arena(exp)
-    assert arena.steps == [0, 10, 20] and arena.step == 20
+    assert arena.contestants == sorted([f"{r.pk}@20" for r in exp.runs.all()] + [BASE])
     late = exp.runs.first()
-    late.samples.filter(step=20).delete()
-    assert Arena(exp).step == 10
-    RatingSetup.objects.create(experiment=exp, step=0, include_base=False)
-    arena = Arena(exp)
-    assert arena.step == 0 and BASE not in arena.contestants
+    late.samples.filter(step=20).delete()  # its last evaluation is now step 10: rated there, not dropped
+    assert f"{late.pk}@10" in Arena(exp).contestants
+    RatingSetup.objects.create(experiment=exp, include_base=False)
+    assert BASE not in Arena(exp).contestants
 
 
-def test_owner_invites_removes_and_chooses_the_step(exp, alice, bob):
+def test_owner_invites_removes_and_chooses_what_is_rated(exp, alice, bob):
     client = logged_in(alice)
     url = reverse("ratings:raters", args=[exp.pk])
     assert client.get(url).status_code == 200
@@ -308,15 +307,21 @@ def test_owner_invites_removes_and_chooses_the_step(exp, alice, bob):
     assert Invitation.objects.filter(experiment=exp, rater=bob).exists()
     assert "already invited" in client.post(url, {"username": "bob"}).content.decode()
     assert logged_in(bob).get(reverse("ratings:rate", args=[exp.pk])).status_code == 200
-    response = client.post(reverse("ratings:raters_setup", args=[exp.pk]), {"step": "10", "include_base": ""})
+    setup_url = reverse("ratings:raters_setup", args=[exp.pk])
+    response = client.post(setup_url, {"what": "fraction", "fraction": "0.5", "include_base": ""})
     assert response.status_code == 302
     setup = RatingSetup.objects.get(experiment=exp)
-    assert (setup.step, setup.include_base) == (10, False)
-    assert Arena(exp).step == 10
-    client.post(reverse("ratings:raters_setup", args=[exp.pk]), {"step": "", "include_base": "on"})
-    assert Arena(exp).step == 20
-    assert client.post(reverse("ratings:raters_setup", args=[exp.pk]), {"step": "7"}).status_code == 302
-    assert RatingSetup.objects.get(experiment=exp).step is None  # not an offered step: refused
+    assert (setup.what, setup.fraction, setup.include_base) == ("fraction", 0.5, False)
+    assert Arena(exp).contestants == sorted(f"{r.pk}@10" for r in exp.runs.all())
+    run = exp.runs.first()
+    client.post(setup_url, {"what": "checkpoint", "checkpoints": f"{run.pk} = 10", "include_base": "on"})
+    assert f"{run.pk}@10" in Arena(exp).contestants and BASE in Arena(exp).contestants
+    client.post(setup_url, {"what": "checkpoint", "checkpoints": f"{run.pk} = 7"})  # no samples there: refused
+    assert RatingSetup.objects.get(experiment=exp).checkpoints == {str(run.pk): 10}
+    client.post(setup_url, {"what": "fraction", "fraction": "1.5"})  # not a fraction: refused
+    assert RatingSetup.objects.get(experiment=exp).what == "checkpoint"
+    client.post(setup_url, {"what": "final", "include_base": "on"})
+    assert Arena(exp).contestants == sorted([f"{r.pk}@20" for r in exp.runs.all()] + [BASE])
     client.post(reverse("ratings:raters_remove", args=[exp.pk, bob.pk]))
     assert not Invitation.objects.exists()
     assert logged_in(bob).get(reverse("ratings:rate", args=[exp.pk])).status_code == 404
@@ -328,7 +333,7 @@ def test_nothing_to_rate_without_samples(alice):
     assert "Nothing to rate yet" in client.get(reverse("ratings:rate", args=[empty.pk])).content.decode()
     assert next_item(client, empty)["done"]
     response = client.get(reverse("ratings:leaderboard", args=[empty.pk]))
-    assert response.status_code == 200 and "No evaluation samples yet" in response.content.decode()
+    assert response.status_code == 200 and "Fewer than two contestants" in response.content.decode()
 
 
 # --- leaderboard -----------------------------------------------------------------------------------------
@@ -407,7 +412,7 @@ def test_leaderboard_context_for_other_pages(exp, alice):
     from django.template.loader import render_to_string
 
     html = render_to_string("ratings/_leaderboard.html", context)
-    assert "No votes at this step yet." in html and "ratings-fig-win-rate" not in html
+    assert "No votes yet." in html and "ratings-fig-win-rate" not in html
 
     simulate_votes(exp, [alice], 6)
     context = leaderboard_context(exp, rounds=10)

@@ -13,7 +13,7 @@ from training.tasks.word_problems import WordProblems
 BUILTIN_TASKS: dict[str, Task] = {t.name: t for t in (Arithmetic(), Sentiment(), Format(), WordProblems())}
 
 __all__ = ["BUILTIN_TASKS", "DatasetError", "DatasetSpec", "DatasetTask", "Example", "JSONLError", "JSONLTask",
-           "Task", "get_task", "guess_mapping", "methods_for", "parse_jsonl", "task_for"]
+           "Task", "get_task", "eval_task_for", "guess_mapping", "methods_for", "parse_jsonl", "task_for"]
 
 
 def get_task(name: str) -> Task:
@@ -22,6 +22,14 @@ def get_task(name: str) -> Task:
     if name.endswith(".jsonl"):
         return JSONLTask(name)
     raise ValueError(f"unknown task {name!r}: use one of {', '.join(BUILTIN_TASKS)} or a .jsonl file")
+
+
+def eval_task_for(cfg) -> Task | None:
+    """The task the uniform evaluation draws from when the config names one apart (`eval_task`)."""
+    spec = getattr(cfg, "eval_task", "")
+    if not spec:
+        return None
+    return DatasetTask(spec) if isinstance(spec, dict) else get_task(spec)
 
 
 def task_for(cfg) -> Task:

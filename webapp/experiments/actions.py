@@ -199,8 +199,11 @@ def _settle_dependents(run: Run, state: str) -> None:
     if state == State.SUCCEEDED:
         model = str(run.model_dir)
         for dep in waiting:
-            # Start from the SFT model, and measure KL against it: it is this run's starting point.
-            dep.config = {**dep.config, "model": model, "reference_model": model}
+            if run.method == "reward":  # it waited for its training signal (a later rating round's RL run)
+                dep.config = {**dep.config, "reward_model": model}
+            else:
+                # Start from the SFT model, and measure KL against it: it is this run's starting point.
+                dep.config = {**dep.config, "model": model, "reference_model": model}
             dep.state = State.QUEUED
             dep.log = dep.with_log(f"{run.label} succeeded: starting from its model")
             dep.save(update_fields=["config", "state", "log"])

@@ -11,7 +11,7 @@ class InvitationAdmin(admin.ModelAdmin):
 
 @admin.register(RatingSetup)
 class RatingSetupAdmin(admin.ModelAdmin):
-    list_display = ("experiment", "step", "include_base", "updated")
+    list_display = ("experiment", "what", "include_base", "updated")
     raw_id_fields = ("experiment",)
 
 

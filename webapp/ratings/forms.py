@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 
 from webapp.experiments.models import Experiment
 from webapp.ratings.models import Invitation, RatingSetup
+from webapp.ratings.votesets import BOTH_BAD, DISAGREE, TIES, Policy
 
 
 class InviteForm(forms.Form):
@@ -30,20 +31,114 @@ class InviteForm(forms.Form):
 
 
 class SetupForm(forms.ModelForm):
-    step = forms.TypedChoiceField(coerce=int, empty_value=None, required=False, label="Evaluation step",
-                                  help_text="Whose samples are rated. Default: the last step with samples for every run.")
+    checkpoints = forms.CharField(required=False, label="Named checkpoints",
+                                  help_text="With named checkpoints: one `run id = evaluation step` per line (or "
+                                            "comma-separated); a run not named is rated at its final evaluation.")
 
     class Meta:
         model = RatingSetup
-        fields = ["step", "include_base", "reveal"]
-        labels = {"include_base": "The base model takes part (its step-0 samples)",
-                  "reveal": "Show raters who wrote the texts"}
+        fields = ["what", "fraction", "checkpoints", "include_running", "include_base", "reveal", "judge_threshold"]
+        labels = {"what": "What is rated", "fraction": "Fraction of training (0-1)",
+                  "include_running": "Rate runs still training (at their latest evaluation)",
+                  "include_base": "The base model takes part (its step-0 samples)",
+                  "reveal": "Show raters who wrote the texts",
+                  "judge_threshold": "A judge's votes may train the next round above this Cohen's kappa"}
 
-    def __init__(self, *args, steps: list[int], **kwargs):
+    def __init__(self, *args, steps_by_run: dict[int, set[int]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        last = f" (now {steps[-1]})" if steps else ""
-        self.fields["step"].choices = [("", f"the last common step{last}")] + [(s, f"step {s}") for s in steps]
+        self.steps_by_run = steps_by_run or {}
         self.fields["reveal"].required = False  # left out: after each vote (the default)
+        self.fields["what"].required = False
+        if self.instance and self.instance.checkpoints and not self.is_bound:
+            self.initial["checkpoints"] = "\n".join(f"{k} = {v}" for k, v in sorted(self.instance.checkpoints.items()))
 
     def clean_reveal(self):
         return self.cleaned_data.get("reveal") or RatingSetup.Reveal.AFTER_VOTE
+
+    def clean_what(self):
+        return self.cleaned_data.get("what") or RatingSetup.What.FINAL
+
+    def clean_fraction(self):
+        value = self.cleaned_data.get("fraction")
+        if value is not None and not 0 <= value <= 1:
+            raise forms.ValidationError("A fraction between 0 and 1.")
+        return value
+
+    def clean_checkpoints(self):
+        out: dict[str, int] = {}
+        for part in (self.cleaned_data.get("checkpoints") or "").replace(",", "\n").splitlines():
+            if not part.strip():
+                continue
+            run, _, step = part.partition("=")
+            run, step = run.strip().lstrip("#"), step.strip()
+            if not (run.isdigit() and step.isdigit()):
+                raise forms.ValidationError(f"{part.strip()!r}: write `run id = evaluation step`.")
+            if int(step) not in self.steps_by_run.get(int(run), ()):
+                raise forms.ValidationError(f"Run #{run} has no samples at step {step}.")
+            out[run] = int(step)
+        return out
+
+    def clean(self):
+        data = super().clean()
+        if data.get("what") == RatingSetup.What.FRACTION and data.get("fraction") is None:
+            self.add_error("fraction", "Give the fraction of training at which runs are rated.")
+        if data.get("what") == RatingSetup.What.CHECKPOINT and not data.get("checkpoints"):
+            self.add_error("checkpoints", "Name at least one checkpoint.")
+        return data
+
+
+class VoteDatasetForm(forms.Form):
+    """Build a preference dataset from the votes: how ties, "both are bad" and disagreeing raters count, and
+    which other experiments' votes join (ids of experiments this user owns)."""
+
+    ties = forms.ChoiceField(choices=list(TIES.items()), initial="drop", label="Ties")
+    both_bad = forms.ChoiceField(choices=list(BOTH_BAD.items()), initial="drop", label="“Both are bad”")
+    disagree = forms.ChoiceField(choices=list(DISAGREE.items()), initial="keep", label="Raters who disagree")
+    also = forms.CharField(required=False, label="Also the votes of experiments",
+                           help_text="Ids of other experiments of yours, comma-separated (optional).")
+    name = forms.CharField(required=False, max_length=200)
+    judges = forms.BooleanField(required=False, label="Include the judges' votes",
+                                help_text="Only when every judge's agreement with people passes your threshold.")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_also(self):
+        ids = []
+        for part in (self.cleaned_data.get("also") or "").replace(" ", "").split(","):
+            if not part:
+                continue
+            if not part.lstrip("#").isdigit():
+                raise forms.ValidationError(f"{part!r} is not an experiment id.")
+            ids.append(int(part.lstrip("#")))
+        found = list(Experiment.objects.filter(owner=self.user, pk__in=ids))
+        if len(found) != len(set(ids)):
+            raise forms.ValidationError("Name only experiments you own.")
+        return found
+
+    def policy(self) -> Policy:
+        d = self.cleaned_data
+        return Policy(ties=d["ties"], both_bad=d["both_bad"], disagree=d["disagree"])
+
+
+class RoundForm(forms.Form):
+    """Start the next round: from which contestants (default: the leader), with which methods, on which
+    version of the vote dataset (default: a new one built from the votes now)."""
+
+    picks = forms.MultipleChoiceField(required=False, label="Start from",
+                                      help_text="Finished runs at their final evaluation, or the base model. None "
+                                                "chosen: the current leader.")
+    methods = forms.MultipleChoiceField(choices=[("ppo", "PPO"), ("grpo", "GRPO"), ("rloo", "RLOO"), ("dpo", "DPO")],
+                                        initial=["ppo", "dpo"], label="Methods",
+                                        help_text="RL methods optimise a reward model trained on the votes (they "
+                                                  "wait for it); DPO trains on the vote pairs directly.")
+    vote_dataset = forms.TypedChoiceField(coerce=int, empty_value=None, required=False, label="Vote dataset",
+                                          help_text="Empty: build a new version from the votes now (ties and "
+                                                    "“both bad” left out, every vote its own row).")
+
+    def __init__(self, *args, contestants: list[tuple[str, str]], versions, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["picks"].choices = contestants
+        self.fields["vote_dataset"].choices = [("", "a new version from the votes now")] + [
+            (v.pk, f"v{v.version}: {v.dataset.rows} pairs from {v.votes} votes") for v in versions]

@@ -1,4 +1,4 @@
-"""The leaderboard of an experiment's votes at one step: a data step (plain numbers, `build_leaderboard`)
+"""The leaderboard of an experiment's votes (every contestant that has votes, in this setup or an earlier one): a data step (plain numbers, `build_leaderboard`)
 and the context its templates take (`leaderboard_context`), which the comparison page and reports reuse:
 
     from webapp.ratings.leaderboard import leaderboard_context
@@ -44,8 +44,8 @@ class Row:
 @dataclass
 class Leaderboard:
     experiment: Experiment
-    step: int | None
-    steps: list[int]  # steps one may choose: common sample steps and steps with votes
+    step: int | None  # 0: contestants' keys carry their steps
+    steps: list[int]  # unused since contestants carry their steps; kept for the templates' callers
     both_bad: str
     rounds: int
     n_votes: int
@@ -79,11 +79,10 @@ def _score(result: str, both_bad: str) -> float | None:
 def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad: str = "tie",
                       rounds: int = ROUNDS, seed: int = 0) -> Leaderboard:
     both_bad = both_bad if both_bad in BOTH_BAD_CHOICES else "tie"
-    arena = Arena(experiment, step)
+    arena = Arena(experiment)
     step = arena.step
-    rows = list(Vote.objects.at(experiment, step).order_by("updated", "id").values_list(
+    rows = list(Vote.objects.at(experiment).order_by("updated", "id").values_list(
         "first", "second", "outcome", "left_is_first", "rater_id", "prompt_id", "previous_result", "revisions"))
-    voted_steps = set(Vote.objects.filter(experiment=experiment).values_list("step", flat=True).distinct().order_by())
 
     keys = sorted(set(arena.contestants) | {r[0] for r in rows} | {r[1] for r in rows})
     index = {k: n for n, k in enumerate(keys)}
@@ -98,7 +97,7 @@ def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad:
             s.append(score)
     fit = bt.bradley_terry(n, i, j, s, rounds=rounds, seed=seed)
     elo = bt.elo(n, i, j, s)
-    rewards = arena.rewards()
+    rewards = arena.rewards(keys)
     scored = fit.wins.sum(axis=1)
 
     table = []
@@ -141,12 +140,14 @@ def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad:
     position = bt.position_bias(sum(r[2] == Vote.Outcome.A for r in rows), sum(r[2] == Vote.Outcome.B for r in rows))
 
     messages = []
-    if step is None:
-        messages.append("No evaluation samples yet: nothing to rate.")
-    elif len(arena.contestants) < 2:
-        messages.append("Fewer than two contestants have samples at this step.")
-    if not rows and step is not None:
-        messages.append("No votes at this step yet.")
+    if len(arena.contestants) < 2:
+        messages.append("Fewer than two contestants to rate: rating starts when runs have finished (or the owner "
+                        "includes runs still training).")
+    if not rows:
+        messages.append("No votes yet.")
+    if arena.waiting:
+        messages.append(f"{len(arena.waiting)} run(s) still training are not rated until they finish (or the owner "
+                        "includes them).")
     for row in table:
         if row.perfect:
             what = "won" if row.win_rate == 1 else "lost"
@@ -157,7 +158,7 @@ def build_leaderboard(experiment: Experiment, step: int | None = None, both_bad:
         messages.append("No votes yet for " + ", ".join(missing) + ".")
 
     return Leaderboard(
-        experiment=experiment, step=step, steps=sorted(set(arena.steps) | voted_steps), both_bad=both_bad,
+        experiment=experiment, step=step, steps=[], both_bad=both_bad,
         rounds=rounds, n_votes=len(rows), n_dropped=len(rows) - len(s), rows=table,
         labels=[r.label for r in table],
         win_rate=[[win_rate[a][b] for b in order] for a in order],

@@ -1,8 +1,8 @@
-"""Blind pairwise rating: who may rate an experiment, at which evaluation step, and the votes.
+"""Blind pairwise rating: who may rate an experiment, which evaluation of each run is rated, and the votes.
 
-A contestant is a run of the experiment (its key: the run id as a string) or the base model (key
-"base": the step-0 samples of a run that starts from the base model). An item is one eval prompt at one
-step, shown by two contestants; its key is (step, prompt_id, first, second) with first < second, so the
+A contestant is one run at one evaluation step (its key: "<run id>@<step>") or the base model (key
+"base": the step-0 samples of a run that starts from the base model). An item is one eval prompt shown
+by two contestants; its key is (prompt_id, first, second) with first < second, so the
 same item is the same row whichever side each contestant was shown on. One vote per rater and item: a
 rater who meets an item again (a repeat) replaces their vote; the answer it replaced is kept in
 `previous_result`, which is how each rater's consistency is measured."""
@@ -51,11 +51,26 @@ class RatingSetup(models.Model):
     """The owner's choices for an experiment's rating. Absent: the defaults."""
 
     experiment = models.OneToOneField(Experiment, on_delete=models.CASCADE, related_name="rating_setup")
-    step = models.PositiveIntegerField(null=True, blank=True,
-                                       help_text="Evaluation step whose samples are rated; empty: the last step "
-                                                 "with samples for every run.")
+    class What(models.TextChoices):
+        FINAL = "final", "each finished run at its final evaluation"
+        FRACTION = "fraction", "each run at a chosen fraction of its training"
+        CHECKPOINT = "checkpoint", "one named checkpoint (evaluation step) per run"
+
+    what = models.CharField(max_length=16, choices=What.choices, default=What.FINAL,
+                            help_text="Which evaluation of each run is rated.")
+    fraction = models.FloatField(null=True, blank=True,
+                                 help_text="With `fraction`: the share of its training (0-1) at which each run is "
+                                           "rated (its nearest evaluation).")
+    checkpoints = models.JSONField(default=dict, blank=True,
+                                   help_text="With `checkpoint`: {run id: evaluation step}; a run not named is "
+                                             "rated at its final evaluation.")
+    include_running = models.BooleanField(default=False,
+                                          help_text="Runs still training take part (at their latest evaluation).")
     include_base = models.BooleanField(default=True,
                                        help_text="The base model (step-0 samples) takes part as a contestant.")
+    judge_threshold = models.FloatField(null=True, blank=True,
+                                        help_text="Cohen's kappa (lower end of its 95% interval) a judge must reach "
+                                                  "with people before its votes may train a next round; empty: never.")
 
     class Reveal(models.TextChoices):
         AFTER_VOTE = "after_vote", "after each vote (a text once attributed is not shown to that rater again)"
@@ -86,8 +101,10 @@ class RedeemedToken(models.Model):
 
 
 class VoteQuerySet(models.QuerySet):
-    def at(self, experiment: Experiment, step: int) -> VoteQuerySet:
-        return self.filter(experiment=experiment, step=step)
+    def at(self, experiment: Experiment, step: int = 0, *, judges: bool = False) -> VoteQuerySet:
+        """The experiment's votes; people's only unless `judges` (a judge's votes are always marked)."""
+        found = self.filter(experiment=experiment, step=step)
+        return found if judges else found.filter(judge="")
 
 
 class Vote(models.Model):
@@ -102,9 +119,10 @@ class Vote(models.Model):
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="votes")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="votes")
-    step = models.PositiveIntegerField()
+    step = models.PositiveIntegerField(default=0, help_text="0: each contestant's key names the evaluation step "
+                                                              "it shows (votes cast before keys did were rewritten).")
     prompt_id = models.PositiveIntegerField()
-    first = models.CharField(max_length=20, help_text="Contestant key: a run id, or 'base'. first < second.")
+    first = models.CharField(max_length=20, help_text="Contestant key: '<run id>@<step>', or 'base'. first < second.")
     second = models.CharField(max_length=20)
     sample_index = models.PositiveIntegerField(default=0, help_text="Which completion of each contestant was shown.")
     left_is_first = models.BooleanField(help_text="Whether `first` was shown on the left (as A).")
@@ -112,6 +130,9 @@ class Vote(models.Model):
     previous_result = models.CharField(max_length=8, blank=True,
                                        help_text="The result (first/second/tie/both_bad) this vote replaced.")
     revisions = models.PositiveIntegerField(default=0, help_text="Times the rater voted on this item again.")
+    judge = models.CharField(max_length=100, blank=True, default="",
+                             help_text="Empty: a person's vote. Else the local judge that cast it (RLAIF): marked, "
+                                       "left out of the people's leaderboard, and out of vote datasets unless asked.")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -140,3 +161,65 @@ class Vote(models.Model):
     @property
     def result(self) -> str:
         return self.result_of(self.outcome, self.left_is_first)
+
+
+class Round(models.Model):
+    """Round `number` (2, 3, ...) of an experiment: runs trained from the votes of the rounds before it (a
+    reward model on the vote dataset, RL runs with it as training signal, DPO on the vote pairs), started
+    from the contestants the owner picked. Round 1 is the experiment's own runs (those in no Round)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="rating_rounds")
+    number = models.PositiveSmallIntegerField()
+    started_from = models.JSONField(default=list, help_text="Contestant keys the round's runs start from.")
+    starts = models.JSONField(default=dict, help_text="{run id: the contestant key that run starts from}.")
+    vote_dataset = models.ForeignKey("VoteDataset", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="rounds", help_text="The preference dataset built from the votes.")
+    reward_model_run = models.ForeignKey("experiments.Run", null=True, blank=True, on_delete=models.SET_NULL,
+                                         related_name="+")
+    runs = models.ManyToManyField("experiments.Run", related_name="rating_rounds", blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "number"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "number"], name="round_number_once")]
+
+    def __str__(self) -> str:
+        return f"round {self.number} of {self.experiment}"
+
+
+def round_starts(experiment: Experiment) -> dict[int, str]:
+    """{run id: the contestant key it starts from} for the runs of later rounds."""
+    out = {}
+    for starts in Round.objects.filter(experiment=experiment).values_list("starts", flat=True):
+        out.update({int(k): v for k, v in (starts or {}).items()})
+    return out
+
+
+def run_rounds(experiment: Experiment) -> dict[int, int]:
+    """{run id: round number} for the runs of later rounds (a run in none is of round 1)."""
+    return dict(Round.runs.through.objects.filter(round__experiment=experiment)
+                .values_list("run_id", "round__number"))
+
+
+class VoteDataset(models.Model):
+    """Version `version` of the preference dataset built from `experiment`'s votes (and its `sources`'):
+    the Dataset holding the rows, the policy that made them, and how many votes went in."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="vote_datasets")
+    version = models.PositiveIntegerField()
+    sources = models.ManyToManyField(Experiment, related_name="+", help_text="Experiments whose votes were read.")
+    dataset = models.OneToOneField("datasets.Dataset", on_delete=models.CASCADE, related_name="vote_source")
+    policy = models.JSONField(default=dict, help_text="ties, both_bad, disagree.")
+    votes = models.PositiveIntegerField(default=0, help_text="Votes behind at least one row.")
+    votes_read = models.PositiveIntegerField(default=0)
+    dropped = models.JSONField(default=dict, help_text="Reason -> votes left out.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["experiment", "-version"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "version"], name="vote_dataset_version_once")]
+
+    def __str__(self) -> str:
+        return f"votes of {self.experiment} v{self.version}"

@@ -13,4 +13,8 @@ urlpatterns = [
     path("experiments/<int:pk>/raters/", views.raters, name="raters"),
     path("experiments/<int:pk>/raters/setup/", views.raters_setup, name="raters_setup"),
     path("experiments/<int:pk>/raters/<int:user_id>/remove/", views.raters_remove, name="raters_remove"),
+    path("experiments/<int:pk>/vote-datasets/", views.vote_datasets, name="vote_datasets"),
+    path("vote-datasets/<int:pk>.<str:fmt>", views.vote_dataset_file, name="vote_dataset_file"),
+    path("experiments/<int:pk>/rounds/", views.rounds, name="rounds"),
+    path("experiments/<int:pk>/rounds/start/", views.start_round, name="start_round"),
 ]

@@ -14,19 +14,26 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from training.tasks import DatasetError, DatasetSpec
+from training.tasks.dataset import read_rows
+from webapp.datasets.models import Dataset
 from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.models import Experiment
 from webapp.ratings.actions import do_cast_vote, do_invite
 from webapp.ratings.arena import Arena, redeem_token
-from webapp.ratings.forms import InviteForm, SetupForm
+from webapp.ratings.forms import InviteForm, RoundForm, SetupForm, VoteDatasetForm
+from webapp.ratings.judge import calibration
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import (
     Invitation,
     RatingSetup,
     Vote,
+    VoteDataset,
     leaderboard_experiments,
     raterable_experiments,
 )
+from webapp.ratings.rounds import RoundError, do_start_round, pickable, rounds_summary
+from webapp.ratings.votesets import Policy, do_build_vote_dataset, to_jsonl, to_parquet
 
 
 def _get_experiment_to_rate(request: HttpRequest, pk: int) -> Experiment:
@@ -112,6 +119,8 @@ def leaderboard(request: HttpRequest, pk: int) -> HttpResponse:
         "can_rate": raterable_experiments(request.user).filter(pk=pk).exists(),
         "can_manage": experiment.is_owned_by(request.user),
         "can_see_experiment": experiments_for_user(request.user).filter(pk=pk).exists(),
+        "judges": calibration(experiment, rounds=200) if Vote.objects.filter(experiment=experiment).exclude(
+            judge="").exists() else [],
     })
     return render(request, "ratings/leaderboard.html", context)
 
@@ -142,7 +151,7 @@ def raters(request: HttpRequest, pk: int) -> HttpResponse:
                    .annotate(n_votes=Count("rater__votes", filter=Q(rater__votes__experiment=experiment))))
     return render(request, "ratings/raters.html", {
         "experiment": experiment, "invite_form": invite_form, "invitations": invitations,
-        "setup_form": SetupForm(instance=setup, steps=arena.steps), "arena": arena,
+        "setup_form": SetupForm(instance=setup, steps_by_run=arena.steps_by_run), "arena": arena,
         "owner_votes": Vote.objects.filter(experiment=experiment, rater=request.user).count(),
     })
 
@@ -152,10 +161,10 @@ def raters(request: HttpRequest, pk: int) -> HttpResponse:
 def raters_setup(request: HttpRequest, pk: int) -> HttpResponse:
     experiment = _get_own_experiment(request, pk)
     arena = Arena(experiment)
-    form = SetupForm(request.POST, instance=RatingSetup.for_experiment(experiment), steps=arena.steps)
+    form = SetupForm(request.POST, instance=RatingSetup.for_experiment(experiment), steps_by_run=arena.steps_by_run)
     if form.is_valid():
         form.save()
-        messages.success(request, "Saved. Raters now see the chosen step.")
+        messages.success(request, "Saved. Raters now rate what you chose.")
     else:
         messages.error(request, "Could not save: " + "; ".join(e for errs in form.errors.values() for e in errs))
     return redirect("ratings:raters", pk=experiment.pk)
@@ -170,3 +179,83 @@ def raters_remove(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
     invitation.delete()
     messages.info(request, f"{invitation.rater.get_username()} can no longer rate this experiment.")
     return redirect(reverse("ratings:raters", args=[experiment.pk]))
+
+
+@login_required
+def vote_datasets(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner's page: build a new version of the experiment's vote dataset; the versions so far."""
+    experiment = _get_own_experiment(request, pk)
+    form = VoteDatasetForm(user=request.user)
+    if request.method == "POST":
+        form = VoteDatasetForm(request.POST, user=request.user)
+        if form.is_valid():
+            try:
+                built = do_build_vote_dataset(request.user, [experiment, *form.cleaned_data["also"]], form.policy(),
+                                              name=form.cleaned_data["name"], judges=form.cleaned_data["judges"])
+            except (ValueError, DatasetError) as e:
+                messages.error(request, f"No dataset: {e}")
+            else:
+                messages.success(request, f"Built {built.dataset.name}: {built.dataset.rows} pairs from "
+                                          f"{built.votes} votes.")
+                return redirect("ratings:vote_datasets", pk=experiment.pk)
+    return render(request, "ratings/vote_datasets.html", {
+        "experiment": experiment, "form": form, "n_votes": experiment.votes.count(),
+        "versions": experiment.vote_datasets.select_related("dataset").prefetch_related("sources"),
+    })
+
+
+@login_required
+@require_GET
+def vote_dataset_file(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """A vote dataset as JSONL or Parquet (Hugging Face's preference columns), for whoever may see it."""
+    if fmt not in ("jsonl", "parquet"):
+        raise Http404("No such format.")
+    vote_set = get_object_or_404(VoteDataset.objects.select_related("dataset").filter(
+        dataset__in=Dataset.objects.visible_to(request.user)), pk=pk)
+    rows = read_rows(DatasetSpec.of(vote_set.dataset.spec())).rows
+    name = f"votes-{vote_set.experiment_id}-v{vote_set.version}"
+    if fmt == "parquet":
+        response = HttpResponse(to_parquet(rows), content_type="application/vnd.apache.parquet")
+    else:
+        response = HttpResponse(to_jsonl(rows), content_type="application/jsonl; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+def _round_form(experiment: Experiment, data=None) -> RoundForm:
+    arena = Arena(experiment, include_base=True)
+    return RoundForm(data, contestants=[(k, arena.label(k)) for k in pickable(arena)],
+                     versions=experiment.vote_datasets.select_related("dataset"))
+
+
+@login_required
+@require_GET
+def rounds(request: HttpRequest, pk: int) -> HttpResponse:
+    """Round by round: the leaderboard of its contestants, gold reward, KL, the reward model's held-out
+    accuracy on votes, and the votes it cost; the owner starts the next one here."""
+    experiment = _get_experiment_for_leaderboard(request, pk)
+    can_manage = experiment.is_owned_by(request.user)
+    return render(request, "ratings/rounds.html", {
+        "experiment": experiment, "rounds": rounds_summary(experiment), "can_manage": can_manage,
+        "form": _round_form(experiment) if can_manage else None,
+    })
+
+
+@login_required
+@require_POST
+def start_round(request: HttpRequest, pk: int) -> HttpResponse:
+    experiment = _get_own_experiment(request, pk)
+    form = _round_form(experiment, request.POST)
+    if not form.is_valid():
+        messages.error(request, "Could not start: " + "; ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("ratings:rounds", pk=experiment.pk)
+    try:
+        vote_set = (experiment.vote_datasets.get(pk=form.cleaned_data["vote_dataset"])
+                    if form.cleaned_data["vote_dataset"] else do_build_vote_dataset(request.user, [experiment], Policy()))
+        round_ = do_start_round(experiment, vote_set, picks=form.cleaned_data["picks"] or None,
+                                methods=tuple(form.cleaned_data["methods"]), by=request.user)
+    except (RoundError, ValueError, DatasetError) as e:
+        messages.error(request, f"Could not start the round: {e}")
+    else:
+        messages.success(request, f"Round {round_.number} started: {round_.runs.count()} runs.")
+    return redirect("ratings:rounds", pk=experiment.pk)

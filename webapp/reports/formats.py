@@ -161,7 +161,8 @@ def to_markdown(doc: dict) -> str:
     board = doc["leaderboard"]
     ranked = [r for r in board["rows"] if r["votes"]]
     if ranked:
-        lines += ["", f"**Human rating** ({board['votes']} blind pairwise votes at step {board['step']}; "
+        lines += ["", f"**Human rating** ({board['votes']} blind pairwise votes"
+                      + (f" at step {board['step']}" if board.get("step") else "") + "; "
                       "Bradley-Terry, 95% bootstrap intervals)", "",
                   "| Rank | Model | BT score | 95% interval | Win rate | Votes | eval/reward |", "|---|---|---|---|---|---|---|"]
         for r in ranked:

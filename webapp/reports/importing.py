@@ -249,8 +249,8 @@ def _check_votes(votes, keys: set[str]) -> None:
             _fail(f"{path}.rater", "must not start with '~' or a space")
         _int(v.get("step"), f"{path}.step")
         _int(v.get("prompt_id"), f"{path}.prompt_id")
-        first = _choice(v.get("first"), f"{path}.first", sorted(contestants))
-        second = _choice(v.get("second"), f"{path}.second", sorted(contestants))
+        first = _contestant_key(v.get("first"), f"{path}.first", contestants)
+        second = _contestant_key(v.get("second"), f"{path}.second", contestants)
         if first == second:
             _fail(f"{path}.second", "must differ from first")
         _int(v.get("sample_index", 0), f"{path}.sample_index", 0, 10_000)
@@ -263,6 +263,17 @@ def _check_votes(votes, keys: set[str]) -> None:
         if item in seen:
             _fail(path, "a second vote of this rater on this item")
         seen.add(item)
+
+
+def _contestant_key(value, path: str, contestants) -> str:
+    """A vote's contestant: "base", a run key, or "<run key>@<step>" (the step that run showed)."""
+    if isinstance(value, str) and "@" in value:
+        run, _, step = value.rpartition("@")
+        _choice(run, path, sorted(contestants))
+        if not step.isdigit() or len(step) > 9:
+            _fail(path, "the step after '@' must be a number")
+        return value
+    return _choice(value, path, sorted(contestants))
 
 
 def _check_environment(env, path: str = "$.environment") -> None:
@@ -396,7 +407,8 @@ def _write(doc: dict, owner) -> Experiment:
         for v in doc["votes"]:
             if v["rater"] not in raters:
                 raters[v["rater"]] = _rater(v["rater"])
-            first, second = (str(runs[k].pk) if k != BASE else BASE for k in (v["first"], v["second"]))
+            first, second = (BASE if k == BASE else f"{runs[k.rpartition('@')[0] or k].pk}@"
+                             f"{k.rpartition('@')[2] if '@' in k else v['step']}" for k in (v["first"], v["second"]))
             left_is_first, previous = v["left_is_first"], v.get("previous_result", "")
             if second < first:  # new ids: keep first < second as the table requires
                 first, second, left_is_first = second, first, not left_is_first

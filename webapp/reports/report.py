@@ -260,7 +260,13 @@ def votes_digest(votes: list[dict]) -> str:
 
 
 def _contestant(key: str, keys: dict[int, str]) -> str:
-    return BASE if key == BASE else keys.get(int(key), key)
+    """A vote's contestant with the run's report key: "base", "<run key>@<step>" (or a bare run key, from
+    reports written before contestants carried their step)."""
+    if key == BASE:
+        return BASE
+    run, at, step = key.partition("@")
+    name = keys.get(int(run), run) if run.isdigit() else run
+    return f"{name}{at}{step}"
 
 
 def _vote_row(v: Vote, rater: str, keys: dict[int, str]) -> dict:
@@ -284,8 +290,11 @@ def leaderboard_document(board, keys: dict[int, str]) -> dict:
     for row in out["rows"]:
         row["contestant"] = _contestant(row["contestant"], keys)
         if row["contestant"] != BASE:
-            method, seed = row["contestant"].split("-s", 1)
+            run_key, at, step = row["contestant"].partition("@")
+            method, seed = run_key.split("-s", 1)
             new = f"{method_label(method)} seed {seed}"
+            if at and row["label"].partition(" (#")[0].count(", at "):  # rated off its final evaluation
+                new += ", at " + row["label"].partition(" (#")[0].split(", at ", 1)[1]
             labels[row["label"]] = row["label"] = new
     out["labels"] = [labels.get(label, label) for label in out["labels"]]
     for rater in out["raters"]:
