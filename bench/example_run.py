@@ -1,11 +1,11 @@
 """Issue 3: the new-experiment form's prefilled example, submitted as it is, through one real worker (as
 `make run` starts it): how long until every run has finished on this machine, and where each method ends.
 
-    .venv/bin/python bench/example_run.py [--threads 1] [--redis redis://127.0.0.1:6379/11]
+    .venv/bin/python bench/example_run.py [--threads 1] [--seeds 3] [--redis redis://127.0.0.1:6379/11]
 
 A fresh SQLite database; the Redis db given is flushed before and after. Prints one line per run (queued ->
 started -> finished, seconds from the click) and the total, then eval/reward and eval/kl at step 0 and at
-the end of each run.
+the end of each run, and the verdict table as the Markdown report prints it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/11")
     ap.add_argument("--threads", type=int, default=1, help="the worker's OMP_NUM_THREADS")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the example's)")
     args = ap.parse_args()
 
     env, tmp = setup_app(args.redis, args.threads)
@@ -37,6 +38,8 @@ def main() -> None:
     broker.flushdb()
     user, _ = User.objects.get_or_create(username="bench")
     data = example_post_data()
+    if args.seeds:
+        data["seeds"] = str(args.seeds)
     worker = start_worker(env, tmp, data["queue"])
     try:
         form = ExperimentForm(data=data, user=user)
@@ -60,6 +63,12 @@ def main() -> None:
               f"{r.finished_at.timestamp() - t0:6.1f} s ({r.finished_at.timestamp() - r.started_at.timestamp():5.1f} s)"
               f"  eval/reward {ev['eval/reward']}  eval/kl {ev['eval/kl']}")
     print(f"click to the last run finished: {total:.1f} s ({total / 60:.1f} min)")
+    from webapp.reports.formats import to_markdown
+    from webapp.reports.report import build_report
+
+    markdown = to_markdown(build_report(exp, votes=False))
+    start = markdown.find("**Verdicts**")
+    print(markdown[start:markdown.find("**Reward at equal KL**", start)].strip() if start >= 0 else "no verdicts")
 
 
 if __name__ == "__main__":
