@@ -32,8 +32,7 @@ def experiment_list(request: HttpRequest) -> HttpResponse:
 def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ExperimentForm(request.POST, request.FILES, user=request.user)
-        if form.is_valid():
-            experiment = form.save(owner=request.user)
+        if form.is_valid() and (experiment := form.save(owner=request.user)) is not None:
             messages.success(request, f"Started {experiment.runs.count()} runs.")
             return redirect(experiment)
     else:
