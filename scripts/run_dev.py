@@ -9,6 +9,7 @@ fails: the `tiny` model needs nothing), then start and supervise
              unless CELERY_BROKER_URL is set (then that broker is used and no Redis is started)
     worker   one Celery worker on the queue `train` (one run at a time; it also reaps runs
              whose worker died)
+    io       one Celery worker on the queue `io` (report imports, in the background)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
 Every child (the preparation steps too) runs in its own process group, out of the terminal's reach:
@@ -44,7 +45,7 @@ VAR = Path(os.environ.get("PTLAB_VAR_DIR", ROOT / "var")).resolve()  # as webapp
 PY = sys.executable
 LOGIN_FILE = VAR / "demo-login.txt"
 
-COLORS = {"redis": "31", "worker": "33", "web": "32", "demo": "36", "run": "1"}
+COLORS = {"redis": "31", "worker": "33", "io": "35", "web": "32", "demo": "36", "run": "1"}
 WIDTH = 6
 # A warnings filter (PYTHONWARNINGS syntax: action:message prefix) for Celery's SecurityWarning when root runs it.
 ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
@@ -405,6 +406,10 @@ def main() -> int:
         warnings = ",".join(filter(None, [env.get("PYTHONWARNINGS"), ROOT_WARNING]))
         sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
                              "--prefetch-multiplier", "1", "-l", "INFO"], dict(env, PYTHONWARNINGS=warnings))
+        # Report imports on their own queue and worker: never behind a training run. No torch preloaded.
+        sup.start("io", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "io", "-c", "1", "-n", "io@%h",
+                         "--prefetch-multiplier", "1", "-l", "INFO"],
+                  dict(env, PYTHONWARNINGS=warnings, PTLAB_PRELOAD_TRAINING="0"))
         url = f"http://{host}:{port}/"
         sup.start("web", [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"], env)
         sup.wait_until(lambda: http_answers(url), 60, "the web server")
@@ -417,7 +422,7 @@ def main() -> int:
             "  Try       New experiment: the form is prefilled with an example (tiny model, arithmetic,",
             "            SFT, then DPO, PPO, GRPO and RLOO from the SFT model): press Start runs.",
             f"  Demo model {demo_state['text']}",
-            "  Stop      Ctrl-C stops the web server, the worker and Redis.",
+            "  Stop      Ctrl-C stops the web server, the workers and Redis.",
             "",
         ]
         for line in banner:

@@ -20,6 +20,14 @@ def enqueued(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def import_jobs_sent(monkeypatch):
+    """Ids of report-import jobs sent to the broker (run them with webapp.reports.jobs.do_run_import_job)."""
+    sent = []
+    monkeypatch.setattr("webapp.reports.jobs.send_import_job", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.MEDIA_ROOT = settings.ARTIFACT_ROOT
