@@ -9,7 +9,7 @@ fails: the `tiny` model needs nothing), then start and supervise
              unless CELERY_BROKER_URL is set (then that broker is used and no Redis is started)
     worker   one Celery worker on the queue `train` (one run at a time; it also reaps runs
              whose worker died)
-    io       one Celery worker on the queue `io` (report imports, in the background)
+    io       one Celery worker on the queue `io` (report imports and dataset uploads, in the background)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
 Every child (the preparation steps too) runs in its own process group, out of the terminal's reach:
@@ -406,7 +406,7 @@ def main() -> int:
         warnings = ",".join(filter(None, [env.get("PYTHONWARNINGS"), ROOT_WARNING]))
         sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
                              "--prefetch-multiplier", "1", "-l", "INFO"], dict(env, PYTHONWARNINGS=warnings))
-        # Report imports on their own queue and worker: never behind a training run. No torch preloaded.
+        # Report imports and dataset uploads on their own queue and worker: never behind a training run; no torch.
         sup.start("io", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "io", "-c", "1", "-n", "io@%h",
                          "--prefetch-multiplier", "1", "-l", "INFO"],
                   dict(env, PYTHONWARNINGS=warnings, PTLAB_PRELOAD_TRAINING="0"))

@@ -184,6 +184,9 @@ PTLAB_MAX_QUEUED_RUNS_PER_USER = int(env_float("PTLAB_MAX_QUEUED_RUNS_PER_USER",
 PTLAB_MAX_EXPERIMENTS_PER_HOUR = int(env_float("PTLAB_MAX_EXPERIMENTS_PER_HOUR", 30))  # per user, imports too
 PTLAB_MAX_UPLOAD_BYTES = int(env_float("PTLAB_MAX_UPLOAD_BYTES", 50 * 2**20))  # a JSONL dataset
 PTLAB_MAX_UPLOAD_ROWS = int(env_float("PTLAB_MAX_UPLOAD_ROWS", 200_000))  # rows of a JSONL dataset
+# A dataset upload larger than this is checked by a worker (queue PTLAB_IO_QUEUE) while its page polls it;
+# a smaller one by the same code in the request (done before a page could poll it).
+PTLAB_INLINE_UPLOAD_BYTES = int(env_float("PTLAB_INLINE_UPLOAD_BYTES", 2**20))
 PTLAB_MAX_IMPORT_BYTES = int(env_float("PTLAB_MAX_IMPORT_BYTES", 100 * 2**20))  # a report's JSON
 # metric points + samples + votes of one import; a worker does it (queue PTLAB_IO_QUEUE), never the request,
 # which only stores the file (bench/RESULTS.md: "Report import in the background")

@@ -1,4 +1,4 @@
-"""A report import done in the background by a real Celery worker on the io queue, from a real Redis broker:
+"""A report import (and a dataset upload) done in the background by a real Celery worker on the io queue, from a real Redis broker:
 the page's POST answers at once with the job's page, the worker imports the report (or fails the job with
 the JSON path, saving nothing), and the job's page links the new experiment. The services are
 test_integration's fixtures."""
@@ -13,6 +13,7 @@ from django.urls import reverse
 from test_integration import WorkerProcess, broker, queue, redis_url, wait_for  # noqa: F401  (fixtures)
 
 from tests.webapp.reports_fixtures import make_report_experiment
+from webapp.datasets.models import UploadJob
 from webapp.experiments.models import Experiment, Run
 from webapp.reports.models import ImportJob
 from webapp.reports.report import build_report
@@ -37,6 +38,12 @@ def import_jobs_sent():
     return None
 
 
+@pytest.fixture
+def upload_jobs_sent():
+    """Overrides the unit tests' fake: here jobs really go to the broker."""
+    return None
+
+
 @pytest.fixture(scope="module")
 def io_worker(django_db_setup, django_db_blocker, broker, queue, shared_root, tmp_path_factory):  # noqa: F811
     proc = WorkerProcess("io", queue, broker, tmp_path_factory.mktemp("logs"),
@@ -56,7 +63,7 @@ def post(client, doc: dict):
     return ImportJob.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[1])
 
 
-def finished(job: ImportJob):
+def finished(job):
     job.refresh_from_db()
     return job if job.finished else None
 
@@ -85,3 +92,16 @@ def test_a_worker_imports_a_report_in_the_background(client, io_worker, queue, s
     assert job.state == "failed" and "$.runs[2].state" in job.message
     assert Experiment.objects.filter(owner=bob).count() == 1 and Run.objects.count() == runs_before
     assert "$.runs[2].state" in client.get(job.get_absolute_url()).content.decode()
+
+
+def test_a_worker_checks_a_dataset_upload_in_the_background(client, io_worker, queue, settings,  # noqa: F811
+                                                            django_user_model):
+    settings.PTLAB_IO_QUEUE, settings.PTLAB_INLINE_UPLOAD_BYTES = queue, 0
+    client.force_login(django_user_model.objects.create_user("carol"))
+    rows = "".join(json.dumps({"prompt": f"{a} plus 1?", "completion": str(a + 1)}) + "\n" for a in range(30))
+    response = client.post(reverse("datasets:new"), {"name": "mine", "split": "train",
+                                                      "file": SimpleUploadedFile("d.jsonl", rows.encode())})
+    job = UploadJob.objects.get()
+    assert response.status_code == 302 and response.url == job.get_absolute_url()
+    wait_for(lambda: finished(job), 60, "the upload job", io_worker)
+    assert job.state == "done" and job.dataset.rows == 30, job.message

@@ -1,8 +1,9 @@
-// Import job page: poll the job's state every second until it has ended, then link the experiment or show
-// the reason it failed. Text goes in with textContent (never HTML): messages quote the uploaded document.
+// A job's page (a report import, a dataset upload): poll the job's state every second until it has ended,
+// then link what it made or show why it failed. Text goes in with textContent (never HTML): messages quote
+// the uploaded file.
 (function () {
   "use strict";
-  var card = document.getElementById("import-job");
+  var card = document.getElementById("job");
   if (!card || card.dataset.finished === "1") return;
   var url = card.dataset.statusUrl;
   var INTERVAL_MS = 1000;
