@@ -33,8 +33,9 @@ def _fmt(x, spec: str = ".3f") -> str:
 def status_lines(exp: dict) -> list[str]:
     lines = [f"experiment {exp['id']} {exp['name']!r}: {exp['state']}"]
     for r in exp.get("runs", []):
+        place = f" (#{r['queue_position']} in line)" if r.get("queue_position") else ""
         lines.append(f"  run {r['id']:>5} {r['label']:<14} {r['state']:<10} step {r['step']}/{r['total']} "
-                     f"reward {_fmt(r['latest']['reward'])} kl {_fmt(r['latest']['kl'])}"
+                     f"reward {_fmt(r['latest']['reward'])} kl {_fmt(r['latest']['kl'])}{place}"
                      + (f"  error: {r['error'].splitlines()[0]}" if r.get("error") else ""))
     return lines
 
@@ -46,16 +47,41 @@ def progress_bar(exp: dict) -> str:
     total = sum(r["total"] for r in runs) or 1
     frac = min(1.0 if done == len(runs) else 0.999, steps / total)  # 100 % only once every run has ended
     filled = round(BAR * frac)
-    return f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * frac:5.1f}%  runs {done}/{len(runs)} done"
+    places = sorted(r["queue_position"] for r in runs if r.get("queue_position"))
+    queued = f"  queued: {', '.join(f'#{p}' for p in places)} in line" if places else ""
+    return f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * frac:5.1f}%  runs {done}/{len(runs)} done{queued}"
 
 
-def follow(client: Client, pk: int, interval: float = 2.0, out=None) -> dict:
+# Answers that mean "the server is not there right now" (restarting, behind a proxy that says so).
+TRANSIENT = {0, 502, 503, 504}
+
+
+def follow(client: Client, pk: int, interval: float = 2.0, out=None, give_up_after: float = 600.0,
+           sleep=time.sleep, clock=time.monotonic) -> dict:
     """Poll until no run is active, drawing a progress bar (one line, redrawn; one line per poll when
-    `out` is not a terminal)."""
+    `out` is not a terminal). A server that goes away (a restart) is waited for, up to `give_up_after`
+    seconds without an answer, polling more slowly meanwhile; other API errors end it."""
     out = out or sys.stderr
     tty = out.isatty()
+    down_since = None
     while True:
-        exp = client.experiment(pk)
+        try:
+            exp = client.experiment(pk)
+        except ApiError as e:
+            if e.status not in TRANSIENT:
+                raise
+            now = clock()
+            down_since = down_since if down_since is not None else now
+            if now - down_since > give_up_after:
+                raise
+            line = f"server unreachable ({e.message or e.code}); retrying for {give_up_after - (now - down_since):.0f} s"
+            out.write(("\r" + line.ljust(78)) if tty else line + "\n")
+            out.flush()
+            sleep(min(interval * 4, max(interval, now - down_since)))
+            continue
+        if down_since is not None:
+            down_since = None
+            out.write(("\r" if tty else "") + "server back" + (" " * 68 if tty else "") + "\n")
         line = progress_bar(exp)
         out.write(("\r" + line) if tty else line + "\n")
         out.flush()
@@ -63,7 +89,7 @@ def follow(client: Client, pk: int, interval: float = 2.0, out=None) -> dict:
             if tty:
                 out.write("\n")
             return exp
-        time.sleep(interval)
+        sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -48,7 +49,12 @@ class Client:
                 raise ApiError(e.code, "http_error", payload[:200].decode("utf-8", "replace")) from None
         except urllib.error.URLError as e:
             raise ApiError(0, "unreachable", str(e.reason)) from None
-        return payload if raw else json.loads(payload)
+        except (http.client.HTTPException, OSError) as e:  # a server going away mid-answer (a restart)
+            raise ApiError(0, "unreachable", f"{type(e).__name__}: {e}") from None
+        try:
+            return payload if raw else json.loads(payload)
+        except ValueError:
+            raise ApiError(0, "unreachable", "the server's answer was cut short") from None
 
     def get(self, path: str, **params):
         return self.request("GET", path, params=params)

@@ -9,6 +9,7 @@ fails: the `tiny` model needs nothing), then start and supervise
              unless CELERY_BROKER_URL is set (then that broker is used and no Redis is started)
     worker   one Celery worker on the queue `train` (one run at a time; it also reaps runs
              whose worker died)
+    try      one Celery worker on the queue `try` (answers "try a model" prompts)
     io       one Celery worker on the queue `io` (report imports and dataset uploads, in the background)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
@@ -45,7 +46,7 @@ VAR = Path(os.environ.get("PTLAB_VAR_DIR", ROOT / "var")).resolve()  # as webapp
 PY = sys.executable
 LOGIN_FILE = VAR / "demo-login.txt"
 
-COLORS = {"redis": "31", "worker": "33", "io": "35", "web": "32", "demo": "36", "run": "1"}
+COLORS = {"redis": "31", "worker": "33", "try": "35", "io": "34", "web": "32", "demo": "36", "run": "1"}
 WIDTH = 6
 # A warnings filter (PYTHONWARNINGS syntax: action:message prefix) for Celery's SecurityWarning when root runs it.
 ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
@@ -406,6 +407,10 @@ def main() -> int:
         warnings = ",".join(filter(None, [env.get("PYTHONWARNINGS"), ROOT_WARNING]))
         sup.start("worker", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "train", "-c", "1",
                              "--prefetch-multiplier", "1", "-l", "INFO"], dict(env, PYTHONWARNINGS=warnings))
+        # "Try a model" has a worker of its own (queue `try`): a long training run never holds a prompt up.
+        sup.start("try", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "try", "-c", "1", "--pool", "solo",
+                          "-n", "try@%h", "--prefetch-multiplier", "1", "-l", "INFO"],
+                  dict(env, PYTHONWARNINGS=warnings))
         # Report imports and dataset uploads on their own queue and worker: never behind a training run; no torch.
         sup.start("io", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "io", "-c", "1", "-n", "io@%h",
                          "--prefetch-multiplier", "1", "-l", "INFO"],

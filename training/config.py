@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from training.fields import ConfigError, check_fields, field_specs, opt
 
-METHODS = ("sft", "dpo", "ppo", "grpo", "rloo", "reward")
+METHODS = ("sft", "dpo", "ppo", "grpo", "rloo", "best_of_n", "reward")
 
 
 @dataclass
@@ -174,6 +174,15 @@ class PPOConfig(_OnlineConfig):
 
 
 @dataclass
+class BestOfNConfig(_OnlineConfig):
+    """No training: the best of n samples of the starting model by the training signal (a baseline)."""
+
+    method: ClassVar[str] = "best_of_n"
+    n: int = opt(16, "Completions sampled per eval sample; the best by the training signal is kept. Evaluated at "
+                     "n = 1, 2, 4, ... up to this (steps 0, 1, 2, ...): KL is log n - (n - 1)/n.", min=1, max=1024)
+
+
+@dataclass
 class RewardModelConfig(BaseConfig):
     """Trains a reward model on the task's preference pairs (TRL's RewardTrainer)."""
 
@@ -182,7 +191,7 @@ class RewardModelConfig(BaseConfig):
 
 
 CONFIG_CLASSES: dict[str, type[BaseConfig]] = {
-    c.method: c for c in (SFTConfig, DPOConfig, PPOConfig, GRPOConfig, RLOOConfig, RewardModelConfig)
+    c.method: c for c in (SFTConfig, DPOConfig, PPOConfig, GRPOConfig, RLOOConfig, BestOfNConfig, RewardModelConfig)
 }
 
 

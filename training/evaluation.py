@@ -64,6 +64,7 @@ class Evaluator:
         completions = [c for r in rows for c in r[0]]
         kls = torch.cat([r[1] for r in rows])
         lengths = torch.cat([r[2] for r in rows]).float()
+        entropy = sum(r[3] for r in rows) / max(lengths.sum().item(), 1.0)
         prompts = [chat for chat in self.chats for _ in range(self.s.samples)]
         if self.gold is None:
             rewards, parts = self.task.gold_reward(completions, self.columns)
@@ -79,6 +80,7 @@ class Evaluator:
             "eval/kl": kls.double().mean().item(),
             "eval/kl_stderr": kls.double().std(unbiased=True).item() / math.sqrt(n) if n > 1 else 0.0,
             "eval/length": lengths.mean().item(),
+            "eval/entropy": entropy,  # mean per-token entropy of the policy over the completions, nats
             **{f"eval/reward/{name}": sum(v) / n for name, v in parts.items()},
         }
         if self.proxy_reward is not None:
@@ -112,7 +114,7 @@ class Evaluator:
                 logp_ref = sequence_logprobs(ref, gen.sequences, torch.cat([mask, comp_mask], dim=1), width)
             kl = ((logp - logp_ref) * comp_mask).sum(dim=1)
         texts = [self.tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completion, comp_mask, strict=True)]
-        return texts, kl.cpu(), comp_mask.sum(dim=1).cpu()
+        return texts, kl.cpu(), comp_mask.sum(dim=1).cpu(), entropy_sum(gen.logits, comp_mask)
 
     def _reference_context(self, model):
         if self.reference is not None:
@@ -124,6 +126,16 @@ class Evaluator:
 def _adapters_off(model):
     with model.disable_adapter():
         yield model
+
+
+def entropy_sum(logits: tuple[torch.Tensor, ...], mask: torch.Tensor) -> float:
+    """The sum over completion tokens (`mask`) of the sampling distribution's entropy, nats; `logits` the
+    raw per-position logits of generate() (one (batch, vocab) tensor per position: no (B, T, V) copy)."""
+    total = 0.0
+    for t, step in enumerate(logits):
+        logp = torch.log_softmax(step.float(), dim=-1)
+        total += float((-(logp.exp() * logp).sum(dim=-1) * mask[:, t]).sum())
+    return total
 
 
 def completion_mask(completion: torch.Tensor, eos: int) -> torch.Tensor:

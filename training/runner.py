@@ -92,7 +92,10 @@ def run(cfg: BaseConfig, sink: MetricSink, out_dir: str | Path, *, resume: bool 
     if hooks.lost:  # taken away from this attempt: no final evaluation, no model
         return RunResult(step=result.step, stopped=True, final_metrics={}, model_dir=model_dir,
                          seconds=time.monotonic() - t0)
-    hooks.run_eval(result.step, result.model)
+    if not hooks.stopped:
+        # A stop request (a cancel) ends the run at the step it came after: no final evaluation, which on a
+        # CPU takes longer than the cancel grace period; the model is saved, the last checkpoint resumes it.
+        hooks.run_eval(result.step, result.model)
     hooks.report("saving", result.step)
     if hooks.publish(save_model(result.model, tokenizer, staging / "model"), model_dir):
         shutil.rmtree(out / ".attempts", ignore_errors=True)  # every attempt's leftovers: the run is done
@@ -149,6 +152,13 @@ def _evaluator(cfg: BaseConfig, task, tokenizer, reference, device, signals: Sig
         held = task.eval_examples(cfg.eval_prompts)
         return lambda model, step, **_: (pairwise_accuracy(model, tokenizer, held, device), [])
     settings = EvalSettings(prompts=cfg.eval_prompts, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens)
+    if cfg.method == "best_of_n":
+        from training.methods.best_of_n import BestOfNEvaluator
+
+        # Picks by the training signal (the gold one when they are the same), scored by the gold like every run.
+        return BestOfNEvaluator(task, tokenizer, reference, settings, device, cfg.n, signal=signals.proxy,
+                                proxy_is_signal=signals.proxy is not None, gold_reward=signals.gold,
+                                monitors=signals.monitors)
     return Evaluator(task, tokenizer, reference, settings, device, proxy_reward=signals.proxy,
                      gold_reward=signals.gold, monitors=signals.monitors)
 

@@ -20,6 +20,7 @@
   var sampleValue = document.getElementById("sample-step-value");
   var sampleSteps = JSON.parse(document.getElementById("sample-steps").textContent || "[]");
   var seq = 0, sampleSeq = 0, timer = null, debounce = null;
+  var logCharts = {}; // chart id -> log y axis (kept across polls and redraws)
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -41,6 +42,14 @@
     });
   }
 
+  var chain = document.getElementById("chain");
+
+  function currentParams() {
+    var params = { x: currentX(), smoothing: smoothing.value };
+    params.chain = chain && chain.checked && currentX() === "step" ? "1" : "0";
+    return params;
+  }
+
   function currentX() {
     var checked = root.querySelector('input[name="x"]:checked');
     return checked ? checked.value : "step";
@@ -55,6 +64,17 @@
       card.dataset.chart = item.id;
       var head = el("header", "chart-head");
       head.appendChild(el("h3", null, item.title));
+      var log = el("button", "button small ghost log-toggle", "log y");
+      log.type = "button";
+      log.title = "Logarithmic y axis (values ≤ 0 are left out)";
+      log.setAttribute("aria-pressed", logCharts[item.id] ? "true" : "false");
+      log.addEventListener("click", function () {
+        logCharts[item.id] = !logCharts[item.id];
+        log.setAttribute("aria-pressed", logCharts[item.id] ? "true" : "false");
+        card.dataset.log = logCharts[item.id] ? "true" : "false";
+        Plotly.relayout(card.querySelector(".plot"), { "yaxis.type": logCharts[item.id] ? "log" : "linear" });
+      });
+      head.appendChild(log);
       card.appendChild(head);
       card.appendChild(el("p", "chart-note"));
       var plot = el("div", "plot");
@@ -71,6 +91,30 @@
     return card;
   }
 
+  // A long legend (many runs, or long names across experiments) goes below the plot, wrapped over as
+  // many rows as it needs, and the figure grows by their height: the plot keeps its full width.
+  function legendBelowIfLong(card, data, layout) {
+    var names = data.filter(function (t) { return t.showlegend !== false && t.name; })
+      .map(function (t) { return String(t.name).replace(/<[^>]*>/g, ""); });
+    var chars = names.reduce(function (n, name) { return n + name.length; }, 0);
+    var long = names.length > 6 || chars > 90;
+    card.dataset.legend = long ? "below" : "right";
+    if (!long || layout.showlegend === false) return;
+    var width = Math.max(300, card.querySelector(".plot").clientWidth || card.clientWidth || 600);
+    var rows = 1, used = 0;
+    names.forEach(function (name) {
+      var w = 48 + 6.6 * Math.min(name.length, 60);
+      if (used + w > width - 20 && used > 0) { rows += 1; used = 0; }
+      used += w;
+    });
+    var extra = rows * 21 + 16;
+    layout.legend = Object.assign({}, layout.legend, {
+      orientation: "h", xref: "container", x: 0.01, xanchor: "left", yref: "container", y: 0.01, yanchor: "bottom"
+    });
+    layout.margin = Object.assign({}, layout.margin, { b: (layout.margin && layout.margin.b || 8) + extra + 36 });
+    layout.height = (layout.height || 360) + extra;
+  }
+
   function draw(payload) {
     var ids = {};
     payload.figures.forEach(function (item, i) {
@@ -78,7 +122,9 @@
       var card = chartCard(item, i);
       var layout = item.figure.layout;
       // Zoom and legend toggles survive polls and smoothing changes; a new x axis starts afresh.
-      layout.uirevision = payload.x;
+      layout.uirevision = payload.x + (payload.chain ? ":chain" : "");
+      if (logCharts[item.id]) layout.yaxis.type = "log";
+      legendBelowIfLong(card, item.figure.data, layout);
       Plotly.react(card.querySelector(".plot"), item.figure.data, layout, PLOT_CONFIG);
     });
     Array.prototype.slice.call(charts.children).forEach(function (card) {
@@ -100,7 +146,7 @@
   function load() {
     var mine = ++seq;
     clearTimeout(timer);
-    getJSON(withParams(root.dataset.dataUrl, { x: currentX(), smoothing: smoothing.value }))
+    getJSON(withParams(root.dataset.dataUrl, currentParams()))
       .then(function (payload) {
         if (mine !== seq) return; // a newer request (another axis, smoothing) is on its way
         draw(payload);
@@ -114,7 +160,7 @@
   }
 
   function remember() {
-    var url = withParams(window.location.href, { x: currentX(), smoothing: smoothing.value });
+    var url = withParams(window.location.href, currentParams());
     window.history.replaceState(null, "", url);
   }
 
@@ -231,6 +277,7 @@
   root.querySelectorAll('input[name="x"]').forEach(function (radio) {
     radio.addEventListener("change", function () { remember(); load(); });
   });
+  if (chain) chain.addEventListener("change", function () { remember(); load(); });
   smoothing.addEventListener("input", function () {
     smoothingValue.textContent = Number(smoothing.value).toFixed(2);
     clearTimeout(debounce);

@@ -8,6 +8,13 @@
   var url = container.dataset.statusUrl;
   var INTERVAL_MS = 2000;
 
+  // Cancelling asks first (the forms carry their question).
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (ev) {
+      if (!window.confirm(form.dataset.confirm)) ev.preventDefault();
+    });
+  });
+
   function fmt(x) { return x === null || x === undefined ? "–" : Number(x).toFixed(4); }
 
   function duration(s) {
@@ -41,6 +48,7 @@
     set(card, "steps", "step " + run.step + " of " + (run.total || "?"));
     set(card, "eta", run.state === "running" && run.eta_s ? "· ETA " + duration(run.eta_s) : "");
     set(card, "phase", run.phase ? "· " + run.phase + (run.stop_requested && run.active ? " (stopping)" : "") : "");
+    set(card, "queue", run.queue_position ? "· place " + run.queue_position + " in the queue" : "");
     set(card, "reward", fmt(run.reward));
     set(card, "kl", fmt(run.kl));
     set(card, "eval_step", run.eval_step === null || run.eval_step === undefined ? "–" : String(run.eval_step));

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,16 @@ def log_in(page, base_url: str, username: str) -> None:
     page.fill("#id_password", PASSWORD)
     page.click("button:has-text('Log in')")
     page.wait_for_url(base_url + "/")
+
+
+def wait_js(page, expression: str, timeout: int = 20_000) -> None:
+    """Wait until `expression` (or a `() => ...` function) is true in the page. Polled from here with
+    page.evaluate: Playwright's wait_for_function evaluates a string with eval, which the page's CSP forbids."""
+    function = expression if expression.lstrip().startswith("()") else f"() => ({expression})"
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(function):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
 
 
 def wait_drawn(page, after: int = 0) -> int:
@@ -152,7 +163,8 @@ def test_compare_page_draws_every_chart_and_shows_samples_as_text(live_server, p
     for metric in last_eval:
         metric.pk = None
     Metric.objects.bulk_create(last_eval)
-    page.wait_for_function(
+    wait_js(
+        page,
         f"""() => {{ const p = document.getElementById('plot-reward');
                     const t = p.data.find(t => t.meta && t.meta.run === {live.pk});
                     return t && t.customdata[t.customdata.length - 1][0] === 200; }}""", timeout=15_000)

@@ -46,13 +46,15 @@ def test_main_pages_report_no_csp_violation(live_server, strict_page, django_use
     urls = ["/", "/experiments/new/", f"/experiments/{exp.pk}/", f"/runs/{run.pk}/",
             f"/experiments/{exp.pk}/compare/", f"/compare/?run={run.pk}", "/workers/", "/ratings/",
             f"/experiments/{rated.pk}/rate/", f"/experiments/{rated.pk}/leaderboard/",
-            f"/experiments/{rated.pk}/raters/", "/reports/import/", "/accounts/tokens/", "/api/docs/"]
+            f"/experiments/{rated.pk}/raters/", "/reports/import/", "/accounts/tokens/", "/api/docs/",
+            f"/experiments/{exp.pk}/edit/", f"/experiments/{exp.pk}/delete/", f"/runs/{run.pk}/try/",
+            "/?q=CSP&sort=-reward"]
     for url in urls:
         response = page.goto(base + url)
         assert response.status == 200, url
         assert "script-src 'self'" in response.headers["content-security-policy"]
         page.wait_for_load_state("networkidle")
-        if "compare" in url or "leaderboard" in url:
+        if "compare" in url or "leaderboard" in url or url == f"/runs/{run.pk}/":
             page.wait_for_selector(".js-plotly-plot", timeout=20_000)  # plotly drew under the policy
         if url.endswith("/rate/"):
             page.wait_for_selector("#text-a:not(:empty)")

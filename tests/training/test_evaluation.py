@@ -103,3 +103,26 @@ def test_completion_mask_keeps_tokens_up_to_and_including_the_first_eos():
     eos = 2
     completion = torch.tensor([[4, 5, 2, 7, 2], [2, 3, 3, 3, 3], [4, 4, 4, 4, 4]])
     assert completion_mask(completion, eos).tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_entropy_is_the_mean_per_token_entropy_of_the_sampling_distribution(tok, policy):
+    """eval/entropy against a full forward over the sampled completions (the same seed and batches)."""
+    ev = evaluator(tok, copy.deepcopy(policy))
+    metrics, _ = ev(policy, 0, is_reference=True)
+    pad, eos = ev.tok.pad_token_id, ev.tok.eos_token_id
+    total, tokens = 0.0, 0
+    torch.manual_seed(ev.s.seed)
+    for seqs in ev._chunks():
+        width = max(map(len, seqs))
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                              top_p=1.0, max_new_tokens=ev.s.max_new_tokens, eos_token_id=eos, pad_token_id=pad)
+        comp_mask = completion_mask(out[:, width:], eos)
+        full = torch.cat([mask, comp_mask], dim=1)
+        logits = policy(input_ids=out, attention_mask=full, position_ids=(full.cumsum(1) - 1).clamp(min=0)).logits
+        logp = torch.log_softmax(logits[:, width - 1:-1].float(), dim=-1)
+        total += float((-(logp.exp() * logp).sum(-1) * comp_mask).sum())
+        tokens += int(comp_mask.sum())
+    assert metrics["eval/entropy"] > 0.1
+    assert metrics["eval/entropy"] == pytest.approx(total / tokens, rel=1e-3)

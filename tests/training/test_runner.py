@@ -11,7 +11,7 @@ from tests.training.conftest import FAST, MemorySink
 from training.config import from_dict
 from training.runner import run
 
-EVAL_KEYS = {"eval/reward", "eval/reward_std", "eval/kl", "eval/kl_stderr", "eval/length"}
+EVAL_KEYS = {"eval/reward", "eval/reward_std", "eval/kl", "eval/kl_stderr", "eval/length", "eval/entropy"}
 TRL_KEYS = {
     "sft": {"train/loss", "train/mean_token_accuracy"},
     "dpo": {"train/loss", "train/rewards/margins", "train/rewards/accuracies"},
@@ -70,12 +70,13 @@ def test_samples_line_up_by_prompt_across_methods(runs):
     assert len({tuple(p) for p in prompts.values()}) == 1
 
 
-def test_stop_request_ends_cleanly_with_final_eval_and_model(tmp_path):
+def test_stop_request_ends_at_that_step_with_its_model_and_no_final_eval(tmp_path):
     cfg = from_dict({"method": "sft", **FAST, "max_steps": 50, "eval_every": 100})
     sink = MemorySink(stop_at=2)
     result = run(cfg, sink, tmp_path)
     assert result.stopped and result.step == 2
-    assert [s for s, _ in sink.series("eval/reward")] == [0, 2]
+    # No final evaluation (on a CPU it outlasts the cancel grace period): the curve ends where it was.
+    assert [s for s, _ in sink.series("eval/reward")] == [0]
     assert (tmp_path / "model" / "model.safetensors").is_file()
 
 

@@ -294,9 +294,9 @@ def test_cancel_a_running_run(browser, worker, queue):
     run.refresh_from_db()
     assert run.state == State.CANCELLED and 3 <= run.step < 100000
     assert "stop requested" in run.log
-    # It keeps what it logged, and its clean stop still evaluated and saved the model.
+    # It keeps what it logged and stops at once: its model saved, no final evaluation (slow on a CPU).
     assert len(steps_of(run, "train/loss")) >= 3
-    assert steps_of(run, "eval/reward") == [0, run.step]
+    assert steps_of(run, "eval/reward") == [0]
     assert (Path(run.out_dir) / "model" / "config.json").is_file()
     assert_no_duplicate_points(run)
 

@@ -10,6 +10,7 @@ DESCRIPTIONS = {
     "ppo": "PPO with a value head, per-token KL penalty, GAE (ptlab's own)",
     "grpo": "Group Relative Policy Optimization (TRL GRPOTrainer)",
     "rloo": "REINFORCE Leave-One-Out (TRL RLOOTrainer)",
+    "best_of_n": "Best-of-N sampling from the starting model by the training signal (no training; a baseline)",
     "reward": "Reward model from preference pairs (TRL RewardTrainer), usable as PPO/GRPO reward",
 }
 

@@ -68,6 +68,7 @@ class RunOut(Schema):
     finished_at: str | None = None
     url: str
     api_url: str
+    queue_position: int | None = Field(None, description="Its place in its queue while queued (1: next), else null.")
 
 
 class ExperimentOut(Schema):

@@ -26,11 +26,15 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         data["report_url"] = reverse("api:experiment_report", args=[e.pk, "json"])
         data["downloads"] = _downloads(e.pk)
     if runs is not None:
-        data["runs"] = [run_data(r) for r in runs]
+        for r in runs:
+            r.experiment = e  # one object: no query per run for its queue
+        places = Run.objects.queue_positions(runs)
+        data["runs"] = [run_data(r, place=places.get(r.pk)) for r in runs]
     return data
 
 
-def run_data(r: Run) -> dict:
+def run_data(r: Run, place: int | None | bool = False) -> dict:
+    """`place`: its place in its queue if known (False: ask, one query for a queued run)."""
     status = r.status()
     return {
         "id": r.pk, "experiment": r.experiment_id, "method": r.method, "seed": r.seed, "label": r.label,
@@ -42,6 +46,7 @@ def run_data(r: Run) -> dict:
         "config": public_config(r.config),
         "created": _iso(r.created), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
         "url": r.get_absolute_url(), "api_url": reverse("api:run", args=[r.pk]),
+        "queue_position": r.queue_position() if place is False else place,
     }
 
 

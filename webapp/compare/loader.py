@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.compare.core import figures, view
+from webapp.compare.core import equal_kl, figures, overopt, sweeps, verdicts, view
 from webapp.compare.core.series import NEEDED_NAMES, Series, SeriesData
 from webapp.compare.core.view import RunData, Setup
 from webapp.compare.models import SeriesSummary
@@ -99,15 +99,31 @@ def labels(runs: list[Run]) -> dict[int, tuple[str, str, str]]:
     return out
 
 
-def run_data(runs: list[Run], with_series: bool = True) -> list[RunData]:
-    """The core's view of the runs: labels, groups, colours and (unless `with_series` is false) series."""
+def step_offsets(runs: list[Run]) -> dict[int, int]:
+    """Run id -> the last step of the run it starts from (its final step once finished, else its planned
+    steps), for the runs that start from another run's model: one query, none without such runs."""
+    parents = {run.depends_on_id for run in runs if run.depends_on_id}
+    if not parents:
+        return {}
+    last = {}
+    for pk, state, step, config in Run.objects.filter(pk__in=parents).values_list("pk", "state", "step", "config"):
+        planned = int(config.get("max_steps", 0) or 0) if isinstance(config, dict) else 0
+        last[pk] = step if state == Run.State.SUCCEEDED and step else planned
+    return {run.pk: last.get(run.depends_on_id, 0) for run in runs if run.depends_on_id}
+
+
+def run_data(runs: list[Run], with_series: bool = True, chain: bool = False) -> list[RunData]:
+    """The core's view of the runs: labels, groups, colours and (unless `with_series` is false) series;
+    with `chain`, each run's step offset (step_offsets)."""
     series = load_series(runs) if with_series else {}
+    offsets = step_offsets(runs) if chain else {}
     experiments = list(dict.fromkeys(run.experiment_id for run in runs))
     names = labels(runs)
     out = [RunData(id=run.pk, label=names[run.pk][0], group=names[run.pk][1], group_label=names[run.pk][2],
                    method=run.method, seed=run.seed, state=run.state, active=run.is_active,
                    experiment=experiments.index(run.experiment_id), series=series.get(run.pk, {}),
-                   depends_on=bool(run.depends_on_id), url=reverse("experiments:run", args=[run.pk]))
+                   depends_on=bool(run.depends_on_id), offset=offsets.get(run.pk, 0),
+                   url=reverse("experiments:run", args=[run.pk]))
            for run in runs]
     return view.style_runs(out)
 
@@ -276,6 +292,63 @@ def samples_grid(runs: list[Run], step: int | None = None) -> dict:
     return view.samples_grid(plan, data, rows)
 
 
+def verdicts_table(runs: list[Run]) -> dict:
+    """The verdicts (core.verdicts) of these runs at each one's latest evaluation, as the page shows
+    them: two queries, whatever the number of runs. Across experiments, samples pair on prompt id and text."""
+    runs = [run for run in runs if run.trial is None]  # sweep trials: compared by the sweep's table
+    steps = sample_steps(runs)
+    wanted = [Q(run_id=run_id, step=s[-1]) for run_id, s in steps.items() if s]
+    if not wanted:
+        return verdicts.table(verdicts.verdicts([]))
+    several = len({run.experiment_id for run in runs}) > 1
+    query = Sample.objects.filter(reduce(or_, wanted)).order_by()
+    if several:
+        rows = ((r, s, (pid, prompt), reward) for r, s, pid, prompt, reward
+                in query.values_list("run_id", "step", "prompt_id", "prompt", "reward"))
+    else:
+        rows = query.values_list("run_id", "step", "prompt_id", "reward")
+    names = labels(runs)
+    result = verdicts.from_samples([(run.pk, *names[run.pk]) for run in runs], rows)
+    active = sum(run.is_active for run in runs)
+    if active:
+        result.notes.insert(0, f"Provisional: {active} run{'s' if active > 1 else ''} still training; "
+                               "their latest evaluation is used.")
+    return verdicts.table(result)
+
+
+def statistics(runs: list[Run]) -> dict:
+    """What the page shows beside the charts: the summary table, the verdicts, the over-optimisation
+    flags and the reward at equal KL (the series read once)."""
+    data = run_data(runs)
+    return {"summary": view.summary(data), "verdicts": verdicts_table(runs), "flags": overopt.all_flags(data),
+            "equal_kl": equal_kl.reward_at_equal_kl(data), "sweep": sweep_table(runs, data)}
+
+
+def sweep_table(runs: list[Run], data: list[RunData]) -> dict | None:
+    """The sweep's table (core.sweeps) of the runs that are sweep trials; None if none is (one query)."""
+    from webapp.experiments.sweeps import SEARCH_SPACES
+
+    trials = [(run, d) for run, d in zip(runs, data, strict=True) if run.trial is not None]
+    if not trials:
+        return None
+    summaries = {d.id: view.run_summary(d) for _, d in trials}
+    items = []
+    for run, d in trials:
+        names = [p.name for p in SEARCH_SPACES.get(run.method, ())]
+        s = summaries[d.id]
+        items.append(sweeps.TrialRun(run=run.pk, group=d.group, group_label=d.group_label, label=d.label,
+                                     params={k: run.config[k] for k in names if k in run.config},
+                                     state=run.state, wall_s=s.wall_s, steps=s.last_step, tokens=s.tokens))
+    rows = Sample.objects.filter(run_id__in=[run.pk for run, _ in trials]).order_by().values_list(
+        "run_id", "step", "prompt_id", "reward")
+    return sweeps.view(sweeps.sweep_table(items, rows))
+
+
+def run_flags(runs: list[Run]) -> list[str]:
+    """Over-optimisation (gold and training reward parting) and entropy collapse, per run (core.overopt)."""
+    return overopt.all_flags(run_data(runs))
+
+
 def comparability_warnings(runs: list[Run]) -> list[str]:
     """core.view.comparability_warnings of these runs (one query, none for a single experiment)."""
     if len({run.experiment_id for run in runs}) < 2:
@@ -298,36 +371,44 @@ def comparability_warnings(runs: list[Run]) -> list[str]:
 # --- what the page and its JSON endpoint send ---------------------------------------------------------
 
 
-def figures_payload(runs: list[Run], x: str = "step", smoothing: float = 0.0) -> dict:
-    data = run_data(runs)
-    return {
+def figures_payload(runs: list[Run], x: str = "step", smoothing: float = 0.0, chain: bool = False) -> dict:
+    data = run_data(runs, chain=chain)
+    out = {
         "x": x, "smoothing": smoothing, "active": any(r.active for r in data),
-        "figures": figures.build_figures(data, x=x, smoothing=smoothing),
+        "figures": figures.build_figures(data, x=x, smoothing=smoothing, chain=chain),
         "summary": view.summary(data),
         "sample_steps": sorted({s for steps in sample_steps(runs).values() for s in steps}),
         "runs": [{"id": r.pk, "state": r.state, "step": r.step, "total": r.total or r.config.get("max_steps", 0)}
                  for r in runs],
     }
+    if chain:
+        out["chain"] = True
+    return out
 
 
-def figures_json(runs: list[Run], x: str = "step", smoothing: float = 0.0) -> bytes:
+def figures_json(runs: list[Run], x: str = "step", smoothing: float = 0.0, chain: bool = False) -> bytes:
     """figures_payload as JSON. When every run has finished nothing can change any more: the bytes
     are kept (a few comparisons' worth) and sent again as they are."""
     key = None
     if runs and all(run.state in TERMINAL for run in runs):
-        key = (tuple((r.pk, r.created, r.attempts, r.state) for r in runs), x, smoothing)
+        key = (tuple((r.pk, r.created, r.attempts, r.state) for r in runs), x, smoothing, chain)
         with _cache_lock:
             body = _payloads.get(key)
             if body is not None:
                 _payloads.move_to_end(key)
                 return body
-    body = json.dumps(figures_payload(runs, x, smoothing), separators=(",", ":")).encode()
+    body = json.dumps(figures_payload(runs, x, smoothing, chain), separators=(",", ":")).encode()
     if key is not None:
         with _cache_lock:
             _payloads[key] = body
             while len(_payloads) > PAYLOADS:
                 _payloads.popitem(last=False)
     return body
+
+
+def run_figures_payload(run: Run) -> dict:
+    """A run's own page: its four charts (core.figures.run_figures), from the same cached series."""
+    return {"figures": figures.run_figures(run_data([run])), "active": run.is_active}
 
 
 def summary(runs: list[Run]) -> dict:

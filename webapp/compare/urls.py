@@ -10,4 +10,6 @@ urlpatterns = [
     path("compare/", views.runs_compare, name="runs"),
     path("compare/data.json", views.runs_data, name="runs_data"),
     path("compare/samples.json", views.runs_samples, name="runs_samples"),
+    path("runs/<int:pk>/live.json", views.run_live, name="run_live"),
+    path("compare/detectable.json", views.detectable, name="detectable"),
 ]

@@ -13,8 +13,9 @@ from django.views.decorators.http import require_GET
 
 from webapp.compare import loader
 from webapp.compare.core.figures import X_MODES
-from webapp.experiments.access import experiment_for_user
+from webapp.experiments.access import experiment_for_user, run_for_user
 from webapp.experiments.models import Run
+from webapp.experiments.references import public_status
 from webapp.ratings.leaderboard import leaderboard_context
 from webapp.ratings.models import leaderboard_experiments
 
@@ -29,6 +30,11 @@ def _x_and_smoothing(request: HttpRequest) -> tuple[str, float]:
         smoothing = 0.0
     smoothing = min(max(smoothing, 0.0), 0.99) if math.isfinite(smoothing) else 0.0
     return (x if x in X_MODES else "step"), round(smoothing, 2)
+
+
+def _chain(request: HttpRequest) -> bool:
+    """Place runs that start from another run's model after it on the step axis."""
+    return request.GET.get("chain") == "1"
 
 
 def _step(request: HttpRequest) -> int | None:
@@ -58,12 +64,13 @@ def _page(request: HttpRequest, runs: list[Run], *, experiment=None, data_url: s
     if experiment is not None and runs and leaderboard_experiments(request.user).filter(pk=experiment.pk).exists():
         context.update(leaderboard_context(experiment))  # the human ranking beside the curves
     return render(request, "compare/compare.html", context | {
-        "experiment": experiment, "runs": runs, "summary": loader.summary(runs), "x": x, "smoothing": smoothing,
+        "experiment": experiment, "runs": runs, **loader.statistics(runs), "x": x, "smoothing": smoothing,
         "x_modes": X_MODES.items(), "grid": loader.samples_grid(runs, _step(request)),
         "warnings": loader.comparability_warnings(runs), "data_url": data_url, "samples_url": samples_url,
         "poll_ms": POLL_SECONDS * 1000, "poll_seconds": POLL_SECONDS, "active": any(r.is_active for r in runs), "picker": picker,
         "chosen": {r.pk for r in runs}, "across_url": reverse("compare:runs") + (f"?run={ids}" if ids else ""),
         "experiment_names": list(dict.fromkeys(r.experiment.name for r in runs)), "run_ids": ids,
+        "can_chain": any(r.depends_on_id for r in runs), "chain": _chain(request),
     })
 
 
@@ -85,7 +92,7 @@ def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
     """The figures and summary; polled by static/js/compare.js while runs train."""
     experiment = experiment_for_user(request.user, pk)
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(loader.figures_json(loader.experiment_runs(experiment), x, smoothing))
+    return _json_bytes(loader.figures_json(loader.experiment_runs(experiment), x, smoothing, _chain(request)))
 
 
 @login_required
@@ -93,6 +100,16 @@ def experiment_data(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_samples(request: HttpRequest, pk: int) -> JsonResponse:
     experiment = experiment_for_user(request.user, pk)
     return _json(loader.samples_grid(loader.experiment_runs(experiment), _step(request)))
+
+
+@login_required
+@require_GET
+def detectable(request: HttpRequest) -> JsonResponse:
+    """The new-experiment form's estimate of the smallest detectable difference for its settings."""
+    from webapp.compare.templatetags.power import detectable_text
+
+    value, text = detectable_text(request.GET.get("prompts"), request.GET.get("samples"), request.GET.get("seeds"))
+    return _json({"detectable": round(value, 4), "text": text})
 
 
 # --- runs from any of the user's experiments -----------------------------------------------------------
@@ -111,10 +128,32 @@ def runs_compare(request: HttpRequest) -> HttpResponse:
 @require_GET
 def runs_data(request: HttpRequest) -> HttpResponse:
     x, smoothing = _x_and_smoothing(request)
-    return _json_bytes(loader.figures_json(_picked(request), x, smoothing))
+    return _json_bytes(loader.figures_json(_picked(request), x, smoothing, _chain(request)))
 
 
 @login_required
 @require_GET
 def runs_samples(request: HttpRequest) -> JsonResponse:
     return _json(loader.samples_grid(_picked(request), _step(request)))
+
+
+# --- a run's own page ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by a run's own page (static/js/run.js): state, progress, ETA and queue place, its four charts
+    (the compare core's), and the latest samples when newer than the page's (`samples_step`). Strings are
+    data: the page escapes them."""
+    run = run_for_user(request.user, pk)
+    last = run.samples.order_by("-step").values_list("step", flat=True).first()
+    body = {"run": {**public_status(run.status()), "queue_position": run.queue_position()},  # no artifact paths
+            "figures": loader.run_figures_payload(run)["figures"], "samples_step": last,
+            "latest": sorted((k, v) for k, v in run.latest.items() if k.startswith("eval/"))}
+    if last is not None and request.GET.get("samples_step") != str(last):
+        body["samples"] = list(run.samples.filter(step=last).values("prompt_id", "index", "prompt", "completion",
+                                                                  "reward"))
+    if not run.is_active:
+        body["downloads"] = [{"label": d["label"], "url": d["url"]} for d in run.downloads()]
+    return JsonResponse(body)

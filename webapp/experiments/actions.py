@@ -16,6 +16,8 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from training.config import ConfigError
+from webapp.experiments import sweeps
 from webapp.experiments.models import Experiment, Run
 from webapp.experiments.quotas import check_quotas
 
@@ -60,12 +62,22 @@ def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = 
     """Save an (unsaved, validated) experiment with its runs: one per method and seed. With
     `rl_from_sft`, the other methods wait for the SFT run of their seed and start from its model.
     `quotas`: check the owner's quotas in the same transaction, the owner locked (raises QuotaExceeded)."""
+    config = sweeps.from_settings(experiment.sweep)
+    if config is not None and experiment.rl_from_sft:
+        raise ConfigError("sweep", "a sweep cannot start the other methods from SFT (rl_from_sft)")
     with transaction.atomic():
         if quotas:
             check_quotas(experiment.owner, len(experiment.methods) * experiment.seeds)
         if dataset is not None:
             experiment.dataset.save(Path(dataset.name).name, dataset, save=False)
         experiment.save()
+        if config is not None:
+            for method in experiment.methods:
+                if method in config.spaces:
+                    _create_trial(experiment, method, 0, sweeps.next_params(config, method, []))
+                else:  # no search space (best-of-N): one run, as without a sweep
+                    _create_run(experiment, method, 0)
+            return experiment
         for seed in range(experiment.seeds):
             sft = None
             for method in sorted(experiment.methods, key=lambda m: m != "sft"):  # SFT first: others may wait for it
@@ -85,6 +97,80 @@ def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = 
     return experiment
 
 
+def _create_run(experiment: Experiment, method: str, seed: int, *, trial: int | None = None,
+                params: dict | None = None) -> Run:
+    config = {**experiment.run_config(method, seed), **(params or {})}
+    run = Run.objects.create(experiment=experiment, method=method, seed=seed, trial=trial, config=config,
+                             state=State.QUEUED, log="queued")
+    run.out_dir = str(settings.ARTIFACT_ROOT / "runs" / f"{run.pk}-{secrets.token_hex(4)}")
+    run.save(update_fields=["out_dir"])
+    enqueue(run, experiment.queue)
+    return run
+
+
+def _create_trial(experiment: Experiment, method: str, number: int, params: dict) -> Run:
+    """A sweep trial: the method's settings with the trial's parameters, the first seed (trials differ
+    by their hyperparameters alone)."""
+    return _create_run(experiment, method, 0, trial=number, params=params)
+
+
+def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepConfig) -> list[sweeps.Trial]:
+    """The method's trials as the sweep driver reads them: parameters from the runs' configs, validation
+    scores (the validation half of the eval prompts) from their samples."""
+    from webapp.experiments.models import Sample
+
+    runs = list(experiment.runs.filter(method=method, trial__isnull=False).order_by("trial"))
+    rows = Sample.objects.filter(run__in=runs).values_list("run_id", "step", "prompt_id", "reward")
+    scored = sweeps.scores(rows)
+    names = [p.name for p in config.spaces[method]]
+    out = []
+    for run in runs:
+        score = scored.get(run.pk)
+        if run.state == State.SUCCEEDED and score is not None and score.validation is not None:
+            state, value = "complete", score.validation
+        elif run.state == State.CANCELLED and PRUNED in run.log:
+            state, value = "pruned", None
+        elif run.is_active:
+            state, value = "running", None
+        else:
+            state, value = "failed", None
+        out.append(sweeps.Trial(number=run.trial, params={k: run.config[k] for k in names if k in run.config},
+                                state=state, value=value, intermediate=dict(score.intermediate) if score else {}))
+    return out
+
+
+PRUNED = "pruned at step"  # the log line of a trial its sweep stopped (the worker's sink writes it)
+
+
+def trial_should_prune(run: Run) -> bool:
+    """Whether a running sweep trial should stop now: its validation reward at the evaluations so far is
+    below the median of the method's finished trials at the same steps (Optuna's MedianPruner)."""
+    if run.trial is None:
+        return False
+    config = sweeps.from_settings(run.experiment.sweep)
+    if config is None or not config.prune or run.method not in config.spaces:
+        return False
+    trials = recorded_trials(run.experiment, run.method, config)
+    current = next((t for t in trials if t.number == run.trial), None)
+    return current is not None and sweeps.should_prune(config, run.method, trials, current)
+
+
+def _advance_sweep(run: Run) -> None:
+    """After a trial ends: the method's next trial, proposed from every trial so far, until its budget is spent."""
+    if run.trial is None:
+        return
+    experiment = run.experiment
+    config = sweeps.from_settings(experiment.sweep)
+    if config is None or run.method not in config.spaces:
+        return
+    trials = recorded_trials(experiment, run.method, config)
+    if any(t.state == "running" for t in trials if t.number != run.trial):
+        return  # another trial of this method is still training: it will ask
+    params = sweeps.next_params(config, run.method, trials)
+    if params is not None:
+        _create_trial(experiment, run.method, len(trials), params)
+
+
 def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "", note: str = "",
                   silent_since=None) -> bool:
     """running -> succeeded / failed / cancelled, if this attempt still holds the run (and, for the reaper,
@@ -99,6 +185,8 @@ def do_finish_run(run: Run, state: str, *, error: str = "", traceback: str = "",
         if not done:
             return False
         _settle_dependents(run, state)
+        run.state = state
+        _advance_sweep(run)
         _store_series_on_commit([run.pk])
     return True
 
@@ -206,3 +294,110 @@ def requeue(run: Run, line: str, silent_since=None) -> bool:
             return False
         enqueue(run, run.experiment.queue, ahead=True)
     return True
+
+
+# --- organising: notes, tags, stars, archive, delete ----------------------------------------------------
+
+
+def do_update_experiment(experiment: Experiment, *, name: str, notes: str, tags: list[str]) -> None:
+    """Rename it, rewrite its notes and set its tags (created as needed)."""
+    from webapp.experiments.models import Tag
+
+    with transaction.atomic():
+        experiment.name, experiment.notes = name, notes
+        experiment.save(update_fields=["name", "notes"])
+        objs = [Tag.objects.get_or_create(name=t)[0] for t in dict.fromkeys(tags)]
+        experiment.tags.set(objs)
+
+
+def do_set_star(experiment: Experiment, user, starred: bool) -> None:
+    (experiment.starred_by.add if starred else experiment.starred_by.remove)(user)
+
+
+def do_set_archived(experiment: Experiment, archived: bool) -> None:
+    Experiment.objects.filter(pk=experiment.pk).update(archived=archived)
+    experiment.archived = archived
+
+
+class NotDeletable(Exception):
+    """Why an experiment cannot be deleted now (shown to the user as is)."""
+
+
+def do_delete_experiment(experiment: Experiment) -> None:
+    """Delete it with everything it holds: runs, metrics, samples, votes (the database cascades) and, once
+    that has committed, its runs' folders and its uploaded dataset. Refused while a run may still write:
+    a worker must never write into a folder being removed."""
+    import shutil
+
+    with transaction.atomic():
+        locked = Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+        if locked is None:
+            return
+        if locked.runs.active().exists():
+            raise NotDeletable("Its runs are still queued or running: cancel them first, then delete it.")
+        folders = locked.artifact_dirs()
+        dataset = locked.dataset_file_owned()
+        storage = locked.dataset.storage
+        locked.delete()
+
+        def remove_files() -> None:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+            if dataset:
+                try:
+                    storage.delete(dataset)
+                except OSError:
+                    log.warning("could not delete the dataset file %s", dataset, exc_info=True)
+
+        transaction.on_commit(remove_files)
+
+
+# --- trying a model -------------------------------------------------------------------------------------
+
+TRY_TASK = "webapp.workers.tasks.answer_trial"
+TRY_QUEUE = "try"  # its own queue: a long training run never holds a trial up
+
+
+def send_trial(trial_id: int) -> None:
+    """Publish the trial id on the `try` queue (the tests replace this to record what was sent)."""
+    from webapp.celery import app
+
+    app.send_task(TRY_TASK, args=(trial_id,), queue=TRY_QUEUE, retry_policy=PUBLISH_RETRY)
+
+
+def do_create_trial(run: Run, user, *, prompt: str, version: dict, base: bool, others: list[Run],
+                    temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """A trial of `run`'s model (`version`: one of run.model_versions()) beside the base model (if `base`)
+    and the final models of `others`; sent to the `try` workers once committed."""
+    from webapp.experiments.models import Trial, TrialAnswer
+    from webapp.experiments.references import model_path
+
+    with transaction.atomic():
+        trial = Trial.objects.create(owner=user, run=run, prompt=prompt, temperature=temperature, top_p=top_p,
+                                     max_new_tokens=max_new_tokens, seed=seed)
+        answers = [TrialAnswer(label=f"{run.label} (#{run.pk}) · {version['label']}", source_run=run,
+                               checkpoint=version["step"], model_path=version["path"],
+                               weights_path=version["weights"], tokenizer_path=version["tokenizer"])]
+        if base:
+            ref = model_path(run.experiment.base_model)
+            answers.append(TrialAnswer(label=f"base model · {run.experiment.base_model}", model_path=ref,
+                                       tokenizer_path=ref))
+        for other in others:
+            final = next(v for v in other.model_versions() if v["key"] == "final")
+            answers.append(TrialAnswer(label=f"{other.experiment.name} · {other.label} (#{other.pk})",
+                                       source_run=other, model_path=final["path"], tokenizer_path=final["tokenizer"]))
+        for position, answer in enumerate(answers):
+            answer.trial, answer.position = trial, position
+        TrialAnswer.objects.bulk_create(answers)
+        trial_id = trial.pk
+
+        def send() -> None:
+            try:
+                send_trial(trial_id)
+            except Exception:
+                log.warning("trial #%s: the broker is unavailable", trial_id, exc_info=True)
+                TrialAnswer.objects.filter(trial_id=trial_id, state=TrialAnswer.State.QUEUED).update(
+                    state=TrialAnswer.State.FAILED, error="The workers could not be reached (broker down): try again.")
+
+        transaction.on_commit(send)
+    return trial

@@ -18,7 +18,7 @@ from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import METHOD_LABELS, METHODS
-from webapp.experiments.models import Experiment, Run, queue_name_validator
+from webapp.experiments.models import Experiment, Run, Trial, not_a_reserved_queue, queue_name_validator
 from webapp.experiments.quotas import QuotaExceeded, queued_refusal, rate_refusal
 from webapp.experiments.references import ModelReferenceError, check_model_reference
 
@@ -39,7 +39,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 100,
+    "base_model": "tiny", "task": "arithmetic", "methods": [m for m in METHODS if m != "best_of_n"], "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,
@@ -144,6 +144,13 @@ def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
     return TextField(label=label, required=False, help_text=help_text, max_length=500)
 
 
+def _attr_value(value) -> str:
+    """A setting's value as the page's script compares it: booleans as true/false, None as blank."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 def _common_int(name: str, label: str) -> forms.IntegerField:
     spec = _base_spec(name)
     return forms.IntegerField(label=label, help_text=spec["help"], **_bounds(spec),
@@ -177,12 +184,18 @@ class ExperimentForm(forms.Form):
     rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
                                      help_text="They wait for the SFT run of their seed, then start from its final "
                                                "model (also their KL reference).")
-    queue = TextField(max_length=64, initial="train", validators=[queue_name_validator],
+    sweep_trials = forms.IntegerField(
+        required=False, min_value=0, max_value=50, initial=0, label="Tuning trials per method",
+        help_text="0: no sweep. Otherwise every method gets this many trials over its main hyperparameters "
+                  "(Optuna), one after another; trials are chosen on half the eval prompts and reported on the other.")
+    sweep_sampler = forms.ChoiceField(choices=[("tpe", "TPE (Optuna)"), ("random", "Random")], initial="tpe",
+                                      required=False, label="Trial sampler")
+    queue = TextField(max_length=64, initial="train", validators=[queue_name_validator, not_a_reserved_queue],
                             widget=forms.TextInput(attrs={"list": "queue-choices"}),
                             help_text="The Celery queue of the workers to use (e.g. a class of GPU).")
 
     # The fields every run config is built from: with an error in one, no config can be checked.
-    COMMON_INPUTS = tuple(f for f in Experiment.SETTINGS if f not in ("hyperparams", "rl_from_sft"))
+    COMMON_INPUTS = tuple(f for f in Experiment.SETTINGS if f not in ("hyperparams", "rl_from_sft", "sweep"))
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -193,9 +206,14 @@ class ExperimentForm(forms.Form):
         for method in METHODS:
             for spec in method_specs(method):
                 override = spec["name"] == STEPS_OVERRIDE
-                self.fields[f"{method}-{spec['name']}"] = field_for(spec, override_steps=override)
+                name = f"{method}-{spec['name']}"
+                field = self.fields[name] = field_for(spec, override_steps=override)
                 if not override:
-                    self.fields[f"{method}-{spec['name']}"].initial = spec["default"]
+                    field.initial = spec["default"]
+                # For the page's script: the value the form started from (the example's, or the cloned
+                # experiment's: "the experiment's values") and the training config's default.
+                field.widget.attrs["data-baseline"] = _attr_value(self.initial.get(name, field.initial))
+                field.widget.attrs["data-default"] = "" if override else _attr_value(spec["default"])
         self.experiment: Experiment | None = None
 
     # --- presentation -------------------------------------------------------------------------------
@@ -280,6 +298,9 @@ class ExperimentForm(forms.Form):
                            f"Every method of an experiment is judged by the same gold signal; they differ ({listed}).")
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
+        if data.get("sweep_trials") and data.get("rl_from_sft"):
+            self.add_error("sweep_trials", "A sweep tunes every method from the base model: untick “Start the other "
+                                           "methods from the SFT model”.")
         # Every error at once, not one a submit: a common field in error is stood in for by its default
         # while the methods' settings are checked (and is reported once, by its own field).
         common_ok = not any(name in self._errors for name in self.COMMON_INPUTS)
@@ -357,7 +378,9 @@ class ExperimentForm(forms.Form):
             task="" if data["task"] == UPLOAD else data["task"], methods=methods, seeds=data["seeds"],
             max_steps=data["max_steps"], eval_every=data["eval_every"], eval_prompts=data["eval_prompts"],
             eval_samples=data["eval_samples"], max_new_tokens=data["max_new_tokens"],
-            hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"])
+            hyperparams=hyperparams, rl_from_sft=data.get("rl_from_sft", False), queue=data["queue"],
+            sweep={"trials": data["sweep_trials"], "sampler": data.get("sweep_sampler") or "tpe"}
+            if data.get("sweep_trials") else {})
         if self.reused_dataset:
             exp.dataset.name = self.reused_dataset
         exp.saved_dataset = data.get("saved_dataset")
@@ -404,8 +427,147 @@ def initial_from(experiment: Experiment) -> dict:
     initial = {f: getattr(experiment, f) for f in Experiment.SETTINGS if f != "hyperparams"}
     initial.update(name=f"{experiment.name} (copy)", task=experiment.task or UPLOAD, methods=list(experiment.methods),
                    dataset_from=experiment.pk if experiment.dataset else None,
-                   saved_dataset=experiment.saved_dataset_id)
+                   saved_dataset=experiment.saved_dataset_id,
+                   sweep_trials=experiment.sweep.get("trials", 0), sweep_sampler=experiment.sweep.get("sampler", "tpe"))
     for method, params in experiment.hyperparams.items():
         for key, value in params.items():
             initial[f"{method}-{key}"] = value
     return initial
+
+
+# --- organising -----------------------------------------------------------------------------------------
+
+
+class ExperimentEditForm(forms.Form):
+    """What its owner may change once it exists: its name, its notes (Markdown) and its tags."""
+
+    name = forms.CharField(max_length=200)
+    notes = forms.CharField(required=False, max_length=20_000, widget=forms.Textarea(attrs={"rows": 10}),
+                            help_text="Markdown: **bold**, lists, links, `code`. Raw HTML is shown as text.")
+    tags = forms.CharField(required=False, max_length=500, help_text="Separated by commas or spaces.")
+
+    MAX_TAGS = 20
+
+    @classmethod
+    def for_experiment(cls, experiment: Experiment, data=None) -> ExperimentEditForm:
+        initial = {"name": experiment.name, "notes": experiment.notes,
+                   "tags": " ".join(t.name for t in experiment.tags.all())}
+        return cls(data, initial=initial)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("A name cannot be blank.")
+        return name
+
+    def clean_tags(self) -> list[str]:
+        from webapp.experiments.models import tag_validator
+
+        words = [w.strip().lower() for w in self.cleaned_data["tags"].replace(",", " ").split()]
+        tags = list(dict.fromkeys(w for w in words if w))
+        if len(tags) > self.MAX_TAGS:
+            raise forms.ValidationError(f"At most {self.MAX_TAGS} tags.")
+        for tag in tags:
+            tag_validator(tag)
+        return tags
+
+
+class ExperimentListForm(forms.Form):
+    """The list page's search, filters and sort (GET). Unknown values fall back to the defaults."""
+
+    ARCHIVED = (("", "Not archived"), ("only", "Archived only"), ("all", "All"))
+    OWNERS = (("", "Anyone"), ("me", "Mine"), ("shared", "Shared with me"))
+    SORT = (("-created", "Newest"), ("created", "Oldest"), ("name", "Name A–Z"), ("-name", "Name Z–A"),
+            ("-reward", "Best reward"), ("reward", "Lowest best reward"))
+
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    state = forms.ChoiceField(required=False, choices=[("", "Any state")])
+    owner = forms.ChoiceField(required=False, choices=OWNERS)
+    tag = forms.CharField(required=False, max_length=40)
+    archived = forms.ChoiceField(required=False, choices=ARCHIVED)
+    starred = forms.BooleanField(required=False, label="Starred only")
+    sort = forms.ChoiceField(required=False, choices=SORT)
+
+    def __init__(self, *args, tags: list[str] = (), **kwargs):
+        from webapp.experiments.models import LIST_STATES
+
+        super().__init__(*args, **kwargs)
+        self.fields["state"].choices = [("", "Any state")] + [(s, s) for s in LIST_STATES]
+        self.tag_choices = list(tags)
+
+    def values(self) -> dict:
+        """The cleaned values, with the defaults for whatever was invalid."""
+        self.is_valid()
+        return {name: self.cleaned_data.get(name, "") or ("-created" if name == "sort" else "")
+                for name in self.fields}
+
+    def filter(self, qs, user):
+        """`qs` (the experiments visible to `user`) narrowed and sorted by the values. No grouping: the
+        list pages through ids of this, then annotates only the rows of the page."""
+        from webapp.experiments.models import SORTS
+
+        v = self.values()
+        if v["q"]:
+            qs = qs.search(v["q"])
+        if v["state"]:
+            qs = qs.in_state(v["state"])
+        if v["owner"] == "me":
+            qs = qs.filter(owner=user)
+        elif v["owner"] == "shared":
+            qs = qs.exclude(owner=user)
+        if v["tag"]:
+            qs = qs.tagged(v["tag"])
+        if v["archived"] == "":
+            qs = qs.filter(archived=False)
+        elif v["archived"] == "only":
+            qs = qs.filter(archived=True)
+        if v["starred"]:
+            qs = qs.starred_by_user(user)
+        if "reward" in v["sort"]:
+            qs = qs.with_best_reward()
+        return qs.order_by(*SORTS[v["sort"]])
+
+
+class TrialForm(forms.Form):
+    """Prompt a run's model (its final model or a checkpoint) beside the base model and up to three other runs."""
+
+    prompt = TextField(max_length=4000, widget=forms.Textarea(attrs={"rows": 4}),
+                       help_text="Sent as one user message through the model's chat template.")
+    version = forms.ChoiceField(label="This run's model")
+    base = forms.BooleanField(required=False, initial=True, label="Beside the base model")
+    others = forms.TypedMultipleChoiceField(required=False, coerce=int, label="And other runs' final models",
+                                            help_text="Up to three.", widget=forms.SelectMultiple(attrs={"size": 6}))
+    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0: greedy (no sampling).",
+                                   widget=forms.NumberInput(attrs={"step": "any"}))
+    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0, label="Top p",
+                             widget=forms.NumberInput(attrs={"step": "any"}))
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=512, initial=64, label="Max new tokens")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, help_text="The same seed, the same sample.")
+
+    def __init__(self, *args, run: Run, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run, self.user = run, user
+        self.versions = {v["key"]: v for v in run.model_versions()}
+        self.fields["version"].choices = [(k, v["label"]) for k, v in self.versions.items()]
+        candidates = (Run.objects.filter(experiment__in=Experiment.objects.visible_to(user),
+                                         state=Run.State.SUCCEEDED).exclude(pk=run.pk).exclude(out_dir="")
+                      .select_related("experiment").order_by("-experiment__created", "experiment_id", "id")[:200])
+        self.candidates = {r.pk: r for r in candidates}
+        self.fields["others"].choices = [(r.pk, f"{r.experiment.name} · {r.label} (#{r.pk})")
+                                         for r in self.candidates.values()]
+
+    def clean_others(self) -> list[Run]:
+        ids = list(dict.fromkeys(self.cleaned_data["others"]))
+        if len(ids) > Trial.MAX_OTHERS:
+            raise forms.ValidationError(f"At most {Trial.MAX_OTHERS} other runs.")
+        runs = [self.candidates[i] for i in ids if i in self.candidates]
+        missing = [r.label for r in runs if not any(v["key"] == "final" for v in r.model_versions())]
+        if missing:
+            raise forms.ValidationError(f"No final model saved for {', '.join(missing)}.")
+        return runs
+
+    def clean(self):
+        data = super().clean()
+        if "version" in data:
+            data["version"] = self.versions[data["version"]]
+        return data

@@ -19,6 +19,7 @@ CATALOG = (  # in the order they are shown and created
     Method("ppo", "PPO", "#e8590c"),
     Method("grpo", "GRPO", "#2f9e44"),
     Method("rloo", "RLOO", "#c2255c"),
+    Method("best_of_n", "Best-of-N", "#495057"),  # a baseline: no training (training/methods/best_of_n.py)
 )
 METHODS = tuple(m.key for m in CATALOG)
 METHOD_LABELS = {m.key: m.label for m in CATALOG}

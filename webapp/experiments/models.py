@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import connection, models
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
@@ -42,6 +42,40 @@ def config_bounds(name: str) -> list:
 
 
 queue_name_validator = RegexValidator(r"^[A-Za-z0-9_.-]{1,64}$", "Letters, digits, '.', '_' and '-' only.")
+def not_a_reserved_queue(value: str) -> None:
+    """Training runs never go to the `try` queue (its worker answers "try a model" prompts) nor to the io queue
+    (report imports and dataset uploads)."""
+    from django.conf import settings
+    from django.core.exceptions import ValidationError
+
+    if value == "try":
+        raise ValidationError("The queue “try” is for trying models; choose another for training.")
+    if value == settings.PTLAB_IO_QUEUE:
+        raise ValidationError(f"The queue “{value}” is for imports and uploads; choose another for training.")
+
+
+tag_validator = RegexValidator(r"^[\w.+-]{1,40}$", "A tag is up to 40 letters, digits, '.', '_', '+' or '-'.")
+
+
+class Tag(models.Model):
+    """A label on experiments. One vocabulary for all: a user only ever sees the tags of the experiments
+    they may see (the list's filter lists those alone)."""
+
+    name = models.CharField(max_length=40, unique=True, validators=[tag_validator])
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The list page's sort keys -> order_by (the reward ones need `with_best_reward`); no reward: last.
+SORTS = {
+    "-created": ("-created", "-id"), "created": ("created", "id"), "name": ("name", "-id"), "-name": ("-name", "-id"),
+    "-reward": (F("best_reward").desc(nulls_last=True), "-id"), "reward": (F("best_reward").asc(nulls_last=True), "-id"),
+}
+LIST_STATES = ("running", "queued", "failed", "cancelled", "finished", "empty")
 
 
 class ExperimentQuerySet(models.QuerySet):
@@ -51,9 +85,68 @@ class ExperimentQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(pk__in=shared))
 
     def with_run_counts(self) -> ExperimentQuerySet:
-        """Per-state run counts in the same query (the list page's query count stays constant)."""
+        """Per-state run counts in the same query (the list page's query count stays constant), and the
+        one-word state they make (`list_state`, as the `state` property says it)."""
         counts = {f"n_{s}": Count("runs", filter=Q(runs__state=s)) for s in Run.State.values}
-        return self.annotate(n_runs=Count("runs"), **counts)
+        return self.annotate(n_runs=Count("runs"), **counts).annotate(list_state=Case(
+            When(n_running__gt=0, then=Value("running")),
+            When(Q(n_queued__gt=0) | Q(n_waiting__gt=0), then=Value("queued")),
+            When(n_failed__gt=0, then=Value("failed")),
+            When(n_runs=0, then=Value("empty")),
+            When(n_runs=F("n_cancelled"), then=Value("cancelled")),
+            default=Value("finished"), output_field=models.CharField()))
+
+    def with_best_reward(self) -> ExperimentQuerySet:
+        """`best_reward`: the best final gold reward (`eval/reward` at a run's last evaluation) among the
+        experiment's runs, None without one. Subqueries in the same query: per run one seek in the
+        (run, name, step) unique index, so sorting 10,000 experiments by it stays fast."""
+        final = (Metric.objects.filter(run=OuterRef("pk"), name="eval/reward").order_by("-step")
+                 .values("value")[:1])
+        best = (Run.objects.filter(experiment=OuterRef("pk"))
+                .annotate(final=Subquery(final, output_field=models.FloatField()))
+                .filter(final__isnull=False).order_by("-final").values("final")[:1])
+        return self.annotate(best_reward=Subquery(best, output_field=models.FloatField()))
+
+    def in_state(self, state: str) -> ExperimentQuerySet:
+        """Those whose one-word state (as `state` says it) is `state`; without grouping (EXISTS only)."""
+        def has(*states):
+            runs = Run.objects.filter(experiment=OuterRef("pk"))
+            return Exists(runs.filter(state__in=states) if states else runs)
+
+        S = Run.State
+        conditions = {
+            "running": has(S.RUNNING),
+            "queued": ~has(S.RUNNING) & has(S.QUEUED, S.WAITING),
+            "failed": ~has(*Run.ACTIVE_STATES) & has(S.FAILED),
+            "empty": ~has(),
+            "cancelled": has(S.CANCELLED) & ~has(*(s for s in S.values if s != S.CANCELLED)),
+            "finished": has(S.SUCCEEDED) & ~has(*Run.ACTIVE_STATES, S.FAILED),
+        }
+        return self.filter(conditions[state]) if state in conditions else self
+
+    def starred_by_user(self, user) -> ExperimentQuerySet:
+        return self.filter(pk__in=Experiment.starred_by.through.objects.filter(user=user).values("experiment_id"))
+
+    def with_star(self, user) -> ExperimentQuerySet:
+        """`starred`: whether `user` starred it."""
+        stars = Experiment.starred_by.through.objects.filter(experiment=OuterRef("pk"), user=user)
+        return self.annotate(starred=Exists(stars))
+
+    def search(self, text: str) -> ExperimentQuerySet:
+        """Every word of `text` in its name, a tag, the model, the task or dataset, or a method (key or label)."""
+        qs = self
+        for word in text.split()[:10]:
+            methods = [key for key, label in METHOD_LABELS.items() if word.lower() in (key, label.lower())]
+            tagged = Experiment.tags.through.objects.filter(tag__name__iexact=word).values("experiment_id")
+            match = (Q(name__icontains=word) | Q(base_model__icontains=word) | Q(task__icontains=word)
+                     | Q(dataset__icontains=word) | Q(pk__in=tagged))
+            for method in methods:
+                match |= Q(methods__icontains=f'"{method}"')
+            qs = qs.filter(match)
+        return qs
+
+    def tagged(self, name: str) -> ExperimentQuerySet:
+        return self.filter(pk__in=Experiment.tags.through.objects.filter(tag__name=name).values("experiment_id"))
 
 
 class Experiment(models.Model):
@@ -85,7 +178,15 @@ class Experiment(models.Model):
     rl_from_sft = models.BooleanField(default=False, help_text="Other methods start from the SFT run's final model.")
     queue = models.CharField(max_length=64, default="train", validators=[queue_name_validator])
     imported = models.BooleanField(default=False, help_text="From a report import: its runs are never trained.")
+    sweep = models.JSONField(default=dict, blank=True, help_text="Equal tuning budget (webapp.experiments.sweeps."
+                             "SweepConfig: trials, sampler, prune, seed); empty: no sweep, one run per method and seed.")
     created = models.DateTimeField(auto_now_add=True)
+    # Organising: what its owner writes about it and how they file it.
+    notes = models.TextField(blank=True, max_length=20_000, help_text="Markdown; raw HTML is shown as text.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="experiments")
+    starred_by = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="starred_experiments",
+                                        help_text="Users who starred it (each their own star).")
+    archived = models.BooleanField(default=False, help_text="Hidden from the list unless asked for.")
 
     objects = ExperimentQuerySet.as_manager()
 
@@ -97,6 +198,13 @@ class Experiment(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("experiments:detail", args=[self.pk])
+
+    @property
+    def notes_html(self):
+        """Its notes as HTML, safe to show (raw HTML in them is escaped)."""
+        from webapp.experiments.notes import render_markdown
+
+        return render_markdown(self.notes)
 
     @property
     def task_label(self) -> str:
@@ -140,6 +248,8 @@ class Experiment(models.Model):
     @property
     def state(self) -> str:
         """One word for the list page, from the annotated counts (with_run_counts)."""
+        if hasattr(self, "list_state"):
+            return self.list_state
         if getattr(self, "n_running", 0):
             return "running"
         if getattr(self, "n_queued", 0) or getattr(self, "n_waiting", 0):
@@ -149,6 +259,43 @@ class Experiment(models.Model):
         if getattr(self, "n_runs", 0) and self.n_runs == getattr(self, "n_cancelled", 0):
             return "cancelled"
         return "finished" if getattr(self, "n_runs", 0) else "empty"
+
+
+    def artifact_dirs(self) -> list[Path]:
+        """Its runs' output folders that exist, each inside ARTIFACT_ROOT (anything else is never touched)."""
+        root = Path(settings.ARTIFACT_ROOT).resolve()
+        out = []
+        for out_dir in self.runs.exclude(out_dir="").values_list("out_dir", flat=True):
+            path = Path(out_dir).resolve()
+            if path != root and path.is_relative_to(root) and path.is_dir():
+                out.append(path)
+        return out
+
+    def dataset_file_owned(self) -> str:
+        """Its uploaded dataset's name, if no other experiment uses the file (a clone shares its source's)."""
+        if not self.dataset:
+            return ""
+        shared = Experiment.objects.filter(dataset=self.dataset.name).exclude(pk=self.pk).exists()
+        return "" if shared else self.dataset.name
+
+    def deletion_summary(self) -> dict:
+        """What deleting it removes: rows by kind, and the files (their count and size) of its runs and dataset."""
+        files, size = 0, 0
+        paths = self.artifact_dirs()
+        for folder in paths:
+            for f in folder.rglob("*"):
+                if f.is_file() and not f.is_symlink():
+                    files += 1
+                    size += f.stat().st_size
+        if self.dataset_file_owned() and self.dataset.storage.exists(self.dataset.name):
+            files += 1
+            size += self.dataset.size
+        runs = self.runs.all()
+        return {"runs": runs.count(), "metrics": Metric.objects.filter(run__in=runs).count(),
+                "samples": Sample.objects.filter(run__in=runs).count(),
+                "votes": self.votes.count(),  # the ratings app's (it builds on this one: no import)
+                "files": files, "bytes": size,
+                "active": runs.active().count()}
 
 
 class RunQuerySet(models.QuerySet):
@@ -166,6 +313,24 @@ class RunQuerySet(models.QuerySet):
             state=Run.State.RUNNING, claimed_by=hostname, task_id=task_id, attempts=F("attempts") + 1,
             heartbeat_at=Now(), progress_at=Now(), started_at=Now(), phase="starting", eta_s=None)
         return self.get(pk=pk) if claimed else None
+
+    def queue_positions(self, runs) -> dict[int, int]:
+        """Run id -> its place in its queue (Run.queue_position's order), for the queued ones among `runs`:
+        one query (the queued runs of those queues), none when none is queued."""
+        queued = [r for r in runs if r.state == Run.State.QUEUED]
+        if not queued:
+            return {}
+        queues = {r.experiment.queue for r in queued}
+        rows = (self.trainable().filter(state=Run.State.QUEUED, experiment__queue__in=queues)
+                .values_list("pk", "experiment__queue", "queued_at", "created"))
+        order: dict[str, list] = {}
+        for pk, queue, queued_at, created in rows:
+            order.setdefault(queue, []).append((queued_at or created, pk))
+        places = {}
+        for line in order.values():
+            for place, (_, pk) in enumerate(sorted(line), start=1):
+                places[pk] = place
+        return {r.pk: places[r.pk] for r in queued if r.pk in places}
 
     def stale(self, silent_since) -> RunQuerySet:
         """Running runs whose worker has not sent a heartbeat since `silent_since`."""
@@ -192,6 +357,8 @@ class Run(models.Model):
     method = models.CharField(max_length=16)
     seed = models.PositiveIntegerField(default=0)
     config = models.JSONField(help_text="The resolved training config (training.config.from_dict input).")
+    trial = models.PositiveIntegerField(null=True, blank=True,
+                                        help_text="Its number among its method's sweep trials (none outside a sweep).")
     depends_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="dependents", help_text="The SFT run whose model this run starts from.")
     out_dir = models.CharField(max_length=1000, blank=True)
@@ -235,6 +402,8 @@ class Run(models.Model):
 
     @property
     def label(self) -> str:
+        if self.trial is not None:
+            return f"{METHOD_LABELS.get(self.method, self.method)} trial {self.trial}"
         return f"{METHOD_LABELS.get(self.method, self.method)} seed {self.seed}"
 
     @property
@@ -250,6 +419,64 @@ class Run(models.Model):
     @property
     def model_dir(self) -> Path:
         return Path(self.out_dir) / "model"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.out_dir) / "checkpoints"
+
+    def downloads(self) -> list[dict]:
+        """What can be downloaded: the final model (once saved) and each published checkpoint, by step.
+        From its own out_dir only, inside ARTIFACT_ROOT."""
+        from webapp.experiments.downloads import inside_artifacts
+
+        if not self.out_dir:
+            return []
+        out = []
+        if inside_artifacts(self.model_dir) and (self.model_dir / "config.json").is_file():
+            out.append({"label": "Final model", "name": "model", "step": None,
+                        "url": reverse("experiments:run_download_model", args=[self.pk])})
+        if inside_artifacts(self.checkpoints_dir):
+            steps = sorted(int(p.name.split("-")[-1]) for p in self.checkpoints_dir.glob("checkpoint-*")
+                           if p.name.split("-")[-1].isdigit() and inside_artifacts(p))
+            out += [{"label": f"Checkpoint at step {s}", "name": f"checkpoint-{s}", "step": s,
+                     "url": reverse("experiments:run_download_checkpoint", args=[self.pk, s])} for s in steps]
+        return out
+
+    def model_versions(self) -> list[dict]:
+        """What of this run can be tried (webapp/workers/trying.py loads it): its final model once saved,
+        then its published checkpoints, newest first: {key, label, step, path, weights, tokenizer}. LoRA
+        checkpoints (adapters only) are left out. Paths come from its own folders, inside ARTIFACT_ROOT."""
+        from webapp.experiments.downloads import inside_artifacts
+
+        if not self.out_dir:
+            return []
+        tokenizer = str(self.config.get("model") or model_path(self.experiment.base_model))
+        out = []
+        if inside_artifacts(self.model_dir) and (self.model_dir / "config.json").is_file():
+            out.append({"key": "final", "label": "final model", "step": None, "path": str(self.model_dir),
+                        "weights": "", "tokenizer": str(self.model_dir)})
+        for item in sorted(self.downloads(), key=lambda d: -(d["step"] or 0)):
+            if item["step"] is None:
+                continue
+            folder = self.checkpoints_dir / item["name"]
+            if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+                path, weights = str(folder), ""
+            elif (folder / "policy.pt").is_file():  # our PPO: the policy's state dict
+                path, weights = tokenizer, str(folder / "policy.pt")
+            else:
+                continue
+            out.append({"key": f"checkpoint-{item['step']}", "label": f"checkpoint at step {item['step']}",
+                        "step": item["step"], "path": path, "weights": weights, "tokenizer": tokenizer})
+        return out
+
+    def queue_position(self) -> int | None:
+        """1 for the next run its queue's workers take, 2 for the one after...; None unless queued. By when
+        each was (last) sent: the broker's order, except that resumed and requeued runs, sent ahead, may
+        pass runs sent before them, so the position is an estimate."""
+        return Run.objects.queue_positions([self]).get(self.pk)
+
+    def cli_command(self) -> str:
+        return f"python -m training run run-{self.pk}.json --out runs/{self.pk}"
 
     def log_tail(self, n: int = 8) -> list[str]:
         return self.log.splitlines()[-n:]
@@ -360,3 +587,67 @@ class Worker(models.Model):
     @property
     def is_alive(self) -> bool:
         return self.heartbeat_age_s <= settings.PTLAB_WORKER_STALE_SECONDS
+
+
+class Trial(models.Model):
+    """A prompt put to a run's model (its final model or a checkpoint) beside the base model and up to three
+    other runs' models, with sampling settings; a worker on the `try` queue answers each (TrialAnswer)."""
+
+    MAX_OTHERS = 3
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="trials")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="trials",
+                            help_text="The run whose page it was asked from.")
+    prompt = models.TextField(max_length=4000)
+    temperature = models.FloatField(default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+                                    help_text="0: greedy.")
+    top_p = models.FloatField(default=1.0, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)])
+    max_new_tokens = models.PositiveIntegerField(default=64, validators=[MinValueValidator(1),
+                                                                         MaxValueValidator(512)])
+    seed = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(2**31 - 1)])
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def get_absolute_url(self) -> str:
+        return reverse("experiments:trial", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return any(a.state in TrialAnswer.ACTIVE for a in self.answers.all())
+
+
+class TrialAnswer(models.Model):
+    """One model's answer to a trial. The model's folder is resolved by the server when the trial is made
+    (never a path from the request); its text is model output: always escaped."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    ACTIVE = (State.QUEUED, State.RUNNING)
+
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="answers")
+    position = models.PositiveSmallIntegerField(default=0)
+    label = models.CharField(max_length=300)
+    source_run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                   help_text="Whose model; empty for the base model.")
+    checkpoint = models.PositiveIntegerField(null=True, blank=True, help_text="Its step; empty: the final model.")
+    model_path = models.CharField(max_length=1000, help_text="What the worker loads (a folder or a built-in name).")
+    weights_path = models.CharField(max_length=1000, blank=True,
+                                    help_text="A state dict to load into model_path's architecture (PPO checkpoints).")
+    tokenizer_path = models.CharField(max_length=1000)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    text = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["trial", "position"]
+
+    def status(self) -> dict:
+        return {"id": self.pk, "label": self.label, "state": self.state, "text": self.text, "error": self.error,
+                "seconds": self.seconds}

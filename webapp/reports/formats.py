@@ -16,10 +16,11 @@ from pathlib import Path
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from webapp.compare.core import figures, view
+from webapp.compare.core import equal_kl, figures, overopt, sweeps, verdicts, view
 from webapp.compare.core.series import summarize
+from webapp.compare.core.stats import fmt
 from webapp.compare.core.view import RunData
-from webapp.reports.report import config_table, metric_rows
+from webapp.reports.report import config_table, metric_rows, verdicts_document
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
@@ -90,6 +91,24 @@ def _md(text) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
+UNFINISHED = ("waiting", "queued", "running")
+
+
+def partial(doc: dict) -> dict | None:
+    """When runs had not finished at export: how many, and every run's state; None for a complete report."""
+    runs = doc.get("runs") or []
+    unfinished = [r for r in runs if r.get("state") in UNFINISHED]
+    if not unfinished:
+        return None
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("state", "?")] = counts.get(r.get("state", "?"), 0) + 1
+    return {"unfinished": len(unfinished), "runs": len(runs),
+            "states": ", ".join(f"{n} {state}" for state, n in counts.items()),
+            "each": [(r.get("label", r.get("key", "?")), r.get("state", "?"), r.get("step"), r.get("total"))
+                     for r in runs]}
+
+
 def to_markdown(doc: dict) -> str:
     """A short summary to paste into a pull request or a paper draft: the methods and the leaderboard."""
     e, summary = doc["experiment"], report_summary(doc)
@@ -97,11 +116,48 @@ def to_markdown(doc: dict) -> str:
              f"Model `{_md(e['base_model'])}`, task `{_md(e['task_label'])}`, {len(doc['runs'])} runs "
              f"({', '.join(_md(m) for m in e['methods'])}; {e['seeds']} seed(s)), {e['max_steps']} steps, "
              f"eval every {e['eval_every']} steps on {e['eval_prompts']} prompts.", ""]
+    unfinished = partial(doc)
+    if unfinished:
+        lines += [f"**Partial**: {unfinished['unfinished']} of {unfinished['runs']} runs had not finished when "
+                  f"this was exported ({_md(unfinished['states'])}): " + "; ".join(
+                      f"{_md(label)} {_md(state)}" + (f" (step {step} of {total})" if state in UNFINISHED else "")
+                      for label, state, step, total in unfinished["each"]) + ".", ""]
     heads = ["Method", "Runs", *(c["label"] for c in summary["columns"])]
     lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for g in summary["groups"]:
         lines.append("| " + " | ".join([_md(g["label"]), str(g["runs"]), *(_md(c) for c in g["cells"])]) + " |")
     lines += ["", "Mean ± 95% CI over seeds."]
+    data = run_data(doc)
+    flags = overopt.all_flags(data)
+    if flags:
+        lines += ["", "**Over-optimisation and collapse**", "", *(f"- {_md(f)}" for f in flags)]
+    table = report_verdicts(doc)
+    if table["rows"]:
+        lines += ["", "**Verdicts** (paired bootstrap over the same eval prompts at the final evaluation; "
+                      f"Holm-corrected across {table['pairs']} pair(s); detectable: 80% power, α = 0.05)", "",
+                  "| Verdict | Difference [95% CI] | p (Holm) | Detectable |", "|---|---|---|---|"]
+        for row in table["rows"]:
+            lines.append(f"| {_md(row['sentence'])} | {row['difference']} | {row['p_holm']} | {row['detectable']} |")
+        if table["underpowered"]:
+            lines += ["", f"⚠ {table['underpowered']} observed difference(s) below what the experiment can detect."]
+    sweep = doc.get("sweep")
+    if sweep:
+        lines += ["", f"**Equal tuning budget** (trials chosen on {sweep['validation_prompts']} validation prompts, "
+                      f"reported on the other {sweep['test_prompts']})", "",
+                  "| Method | Trials | Best trial | Validation | Test |", "|---|---|---|---|---|"]
+        for m in sweep["methods"]:
+            best = m["best"] or {}
+            lines.append(f"| {_md(m['label'])} | {m['completed']} of {m['trials']} | {_md(best.get('label', '–'))} | "
+                         f"{fmt(best.get('validation'))} | {fmt(best.get('test'))} |")
+        lines += [""] + [f"- {_md(r['sentence'])} (test half)" for r in sweep["verdicts"]["rows"]]
+    at_kl = equal_kl.reward_at_equal_kl(data)
+    if at_kl["rows"]:
+        lines += ["", "**Reward at equal KL** (best eval/reward within each KL budget, nats; mean ± 95% CI over seeds; "
+                      "*: budget not all spent)", "",
+                  "| Method | " + " | ".join(f"KL ≤ {b}" for b in at_kl["budgets"]) + " |",
+                  "|---|" + "---|" * len(at_kl["budgets"])]
+        for row in at_kl["rows"]:
+            lines.append(f"| {_md(row['label'])} | " + " | ".join(row["texts"]) + " |")
     board = doc["leaderboard"]
     ranked = [r for r in board["rows"] if r["votes"]]
     if ranked:
@@ -135,6 +191,12 @@ def run_data(doc: dict) -> list[RunData]:
 
 def report_summary(doc: dict, data: list[RunData] | None = None) -> dict:
     return view.summary(data if data is not None else run_data(doc))
+
+
+def report_verdicts(doc: dict) -> dict:
+    """The verdicts table of the document (its own `verdicts`, else computed from its samples)."""
+    several = len(doc.get("experiments") or []) > 1
+    return verdicts.table(doc.get("verdicts") or verdicts_document(doc, several=several))
 
 
 def samples_grid(doc: dict, data: list[RunData], step: int | None = None) -> dict:
@@ -186,8 +248,10 @@ def html_context(doc: dict, *, step: int | None = None, pdf: bool = False) -> di
                                   "mid": round(100 * (r["bt_score"] - lo) / span, 2)} for r in ranked}
     board = {**board, "rows": [{**r, "bar": bars.get(r["contestant"])} for r in board["rows"]]}
     return {
-        "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf,
-        "summary": report_summary(doc, data), "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
+        "doc": doc, "e": doc["experiment"], "env": doc["environment"], "pdf": pdf, "partial": partial(doc),
+        "summary": report_summary(doc, data), "verdicts": report_verdicts(doc), "flags": overopt.all_flags(data),
+        "equal_kl": equal_kl.reward_at_equal_kl(data),
+        "sweep": sweeps.view(doc["sweep"]) if doc.get("sweep") else None, "charts": charts, "configs": _chunks(config_table(doc), 4 if pdf else 0),
         "grid": grid, "board": board, "ranked": ranked,
         "board_figures": leaderboard_figures(doc), "n_metrics": sum(len(v) for v in doc["metrics"].values()),
         # The PDF's page is printed here: plotly.js from its file (compiled off the main thread, sooner

@@ -19,6 +19,7 @@ from collections import Counter
 from django.conf import settings
 from django.utils import timezone
 
+from webapp.compare.core import verdicts
 from webapp.compare.loader import labels
 from webapp.experiments.methods import method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample, Worker
@@ -127,6 +128,7 @@ def _run_rows(runs: list[Run], keys: dict[int, str], labels: dict[int, tuple[str
             "depends_on": keys.get(r.depends_on_id), "step": r.step, "total": r.total, "latest": r.latest,
             "error": public_text(r.error), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _duration(r), "claimed_by": r.claimed_by,
+            **({"trial": r.trial} if r.trial is not None else {}),  # a sweep trial
         } for r in runs],
         "metrics": metrics,
         "samples": samples,
@@ -161,6 +163,8 @@ def build_report(experiment: Experiment, *, votes: bool = True) -> dict:
         "format": FORMAT, "version": VERSION, "exported_at": timezone.now().isoformat(),
         "experiment": exp,
         **parts,
+        "verdicts": verdicts_document(parts),
+        **({"sweep": sweep} if (sweep := sweep_document(parts)) else {}),
         "votes": vote_rows,
         "leaderboard": leaderboard or leaderboard_document(build_leaderboard(experiment), keys),
         "environment": imported.environment if imported else environment(runs),
@@ -190,6 +194,7 @@ def build_comparison_report(runs: list[Run]) -> dict:
         return ", ".join(dict.fromkeys(str(v) for v in values))
 
     first = experiments[0] if experiments else None
+    parts = _run_rows(runs, keys, labels(runs))
     exp = {
         "id": None, "name": ("Comparison: " + " vs ".join(e.name for e in experiments))[:200],
         "base_model": joined(public_value(e.base_model) for e in experiments)[:500], "task": joined(e.task for e in experiments)[:100],
@@ -206,11 +211,45 @@ def build_comparison_report(runs: list[Run]) -> dict:
         "experiments": [{"id": e.pk, "name": e.name, "base_model": public_value(e.base_model),
                          "task_label": e.task_label}
                         for e in experiments],
-        **_run_rows(runs, keys, labels(runs)),
+        **parts,
+        "verdicts": verdicts_document(parts, several=len(experiments) > 1),
         "votes": [],
         "leaderboard": dict(EMPTY_BOARD),
         "environment": environment(runs),
     }
+
+
+def verdicts_document(parts: dict, several: bool = False) -> dict:
+    """The verdicts (compare.core.verdicts) of the document's runs from its samples, at each run's last
+    evaluation. Derived, like the leaderboard: shown, not imported. Across experiments, samples pair on
+    prompt id and text."""
+    runs = [(n, r["label"], r.get("group", r["method"]), r.get("group_label", r["method_label"]))
+            for n, r in enumerate(parts["runs"]) if r.get("trial") is None]  # sweep trials: see sweep_document
+    rows = ((n, step, (pid, prompt) if several else pid, reward)
+            for n, r in enumerate(parts["runs"])
+            for step, pid, _index, prompt, _completion, reward in parts["samples"].get(r["key"], []))
+    return verdicts.from_samples(runs, rows).as_dict()
+
+
+def sweep_document(parts: dict) -> dict | None:
+    """The sweep's best-of-budget table (compare.core.sweeps) of the document's trial runs; None if none."""
+    from webapp.compare.core import sweeps
+    from webapp.experiments.sweeps import SEARCH_SPACES
+
+    trials = []
+    for n, r in enumerate(parts["runs"]):
+        if r.get("trial") is None:
+            continue
+        names = [p.name for p in SEARCH_SPACES.get(r["method"], ())]
+        trials.append(sweeps.TrialRun(run=n, group=r.get("group", r["method"]),
+                                      group_label=r.get("group_label", r["method_label"]), label=r["label"],
+                                      params={k: r["config"][k] for k in names if k in r["config"]},
+                                      state=r["state"], wall_s=r.get("duration_s"), steps=r.get("step")))
+    if not trials:
+        return None
+    rows = ((n, step, pid, reward) for n, r in enumerate(parts["runs"]) if r.get("trial") is not None
+            for step, pid, _index, _prompt, _completion, reward in parts["samples"].get(r["key"], []))
+    return sweeps.sweep_table(trials, rows)
 
 
 def votes_digest(votes: list[dict]) -> str:

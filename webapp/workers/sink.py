@@ -27,6 +27,7 @@ class DatabaseSink:
 
     def __init__(self, run: Run):
         self.run_id = run.pk
+        self.trial = run.trial  # a sweep trial: checked for pruning at each evaluation
         self.attempt = run.attempts  # the claim token; also names the attempt's private folder
         self.lines = run.log.splitlines()
         self.lost = False  # the run was taken away from this attempt
@@ -52,6 +53,19 @@ class DatabaseSink:
         rows = [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
                        completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples]
         self._while_held(lambda: Sample.objects.bulk_create(rows, batch_size=500))
+        if self.trial is not None and step > 0 and not (self.stop or self.lost):
+            self._prune_check(step)
+
+    def _prune_check(self, step: int) -> None:
+        """A sweep trial whose validation reward so far is below its predecessors' median stops here (it
+        ends cancelled, its log saying it was pruned, and the sweep proposes the next trial)."""
+        from webapp.experiments.actions import PRUNED, trial_should_prune
+
+        run = Run.objects.select_related("experiment").filter(pk=self.run_id).first()
+        if run is not None and trial_should_prune(run):
+            self.stop = True
+            self._write(log=self._log(f"{PRUNED} {step}: its validation reward is below the median of the "
+                                      "earlier trials at this step"))
 
     def publish(self, source: str | Path, target: str | Path) -> bool:
         """Move the folder `source` (this attempt's checkpoint or final model) to `target`, replacing what is
@@ -78,7 +92,7 @@ class DatabaseSink:
                 self.lost = True
             elif requested:
                 self.stop = True
-                self._write(log=self._log("stop requested: stopping after this step (final evaluation, save)"))
+                self._write(log=self._log("stop requested: stopping after this step (saving the model; no final evaluation)"))
         return self.stop or self.lost
 
     def truncate_after(self, step: int) -> None:

@@ -18,3 +18,11 @@ def reap() -> list[str]:
     """For deployments that prefer Celery beat (on a queue an idle worker serves) to the worker's own
     supervisor thread or `manage.py reap`."""
     return do_reap()
+
+
+@shared_task(ignore_result=True)
+def answer_trial(trial_id: int) -> str:
+    """Answer a "try a model" trial (queue `try`): each of its models' completion of its prompt."""
+    from webapp.workers.trying import do_answer_trial
+
+    return do_answer_trial(trial_id)

@@ -386,3 +386,47 @@ def test_compare_page_shows_the_rating_leaderboard(alice_client, alice, bob):
     assert "js/leaderboard.js" in page and "css/ratings.css" in page
     assert reverse("ratings:index") in page  # the Rating link in the navigation
     assert 'id="ratings-board"' not in alice_client.get(reverse("compare:runs")).content.decode()
+
+
+def test_the_page_states_the_verdicts_from_the_runs_samples(client, alice, make_experiment):
+    """Paired on the same prompts at the final evaluation; PPO's demo ceiling is far above SFT's."""
+    client.force_login(alice)
+    exp = make_experiment(alice, methods=["sft", "ppo"], seeds=3)
+    fill_experiment(exp, steps=20, eval_every=10, prompts=12, per_prompt=4, proxy_methods=())
+    table = loader.verdicts_table(loader.experiment_runs(exp))
+    (row,) = table["rows"]
+    assert row["sentence"].startswith("PPO beats SFT by ") and row["significant"]
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="verdicts"' in page and html.escape(row["sentence"]) in page
+
+
+def test_the_form_shows_the_detectable_difference_and_updates_it(client, alice):
+    client.force_login(alice)
+    page = client.get(reverse("experiments:new")).content.decode()
+    assert 'id="detectable"' in page and "must differ by about" in page
+    few = client.get(reverse("compare:detectable"), {"prompts": 10, "samples": 2, "seeds": 1}).json()
+    many = client.get(reverse("compare:detectable"), {"prompts": 200, "samples": 16, "seeds": 5}).json()
+    assert many["detectable"] < few["detectable"]
+    assert client.get(reverse("compare:detectable"), {"prompts": "x"}).status_code == 200
+
+
+def test_over_optimisation_is_flagged_on_the_run_and_compare_pages(client, alice, make_experiment):
+    """The demo's PPO optimises a proxy whose gold reward turns down halfway; DPO's does not."""
+    client.force_login(alice)
+    exp = make_experiment(alice, methods=["dpo", "ppo"])
+    fill_experiment(exp, steps=100, eval_every=10, proxy_methods=("ppo",))
+    ppo, dpo = exp.runs.get(method="ppo"), exp.runs.get(method="dpo")
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="flags"' in page and "PPO seed 0: over-optimisation" in page and "DPO seed 0: over" not in page
+    assert "over-optimisation" in client.get(reverse("experiments:run", args=[ppo.pk])).content.decode()
+    assert 'id="flags"' not in client.get(reverse("experiments:run", args=[dpo.pk])).content.decode()
+
+
+def test_the_page_shows_the_reward_at_equal_kl(client, alice, make_experiment):
+    client.force_login(alice)
+    exp = make_experiment(alice, methods=["dpo", "ppo"], seeds=2)
+    fill_experiment(exp, steps=40, eval_every=10, proxy_methods=())
+    stats = loader.statistics(loader.experiment_runs(exp))
+    assert [r["label"] for r in stats["equal_kl"]["rows"]] == ["DPO", "PPO"] and stats["equal_kl"]["budgets"]
+    page = client.get(reverse("compare:experiment", args=[exp.pk])).content.decode()
+    assert 'id="equal-kl"' in page and f"KL ≤ {stats['equal_kl']['budgets'][-1]}" in page

@@ -16,6 +16,7 @@ Point = tuple[int, float, float]  # (step, value, wall time: seconds since the e
 # --- metric names -------------------------------------------------------------------------------------
 
 REWARD, KL, PROXY, TOKENS = "eval/reward", "eval/kl", "eval/proxy_reward", "train/num_tokens"
+ENTROPY, LENGTH = "eval/entropy", "eval/length"
 LOSS_KEYS = ("train/loss", "train/loss/total")  # PPO (ours) logs its total loss as loss/total
 
 
@@ -39,7 +40,10 @@ PANELS = (  # training loss and method panels, from the trainers' own train/* ke
     Panel("reward_std", "GRPO/RLOO: reward spread within groups", ("train/reward_std",), "reward std"),
     Panel("completion_length", "Completion length in training", ("train/completions/mean_length",), "tokens"),
 )
-NEEDED_NAMES = tuple(dict.fromkeys((REWARD, KL, PROXY, TOKENS, *(k for p in PANELS for k in p.keys))))
+# A run's own page also draws its learning rate (TRL logs learning_rate, our PPO lr); not a comparison chart.
+LR_PANEL = Panel("learning_rate", "Learning rate", ("train/learning_rate", "train/lr"), "learning rate")
+NEEDED_NAMES = tuple(dict.fromkeys((REWARD, KL, PROXY, TOKENS, ENTROPY, LENGTH, *(k for p in PANELS for k in p.keys),
+                                    *LR_PANEL.keys)))
 
 # --- downsampling -------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ class RunData:
     color: str = GREY
     dash: str = "solid"
     depends_on: bool = False  # it starts from another run's model (its step 0 is not the base model)
+    offset: int = 0  # steps of the run it starts from: where the chained step axis places its step 0
     url: str = ""  # its page, where there is one
     _clock: tuple | None = field(default=None, init=False, repr=False)
 
@@ -76,24 +77,56 @@ class RunData:
 # --- colours and groups -------------------------------------------------------------------------------
 
 
+# Where one method comes from several experiments, each further experiment's runs of it turn the method's
+# hue by these degrees (and darken a little): the method still reads from the colour, every run is distinct.
+EXPERIMENT_HUES = (0, 40, -40, 80, -80, 120, -120)
+
+
 def style_runs(runs: list[RunData]) -> list[RunData]:
-    """A colour per method (lighter for later seeds); a dash per experiment where one method comes from
-    several experiments (else every line is solid: dotted noisy lines read badly)."""
+    """A colour per method (lighter for later seeds); where one method comes from several experiments a
+    hue turn and a dash per experiment (else every line is solid: dotted noisy lines read badly). No two
+    runs share a colour."""
     seen_in_group: dict[str, int] = {}
     others: dict[str, str] = {}
     experiments_of: dict[str, set[int]] = {}
     for run in runs:
         experiments_of.setdefault(run.method, set()).add(run.experiment)
     dashed = any(len(e) > 1 for e in experiments_of.values())
+    used: set[str] = set()
     for run in runs:
         base = METHOD_COLORS.get(run.method)
         if base is None:
             base = others.setdefault(run.method, OTHER_COLORS[len(others) % len(OTHER_COLORS)])
+        if len(experiments_of[run.method]) > 1:
+            rank = sorted(experiments_of[run.method]).index(run.experiment)
+            if rank:
+                turn = EXPERIMENT_HUES[rank % len(EXPERIMENT_HUES)] + 7 * (rank // len(EXPERIMENT_HUES))
+                base = darken(turn_hue(base, turn), 0.12)
         k = seen_in_group.get(run.group, 0)
         seen_in_group[run.group] = k + 1
-        run.color = lighten(base, min(0.55, 0.18 * k))
+        color = lighten(base, min(0.55, 0.18 * k))
+        nudge = 0
+        while color in used:  # many seeds (or experiments): keep every line its own colour
+            nudge += 1
+            color = turn_hue(color, 11 * nudge)
+        used.add(color)
+        run.color = color
         run.dash = DASHES[run.experiment % len(DASHES)] if dashed else "solid"
     return runs
+
+
+def turn_hue(hex_color: str, degrees: float) -> str:
+    import colorsys
+
+    r, g, b = (int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    h, light, sat = colorsys.rgb_to_hls(r, g, b)
+    r, g, b = colorsys.hls_to_rgb((h + degrees / 360) % 1.0, light, sat)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def darken(hex_color: str, amount: float) -> str:
+    r, g, b = (round(int(hex_color[i:i + 2], 16) * (1 - amount)) for i in (1, 3, 5))
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def group_color(runs: list[RunData], group: str) -> str:

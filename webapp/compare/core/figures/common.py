@@ -27,11 +27,16 @@ def r6s(xs: Iterable[float | None]) -> list[float | None]:
 class Axis:
     """Maps a run's steps to the chosen x axis: steps, tokens seen or seconds of wall time."""
 
-    def __init__(self, mode: str, runs: list[RunData]):
+    def __init__(self, mode: str, runs: list[RunData], chain: bool = False):
         if mode not in X_MODES:
             raise ValueError(f"x must be one of {sorted(X_MODES)}, not {mode!r}")
         self.mode = mode
         self.title = X_MODES[mode]
+        # Chained (steps only): a run that starts from another run's model is placed after it, its step 0
+        # at that run's last step.
+        self.chain = chain and mode == "step" and any(r.offset for r in runs)
+        if self.chain:
+            self.title = "step (runs that start from another run's model placed after it)"
         self._maps: dict[int, tuple[list[int], list[float]]] = {}
         self._t0: dict[int, float] = {}
         for run in runs if mode != "step" else ():
@@ -46,7 +51,7 @@ class Axis:
     def of(self, run: RunData, steps: Sequence[int], walls: Sequence[float] | None = None) -> list:
         """x of a run's points: their steps, their own wall time, or tokens seen interpolated at their step."""
         if self.mode == "step":
-            return list(steps)
+            return [s + run.offset for s in steps] if self.chain else list(steps)
         if self.mode == "wall" and walls is not None:
             t0 = self._t0[run.id]
             return [round(max(0.0, w - t0), 1) for w in walls]
@@ -59,7 +64,10 @@ class Axis:
     def mean_of(self, runs: list[RunData], steps: Sequence[int]) -> list:
         """x of a seeds' mean: the mean over the runs of each one's x at that step."""
         if self.mode == "step":
-            return list(steps)
+            if not self.chain:
+                return list(steps)
+            shift = sum(r.offset for r in runs) / len(runs) if runs else 0
+            return [s + shift for s in steps]
         per_run = [self.of(r, steps) for r in runs if self.has(r)]
         if not per_run:
             return [None] * len(steps)
