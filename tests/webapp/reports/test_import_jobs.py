@@ -116,3 +116,11 @@ def test_the_hourly_quota_fails_the_job(bob, body, settings):
     assert do_run_import_job(second.pk) == "failed"
     assert "PTLAB_MAX_EXPERIMENTS_PER_HOUR" in ImportJob.objects.get(pk=second.pk).message
     assert Experiment.objects.filter(owner=bob).count() == 1
+
+
+def test_training_runs_never_go_to_the_io_queue(alice):
+    from tests.webapp.conftest import form_data
+    from webapp.experiments.forms import ExperimentForm
+
+    form = ExperimentForm(form_data(queue="io"), {}, user=alice)
+    assert not form.is_valid() and "for imports and uploads" in str(form.errors["queue"])
