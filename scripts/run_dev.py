@@ -10,6 +10,7 @@ fails: the `tiny` model needs nothing), then start and supervise
     worker   one Celery worker on the queue `train` (one run at a time; it also reaps runs
              whose worker died)
     try      one Celery worker on the queue `try` (answers "try a model" prompts)
+    io       one Celery worker on the queue `io` (report imports and dataset uploads, in the background)
     web      Django's runserver on 127.0.0.1:$PORT (8000)
 
 Every child (the preparation steps too) runs in its own process group, out of the terminal's reach:
@@ -45,7 +46,7 @@ VAR = Path(os.environ.get("PTLAB_VAR_DIR", ROOT / "var")).resolve()  # as webapp
 PY = sys.executable
 LOGIN_FILE = VAR / "demo-login.txt"
 
-COLORS = {"redis": "31", "worker": "33", "try": "35", "web": "32", "demo": "36", "run": "1"}
+COLORS = {"redis": "31", "worker": "33", "try": "35", "io": "34", "web": "32", "demo": "36", "run": "1"}
 WIDTH = 6
 # A warnings filter (PYTHONWARNINGS syntax: action:message prefix) for Celery's SecurityWarning when root runs it.
 ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
@@ -410,6 +411,10 @@ def main() -> int:
         sup.start("try", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "try", "-c", "1", "--pool", "solo",
                           "-n", "try@%h", "--prefetch-multiplier", "1", "-l", "INFO"],
                   dict(env, PYTHONWARNINGS=warnings))
+        # Report imports and dataset uploads on their own queue and worker: never behind a training run; no torch.
+        sup.start("io", [PY, "-m", "celery", "-A", "webapp", "worker", "-Q", "io", "-c", "1", "-n", "io@%h",
+                         "--prefetch-multiplier", "1", "-l", "INFO"],
+                  dict(env, PYTHONWARNINGS=warnings, PTLAB_PRELOAD_TRAINING="0"))
         url = f"http://{host}:{port}/"
         sup.start("web", [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"], env)
         sup.wait_until(lambda: http_answers(url), 60, "the web server")

@@ -145,6 +145,9 @@ FILE_UPLOAD_PERMISSIONS = 0o644
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6390/0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "train"
+# Report imports (and other file work) go to this CPU-light queue, served by its own worker so that a training
+# run of hours never holds them up (`make run` starts one).
+PTLAB_IO_QUEUE = os.environ.get("PTLAB_IO_QUEUE", "io")
 CELERY_TASK_IGNORE_RESULT = True  # run state lives in the Run table, not in a result backend
 # Ack on receipt: a long run is never redelivered when it outlives the broker's visibility_timeout.
 # A worker that dies mid-run is handled by the reaper (heartbeats in the database), not by redelivery.
@@ -184,9 +187,12 @@ PTLAB_MAX_QUEUED_RUNS_PER_USER = int(env_float("PTLAB_MAX_QUEUED_RUNS_PER_USER",
 PTLAB_MAX_EXPERIMENTS_PER_HOUR = int(env_float("PTLAB_MAX_EXPERIMENTS_PER_HOUR", 30))  # per user, imports too
 PTLAB_MAX_UPLOAD_BYTES = int(env_float("PTLAB_MAX_UPLOAD_BYTES", 50 * 2**20))  # a JSONL dataset
 PTLAB_MAX_UPLOAD_ROWS = int(env_float("PTLAB_MAX_UPLOAD_ROWS", 200_000))  # rows of a JSONL dataset
+# A dataset upload larger than this is checked by a worker (queue PTLAB_IO_QUEUE) while its page polls it;
+# a smaller one by the same code in the request (done before a page could poll it).
+PTLAB_INLINE_UPLOAD_BYTES = int(env_float("PTLAB_INLINE_UPLOAD_BYTES", 2**20))
 PTLAB_MAX_IMPORT_BYTES = int(env_float("PTLAB_MAX_IMPORT_BYTES", 100 * 2**20))  # a report's JSON
-# metric points + samples + votes of one import; it runs in the request (~30 s for 500k points on a loaded
-# 2-core machine with SQLite, of which ~3 s parsing and ~3 s validation)
+# metric points + samples + votes of one import; a worker does it (queue PTLAB_IO_QUEUE), never the request,
+# which only stores the file (bench/RESULTS.md: "Report import in the background")
 PTLAB_MAX_IMPORT_POINTS = int(env_float("PTLAB_MAX_IMPORT_POINTS", 200_000))
 PTLAB_MAX_JSON_DEPTH = int(env_float("PTLAB_MAX_JSON_DEPTH", 32))  # nesting of any JSON a user sends
 # An API body (or form) larger than this is refused with 413 (the API's JSON error shape); uploads are

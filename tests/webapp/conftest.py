@@ -20,6 +20,22 @@ def enqueued(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def import_jobs_sent(monkeypatch):
+    """Ids of report-import jobs sent to the broker (run them with webapp.reports.jobs.do_run_import_job)."""
+    sent = []
+    monkeypatch.setattr("webapp.reports.jobs.send_import_job", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def upload_jobs_sent(monkeypatch):
+    """Ids of dataset-upload jobs sent to the broker (run them with webapp.datasets.jobs.do_run_upload_job)."""
+    sent = []
+    monkeypatch.setattr("webapp.datasets.jobs.send_upload_job", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.MEDIA_ROOT = settings.ARTIFACT_ROOT

@@ -23,6 +23,8 @@ from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Run, Worker
 from webapp.ratings.demo import make_demo_experiment, simulate_votes
 from webapp.reports.importing import ReportError, do_import_report
+from webapp.reports.jobs import do_run_import_job
+from webapp.reports.models import ImportJob
 from webapp.reports.report import build_report
 
 pytestmark = pytest.mark.django_db
@@ -306,7 +308,9 @@ def test_deeply_nested_json_is_a_4xx_everywhere(api, alice_client, bob):
         task="upload", methods=["sft"], rl_from_sft=None, dataset=SimpleUploadedFile("d.jsonl", line)))
     assert response.status_code == 200 and "nested deeper than" in response.content.decode()
     response = alice_client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", DEEP.encode())})
-    assert response.status_code == 200 and "nested deeper than" in response.content.decode()
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and do_run_import_job(job.pk) == "failed"
+    assert "nested deeper than" in alice_client.get(response["Location"]).content.decode()
 
 
 @pytest.mark.parametrize("steps", [-5, 10**30, 2**70])

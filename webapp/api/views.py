@@ -301,12 +301,12 @@ def create_experiment(request: HttpRequest, payload: schemas.NewExperiment):
     data, unknown = _form_data(given)
     form = ExperimentForm(_Data({k: _as_form_value(v, k) for k, v in data.items()}), {}, user=request.user)
     valid = form.is_valid()
-    if unknown or not valid:
+    experiment = form.save(owner=request.user) if valid and not unknown else None  # None: a quota refused it
+    if unknown or experiment is None:
         fields = {**{k: list(v) for k, v in form.errors.items()}, **unknown}
         if not unknown and limit_refusal(form):
             raise ApiError(429, " ".join(form.non_field_errors()), "limit_exceeded", fields)
         raise ApiError(400, "The experiment is not valid.", "validation_error", fields)
-    experiment = form.save(owner=request.user)
     experiment = Experiment.objects.select_related("owner").with_run_counts().get(pk=experiment.pk)
     return Status(201, experiment_data(experiment, runs=list(experiment.runs.all())))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -16,7 +16,8 @@ from training.tasks import BUILTIN_TASKS, DatasetError
 from webapp.datasets.actions import load
 from webapp.datasets.figures import length_figure, length_info
 from webapp.datasets.forms import DatasetForm, MappingForm
-from webapp.datasets.models import Dataset
+from webapp.datasets.jobs import do_create_upload_job, do_run_upload_job, runs_inline
+from webapp.datasets.models import Dataset, UploadJob
 from webapp.datasets.preview import build_preview
 from webapp.datasets.uploads import SizeLimitHandler, max_upload_bytes
 
@@ -59,12 +60,35 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
 def _dataset_new(request: HttpRequest, limiter: SizeLimitHandler) -> HttpResponse:
     if request.method == "POST":
         form = DatasetForm(request.POST, request.FILES, too_big=limiter.too_big)
-        if form.is_valid() and (dataset := form.save(owner=request.user)) is not None:
+        if form.is_valid() and (upload := form.cleaned_data.get("file")):  # checked as a job (webapp.datasets.jobs)
+            inline = runs_inline(upload)
+            job = do_create_upload_job(request.user, form.cleaned_data["name"], form.cleaned_data.get("split"),
+                                       upload, send=not inline)
+            if not inline:
+                return redirect(job)
+            if do_run_upload_job(job.pk) == UploadJob.State.DONE:
+                job.refresh_from_db()
+                messages.success(request, f"Saved {job.dataset.rows} rows; check the column mapping below.")
+                return redirect(job.dataset)
+            form.add_error("file", UploadJob.objects.get(pk=job.pk).message)
+        elif form.is_valid() and (dataset := form.save(owner=request.user)) is not None:  # a server path
             messages.success(request, f"Saved {dataset.rows} rows; check the column mapping below.")
             return redirect(dataset)
     else:
         form = DatasetForm()
     return render(request, "datasets/dataset_form.html", {"form": form, "max_mb": max_upload_bytes() // 2**20})
+
+
+@login_required
+@require_GET
+def upload_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page of an upload being checked by a worker; its JSON (Accept: application/json) for polling."""
+    job = get_object_or_404(UploadJob.objects.select_related("dataset"), pk=pk, owner=request.user)
+    status = {"id": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase, "message": job.message,
+              "finished": job.finished, "url": job.dataset.get_absolute_url() if job.dataset else None}
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse(status)
+    return render(request, "datasets/upload_job.html", {"job": job})
 
 
 @login_required

@@ -19,6 +19,7 @@ from django.utils import timezone
 from training.config import ConfigError
 from webapp.experiments import sweeps
 from webapp.experiments.models import Experiment, Run
+from webapp.experiments.quotas import check_quotas
 
 log = logging.getLogger(__name__)
 State = Run.State
@@ -56,13 +57,17 @@ def enqueue(run: Run, queue: str, *, ahead: bool = False) -> None:
     transaction.on_commit(send)
 
 
-def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = None) -> Experiment:
+def do_create_experiment(experiment: Experiment, dataset: UploadedFile | None = None, *,
+                         quotas: bool = False) -> Experiment:
     """Save an (unsaved, validated) experiment with its runs: one per method and seed. With
-    `rl_from_sft`, the other methods wait for the SFT run of their seed and start from its model."""
+    `rl_from_sft`, the other methods wait for the SFT run of their seed and start from its model.
+    `quotas`: check the owner's quotas in the same transaction, the owner locked (raises QuotaExceeded)."""
     config = sweeps.from_settings(experiment.sweep)
     if config is not None and experiment.rl_from_sft:
         raise ConfigError("sweep", "a sweep cannot start the other methods from SFT (rl_from_sft)")
     with transaction.atomic():
+        if quotas:
+            check_quotas(experiment.owner, len(experiment.methods) * experiment.seeds)
         if dataset is not None:
             experiment.dataset.save(Path(dataset.name).name, dataset, save=False)
         experiment.save()

@@ -5,15 +5,11 @@ judge of a config, and its ConfigError.key tells which field to put the error be
 from __future__ import annotations
 
 import unicodedata
-from datetime import timedelta
 
 from django import forms
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import Q
-from django.utils import timezone
 
 from training import sizing
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
@@ -32,6 +28,7 @@ from webapp.experiments.models import (
     not_a_reserved_queue,
     queue_name_validator,
 )
+from webapp.experiments.quotas import QuotaExceeded, queued_refusal, rate_refusal
 from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
 
 UPLOAD = "upload"
@@ -302,12 +299,9 @@ class ExperimentForm(forms.Form):
                 f"({len(methods)} methods x {data.get('seeds')} seeds).", code=LIMIT))
         if self.user is None or not self.user.is_authenticated:
             return
-        most = settings.PTLAB_MAX_QUEUED_RUNS_PER_USER
-        queued = Run.objects.filter(experiment__owner=self.user, state__in=(Run.State.WAITING, Run.State.QUEUED)).count()
-        if queued + n_runs > most:
-            self.add_error(None, forms.ValidationError(
-                f"At most {most} runs waiting or queued per user (PTLAB_MAX_QUEUED_RUNS_PER_USER): you have "
-                f"{queued}, and this experiment adds {n_runs}. Wait for some to start, or cancel some.", code=LIMIT))
+        refused = queued_refusal(self.user, n_runs)
+        if refused:
+            self.add_error(None, forms.ValidationError(refused, code=LIMIT))
         check_experiment_rate(self.user, form=self)
 
     def clean(self):
@@ -453,25 +447,22 @@ class ExperimentForm(forms.Form):
             return  # one error a field is enough (the same error of a common field, from another method)
         self.add_error(field, message)
 
-    def save(self, owner) -> Experiment:
+    def save(self, owner) -> Experiment | None:
+        """The experiment, or None when a quota refused it at the last moment (a concurrent create of the
+        same user took the room): the refusal is then the form's error, as if `is_valid` had found it."""
         self.experiment.owner = owner
-        return do_create_experiment(self.experiment, dataset=self.upload)
+        try:
+            return do_create_experiment(self.experiment, dataset=self.upload, quotas=True)
+        except QuotaExceeded as e:
+            self.add_error(None, forms.ValidationError(str(e), code=LIMIT))
+            return None
 
 
 def check_experiment_rate(user, *, form: forms.Form | None = None) -> str | None:
     """The hourly quota of new experiments (forms, API and imports alike): the refusal's text, added to
-    `form` when given; None when `user` may create one more."""
-    most = settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR
-    since = timezone.now() - timedelta(hours=1)
-    new = Q(created__gte=since)
-    if apps.is_installed("webapp.reports"):  # an import keeps its report's date: count when it was imported
-        new |= Q(imported_report__created__gte=since)
-    recent = Experiment.objects.filter(new, owner=user).distinct().count()
-    if recent < most:
-        return None
-    message = (f"At most {most} new experiments per hour (PTLAB_MAX_EXPERIMENTS_PER_HOUR): you created {recent} "
-               "in the last hour. Try again later.")
-    if form is not None:
+    `form` when given; None when `user` may create one more. Checked again, locked, when it is saved."""
+    message = rate_refusal(user)
+    if message and form is not None:
         form.add_error(None, forms.ValidationError(message, code=LIMIT))
     return message
 

@@ -128,8 +128,7 @@ def _back(request: HttpRequest, experiment: Experiment) -> HttpResponse:
 def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ExperimentForm(request.POST, request.FILES, user=request.user)
-        if form.is_valid():
-            experiment = form.save(owner=request.user)
+        if form.is_valid() and (experiment := form.save(owner=request.user)) is not None:
             n = experiment.runs.count()
             messages.success(request, f"Started {n} run{pluralize(n)}.")
             return redirect(experiment)

@@ -15,6 +15,7 @@ from training import safejson
 from training.config import BaseConfig
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run, Sample, queue_name_validator
+from webapp.experiments.quotas import lock_owner, rate_refusal
 from webapp.ratings.leaderboard import build_leaderboard
 from webapp.ratings.models import BASE, Vote
 from webapp.reports.models import ImportedReport
@@ -362,14 +363,13 @@ def do_import_report(doc: dict, owner, *, checked: bool = False) -> Experiment:
     """Create the experiment, its runs (finished as they were: nothing is queued), metrics, samples and
     votes. The whole document is validated first (`check`); raises ReportError for one it cannot read,
     or when the owner has reached the hourly limit of new experiments."""
-    from webapp.experiments.forms import check_experiment_rate
-
-    if not checked:  # `checked`: the caller has just run check(doc) (the import form)
+    if not checked:  # `checked`: the caller has just run check(doc) (the import job)
         check(doc)
-    refused = check_experiment_rate(owner)
-    if refused:
-        raise ReportError(refused)
     with transaction.atomic():
+        lock_owner(owner)  # the hourly quota and the create: one step per user, never raced
+        refused = rate_refusal(owner)
+        if refused:
+            raise ReportError(refused)
         return _write(doc, owner)
 
 

@@ -3,17 +3,20 @@ user may not see), the document from report.py, the formats from formats.py."""
 
 from __future__ import annotations
 
-from django.contrib import messages
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.compare.loader import picked_runs
+from webapp.datasets.uploads import SizeLimitHandler
 from webapp.experiments.access import experiment_for_user
 from webapp.reports import formats
 from webapp.reports.forms import ImportForm
-from webapp.reports.importing import ReportError, do_import_report
+from webapp.reports.jobs import do_create_import_job
+from webapp.reports.models import ImportJob
 from webapp.reports.report import build_comparison_report, build_report
 
 
@@ -54,19 +57,49 @@ def _download(request: HttpRequest, doc: dict, fmt: str) -> HttpResponse:
     return response
 
 
+class ImportSizeLimit(SizeLimitHandler):
+    """Stops a report's upload past PTLAB_MAX_IMPORT_BYTES, before the rest of it is received."""
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.limit = settings.PTLAB_MAX_IMPORT_BYTES
+
+
+@csrf_exempt  # the upload handler must be in place before the body is read; CSRF is checked just below
 @login_required
-@require_http_methods(["GET", "POST"])
 def import_report(request: HttpRequest) -> HttpResponse:
-    form = ImportForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            experiment = do_import_report(form.cleaned_data["document"], request.user, checked=True)
-        except ReportError as exc:
-            form.add_error("file", str(exc))
-        else:
-            messages.success(request, f"Imported \"{experiment.name}\" with {experiment.runs.count()} runs.")
-            return redirect(experiment.get_absolute_url())
+    limiter = ImportSizeLimit(request)
+    request.upload_handlers.insert(0, limiter)
+    return _import_report(request, limiter)
+
+
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def _import_report(request: HttpRequest, limiter: ImportSizeLimit) -> HttpResponse:
+    """The file is stored with a queued job; a worker imports it and the job's page follows it."""
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES, too_big=limiter.too_big)
+        if form.is_valid():
+            job = do_create_import_job(request.user, form.cleaned_data["file"])
+            return redirect(job)
+    else:
+        form = ImportForm()
     return render(request, "reports/import.html", {"form": form})
 
 
+def _job_for_user(request: HttpRequest, pk: int) -> ImportJob:
+    return get_object_or_404(ImportJob.objects.select_related("experiment"), pk=pk, owner=request.user)
 
+
+def job_status(job: ImportJob) -> dict:
+    return {"id": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase, "message": job.message,
+            "finished": job.finished, "url": job.experiment.get_absolute_url() if job.experiment else None}
+
+
+@login_required
+@require_GET
+def import_job(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _job_for_user(request, pk)
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse(job_status(job))
+    return render(request, "reports/import_job.html", {"job": job, "status": job_status(job)})

@@ -18,6 +18,8 @@ from webapp.experiments.models import Experiment, Metric, Sample
 from webapp.ratings.models import Vote
 from webapp.reports import formats
 from webapp.reports.importing import ReportError, do_import_report
+from webapp.reports.jobs import do_run_import_job
+from webapp.reports.models import ImportJob
 from webapp.reports.report import build_report
 
 pytestmark = pytest.mark.django_db
@@ -141,18 +143,24 @@ def test_import_command_and_upload_page(alice_client, client, exp, bob, tmp_path
     client.force_login(bob)
     response = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", body)})
     assert response.status_code == 302
+    job = ImportJob.objects.get(owner=bob)
+    assert response["Location"] == job.get_absolute_url() and job.state == "queued"
+    assert Experiment.objects.filter(owner=bob, name=exp.name).count() == 1  # not in the request
+    assert do_run_import_job(job.pk) == "done"
     assert Experiment.objects.filter(owner=bob, name=exp.name).count() == 2
     copy = Experiment.objects.filter(owner=bob).order_by("-id").first()
-    assert response["Location"] == copy.get_absolute_url()
+    page = client.get(job.get_absolute_url())
+    assert page.status_code == 200 and copy.get_absolute_url() in page.content.decode()
     assert client.get(reverse("compare:experiment", args=[copy.pk])).status_code == 200
     # imported raters hold votes but cannot log in
     carol = User.objects.get(username="~carol-elsewhere")
     assert not carol.is_active and not carol.has_usable_password()
 
-    bad = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", b'{"format": "other"}')})
-    assert bad.status_code == 200 and "Not a ptlab report" in bad.content.decode()
-    bad = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", b"not json")})
-    assert "Not a JSON file" in bad.content.decode()
+    for body, error in ((b'{"format": "other"}', "Not a ptlab report"), (b"not json", "Not a JSON file")):
+        response = client.post(reverse("reports:import"), {"file": SimpleUploadedFile("r.json", body)})
+        job = ImportJob.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[1])
+        assert do_run_import_job(job.pk) == "failed"
+        assert error in client.get(job.get_absolute_url()).content.decode()
 
 
 def test_import_refuses_newer_versions_and_malformed_documents(bob, exp):
