@@ -48,9 +48,9 @@ def test_a_mapped_parquet_dataset_trains_sft_dpo_and_grpo(browser, worker, queue
     exp = browser.create_experiment(
         name="parquet", methods=["sft", "dpo", "grpo"], rl_from_sft=None, queue=queue, saved_dataset=str(dataset.pk),
         **SMALL, **{"grpo-batch_size": "4", "grpo-num_generations": "2",
-                    "grpo-reward": '{"kind": "length", "target": 3, "unit": "chars"}',
-                    "grpo-monitors": '["valid_json"]',
-                    **{f"{m}-gold_reward": "numeric_match" for m in ("sft", "dpo", "grpo")}})
+                    "grpo-reward": "length", "grpo-reward-length-target": "3", "grpo-reward-length-unit": "chars",
+                    "monitors-0": "valid_json",
+                    "gold_reward": "numeric_match"})
     runs = wait_for(lambda: finished(exp), WAIT, "three runs to finish", worker)
     for run in runs:
         assert run.state == Run.State.SUCCEEDED, run.error

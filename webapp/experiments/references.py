@@ -99,3 +99,16 @@ def model_path(ref: str) -> str:
 
     run = Run.objects.filter(pk=int(match.group(1))).exclude(out_dir="").first()
     return str(run.model_dir) if run else ref
+
+
+def signal_model_paths(spec):
+    """A signal spec (or a list of them) with each model it names (`path`, `model`, nested in `signals`) as a
+    worker loads it: `run:<id>` becomes that run's model folder."""
+    if isinstance(spec, list):
+        return [signal_model_paths(s) for s in spec]
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: model_path(v) if k in ("path", "model") and isinstance(v, str) else v for k, v in spec.items()}
+    if isinstance(out.get("signals"), list):
+        out["signals"] = signal_model_paths(out["signals"])
+    return out
