@@ -119,3 +119,22 @@ def test_the_api_takes_experiment_level_gold_and_monitors(alice_client, alice):
     response = alice_client.post(reverse("api:experiments"), json.dumps(bad), content_type="application/json",
                                  HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 400 and "colour: unknown parameter" in response.json()["error"]["fields"]["monitors"][0]
+
+
+def test_a_reward_run_shows_its_held_out_accuracy_and_how_to_use_it(alice_client, alice, make_experiment,
+                                                                    artifact_root):
+    from webapp.experiments.models import Metric
+
+    run = finished_reward_run(make_experiment, alice, artifact_root)
+    Metric.objects.bulk_create([Metric(run=run, step=s, name="eval/accuracy", value=v, wall_time=0.0)
+                                for s, v in ((0, 0.5), (4, 0.875))])
+    html = alice_client.get(reverse("experiments:run", args=[run.pk])).content.decode()
+    assert '<strong class="num" id="pairwise-accuracy">0.875</strong>' in html
+    assert f"run:{run.pk}" in html and "Held-out pairwise accuracy" in html
+
+
+def test_the_form_trains_a_reward_model(alice_client):
+    response = alice_client.post(reverse("experiments:new"), form_data(methods=["reward"], rl_from_sft=None))
+    assert response.status_code == 302, response.context["form"].errors
+    run = Experiment.objects.get().runs.get()
+    assert run.method == "reward" and run.config["method"] == "reward" and "reward" not in run.config

@@ -19,7 +19,7 @@ from training.paths import check_paths, data_roots
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.methods import METHOD_LABELS, METHODS
+from webapp.experiments.methods import COMPARED, METHOD_LABELS, METHODS
 from webapp.experiments.models import Experiment, Run, queue_name_validator
 from webapp.experiments.references import ModelReferenceError, check_model_reference
 from webapp.experiments.signal_picker import SignalPicker
@@ -43,7 +43,7 @@ MONITOR_SLOTS = 3  # extra signals an experiment may log at every evaluation (ev
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(METHODS), "seeds": 1, "max_steps": 100,
+    "base_model": "tiny", "task": "arithmetic", "methods": list(COMPARED), "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,

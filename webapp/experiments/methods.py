@@ -19,7 +19,9 @@ CATALOG = (  # in the order they are shown and created
     Method("ppo", "PPO", "#e8590c"),
     Method("grpo", "GRPO", "#2f9e44"),
     Method("rloo", "RLOO", "#c2255c"),
+    Method("reward", "Reward model", "#495057"),  # trained on pairs; other experiments' PPO/GRPO/RLOO use it
 )
+COMPARED = ("sft", "dpo", "ppo", "grpo", "rloo")  # the policy-training methods (the ready example's)
 METHODS = tuple(m.key for m in CATALOG)
 METHOD_LABELS = {m.key: m.label for m in CATALOG}
 METHOD_COLORS = {m.key: m.color for m in CATALOG}
