@@ -32,7 +32,7 @@ def local_paths(cfg: BaseConfig) -> list[tuple[str, str]]:
     if cfg.task.endswith(".jsonl"):
         found.append(("task", cfg.task))
     dataset = cfg.dataset
-    if dataset:
+    if dataset and not (isinstance(dataset, dict) and dataset.get("hub") is True):  # a hub id is no path
         found.append(("dataset", dataset if isinstance(dataset, str) else dataset.get("path", "")))
     for key in ("reward", "gold_reward", "monitors"):
         for path in _signal_paths(getattr(cfg, key, "")):
