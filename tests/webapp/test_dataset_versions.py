@@ -155,3 +155,29 @@ def test_a_used_dataset_cannot_change(alice_client, alice):
     fresh.name = "renamed"  # the name is no part of the version
     fresh.save()
     assert Dataset.objects.get().mapping == {"prompt": "question", "answer": "answer"}
+
+
+def test_the_preview_uses_the_chosen_models_tokenizer_and_counts_rows_over_the_limit(alice_client, alice,
+                                                                                      make_experiment, artifact_root):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from training.models import build_tiny
+    from webapp.experiments.models import Run
+
+    body = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    alice_client.post(reverse("datasets:new"), {"name": "mine", "split": "train",
+                                                "file": SimpleUploadedFile("d.jsonl", body)})
+    dataset = Dataset.objects.get()
+    run = make_experiment(alice).runs.get()  # a finished run whose final model is (a copy of) tiny
+    run.state, run.out_dir = Run.State.SUCCEEDED, str(artifact_root / "runs" / f"{run.pk}-ab")
+    run.save()
+    import shutil
+    shutil.copytree(build_tiny(), run.model_dir)
+    html = alice_client.get(dataset.get_absolute_url(), {"model": f"run:{run.pk}", "max_tokens": 20}).content.decode()
+    assert f'name="model" value="run:{run.pk}"' in html and f"Token lengths (run:{run.pk})" in html
+    assert 'id="length-histogram"' in html and f"of {len(ROWS)} rows are longer than 20 tokens" in html
+    shutil.rmtree(run.model_dir)
+    html = alice_client.get(dataset.get_absolute_url(), {"model": f"run:{run.pk}"}).content.decode()
+    assert f"Could not load the tokenizer of run:{run.pk}" in html and str(artifact_root) not in html
+    html = alice_client.get(dataset.get_absolute_url(), {"model": "/etc"}).content.decode()
+    assert 'name="model" value="tiny"' in html  # not a model the user may name: the default

@@ -19,6 +19,7 @@ from webapp.datasets.forms import DatasetForm, MappingForm
 from webapp.datasets.models import Dataset
 from webapp.datasets.preview import build_preview
 from webapp.datasets.uploads import SizeLimitHandler, max_upload_bytes
+from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
 
 PREVIEW_MODELS = ("tiny", "demo")
 
@@ -29,6 +30,15 @@ def dataset_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> D
     if write and not dataset.is_owned_by(request.user):
         raise Http404("No Dataset matches the given query.")
     return dataset
+
+
+def preview_model(value: str, user) -> str:
+    """The model whose tokenizer the preview uses: any model the user may name as a base model (built-ins, hub
+    ids, run:<id> of a run they can see, folders under the data roots); anything else falls back to tiny."""
+    try:
+        return check_model_reference(value or "tiny", user)
+    except ModelReferenceError:
+        return "tiny"
 
 
 @login_required
@@ -75,8 +85,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _detail(request: HttpRequest, dataset: Dataset, form: MappingForm, status: int = 200) -> HttpResponse:
-    model = request.GET.get("model", "tiny")
-    model = model if model in PREVIEW_MODELS else "tiny"
+    model = preview_model(request.GET.get("model", "tiny"), request.user)
     try:
         limit = max(1, min(int(request.GET.get("max_tokens", 512)), 1_000_000))
     except ValueError:
@@ -85,7 +94,10 @@ def _detail(request: HttpRequest, dataset: Dataset, form: MappingForm, status: i
                "methods": dataset.methods(), "can_edit": dataset.is_owned_by(request.user), "error": ""}
     try:
         task = load(dataset)
-        tokenizer = load_tokenizer(model)
+        try:
+            tokenizer = load_tokenizer(model_path(model))
+        except (ModelLoadError, OSError, ValueError):  # the server's paths are not shown
+            raise ModelLoadError(f"Could not load the tokenizer of {model}; try tiny or demo.") from None
         preview = build_preview(task, tokenizer)
         info = length_info(preview.lengths, limit)
         context.update(preview=preview, info=info, figure=length_figure(info))
