@@ -82,7 +82,7 @@ def test_a_hub_dataset_the_server_cannot_load_is_not_saved(alice_client, monkeyp
     assert not Dataset.objects.exists()
 
 
-def test_a_save_to_disk_folder_under_the_roots_trains_end_to_end(alice_client, tmp_path, settings, monkeypatch):
+def test_a_save_to_disk_folder_under_the_roots_trains_end_to_end(alice_client, tmp_path, settings):
     import datasets
 
     from tests.training.conftest import MemorySink
@@ -91,7 +91,6 @@ def test_a_save_to_disk_folder_under_the_roots_trains_end_to_end(alice_client, t
     root = tmp_path / "data"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(root / "sums"))
     settings.PTLAB_DATA_ROOTS = [root.resolve()]
-    monkeypatch.setenv("PTLAB_DATA_ROOTS", str(root))
     response = add(alice_client, path=str(root / "sums"))
     assert response.status_code == 302, response.content.decode()[:3000]
     dataset = Dataset.objects.get()
@@ -181,3 +180,31 @@ def test_the_preview_uses_the_chosen_models_tokenizer_and_counts_rows_over_the_l
     assert f"Could not load the tokenizer of run:{run.pk}" in html and str(artifact_root) not in html
     html = alice_client.get(dataset.get_absolute_url(), {"model": "/etc"}).content.decode()
     assert 'name="model" value="tiny"' in html  # not a model the user may name: the default
+
+
+def test_one_check_of_server_paths_before_a_run_is_queued(settings, tmp_path, artifact_root):
+    from training.config import ConfigError
+    from webapp.experiments.references import check_server_paths
+
+    root = tmp_path / "roots" / "a"
+    root.mkdir(parents=True)
+    settings.PTLAB_DATA_ROOTS = [root]
+    fine = [{"method": "sft", "model": str(root / "model")},
+            {"method": "sft", "dataset": {"path": str(root / "d.parquet")}},
+            {"method": "sft", "model": str(artifact_root / "runs" / "1-ab" / "model")},  # the app's run:<id>
+            {"method": "grpo", "reward": {"kind": "reward_model", "path": str(root / "rm")}},
+            {"method": "sft", "dataset": {"path": "org/name", "hub": True}}]
+    for data in fine:
+        check_server_paths(from_dict(data))
+    answers = set()
+    for key, data in (("model", {"method": "sft", "model": str(tmp_path / "elsewhere")}),
+                      ("reference_model", {"method": "sft", "reference_model": "/etc"}),
+                      ("reward_model", {"method": "ppo", "reward_model": "/nope/rm"}),
+                      ("dataset", {"method": "sft", "dataset": {"path": f"{root}/../../d.jsonl"}}),
+                      ("gold_reward", {"method": "sft", "gold_reward": {"kind": "judge", "model": "/srv/judge"}}),
+                      ("monitors", {"method": "sft", "monitors": [{"kind": "reward_model", "path": "/x/rm"}]})):
+        with pytest.raises(ConfigError) as err:
+            check_server_paths(from_dict(data))
+        assert err.value.key == key
+        answers.add(err.value.message)
+    assert len(answers) == 1 and "Not a file or folder this server may read" in answers.pop()

@@ -73,17 +73,21 @@ def test_the_size_limit_stops_an_upload(alice_client, settings, artifact_root):
     assert not Dataset.objects.exists() and files_under(artifact_root) == []
 
 
-def test_server_paths_only_under_the_data_roots(alice_client, tmp_path, monkeypatch):
+def test_server_paths_only_under_the_data_roots(alice_client, tmp_path, settings):
     allowed, other = tmp_path / "allowed", tmp_path / "other"
     allowed.mkdir(), other.mkdir()
     (allowed / "d.jsonl").write_bytes(jsonl(ROWS))
     (other / "d.jsonl").write_bytes(jsonl(ROWS))
-    monkeypatch.setenv("PTLAB_DATA_ROOTS", str(allowed))
+    settings.PTLAB_DATA_ROOTS = [allowed]
     url = reverse("datasets:new")
-    refused = alice_client.post(url, {"name": "x", "split": "train", "path": str(other / "d.jsonl")})
-    assert "outside the folders this server may read" in refused.content.decode()
-    dotdot = alice_client.post(url, {"name": "x", "split": "train", "path": f"{allowed}/../other/d.jsonl"})
-    assert "outside the folders" in dotdot.content.decode() and not Dataset.objects.exists()
+    answers = set()
+    for path in (str(other / "d.jsonl"), str(other / "missing.jsonl"), f"{allowed}/../other/d.jsonl",
+                 str(settings.ARTIFACT_ROOT / "datasets" / "x.jsonl")):
+        refused = alice_client.post(url, {"name": "x", "split": "train", "path": path})
+        html = refused.content.decode()
+        assert "Not a file or folder this server may read" in html
+        answers.add(html.split('id="field-path"')[1].split("</ul>")[0].replace(path, ""))
+    assert len(answers) == 1 and not Dataset.objects.exists()  # the same answer whether the path exists or not
     ok = alice_client.post(url, {"name": "x", "split": "train", "path": str(allowed / "d.jsonl")})
     assert ok.status_code == 302 and Dataset.objects.get().source == "server"
 

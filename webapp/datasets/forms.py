@@ -9,12 +9,12 @@ from pathlib import Path
 from django import forms
 
 from training.config import ConfigError
-from training.paths import data_roots
 from training.tasks import DatasetError
 from training.tasks.dataset import FORMATS, ROLES
 from webapp.datasets.actions import do_create_dataset, do_set_mapping
 from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import max_upload_bytes
+from webapp.experiments.references import inside_data_root, refused_path_message
 
 
 class DatasetForm(forms.Form):
@@ -54,12 +54,8 @@ class DatasetForm(forms.Form):
             self.add_error("config", "Only a hub dataset has configurations.")
         if upload and Path(upload.name).suffix.lower() not in FORMATS:
             self.add_error("file", f"The file must end in {', '.join(FORMATS)}.")
-        if path:
-            real = Path(path).expanduser().resolve()
-            roots = data_roots()
-            if not any(real == r or r in real.parents for r in roots):
-                self.add_error("path", f"{path} is outside the folders this server may read "
-                                       f"({', '.join(map(str, roots)) or 'none configured'}).")
+        if path and not inside_data_root(path):
+            self.add_error("path", refused_path_message())
         return data
 
     def save(self, owner) -> Dataset | None:

@@ -15,13 +15,12 @@ from django.utils import timezone
 
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
-from training.paths import check_paths, data_roots
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.methods import COMPARED, METHOD_LABELS, METHODS
 from webapp.experiments.models import Experiment, Run, queue_name_validator
-from webapp.experiments.references import ModelReferenceError, check_model_reference
+from webapp.experiments.references import ModelReferenceError, check_model_reference, check_server_paths
 from webapp.experiments.signal_picker import SignalPicker
 
 UPLOAD = "upload"
@@ -349,7 +348,7 @@ class ExperimentForm(forms.Form):
         reported = set()
         while True:
             try:
-                check_paths(from_dict(config), [*data_roots(), settings.ARTIFACT_ROOT], keys=SIGNAL_KEYS)
+                check_server_paths(from_dict(config))
                 return
             except ConfigError as e:
                 own_steps = e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {})
