@@ -121,10 +121,17 @@ def schema() -> dict:
                 "rl_from_sft": {"type": "boolean", "description": "Other methods start from the SFT model."},
                 "queue": {"type": "string", "description": "The Celery queue of the workers."},
                 "saved_dataset": {"type": "integer", "description": "A dataset's id (datasets app): replaces the task."},
+                "gold_reward": {"oneOf": [{"type": "string"}, {"type": "object"}],
+                                "description": "The experiment's gold signal (eval/reward of every run): a kind, or "
+                                               "{\"kind\": ..., parameters}; left out: the task's own. GET "
+                                               "/signals/ or `python -m training rewards` lists them."},
+                "monitors": {"type": "array", "maxItems": 3, "items": {"oneOf": [{"type": "string"}, {"type": "object"}]},
+                             "description": "More signals logged at every evaluation as eval/reward/<name>."},
                 "hyperparams": {"type": "object", "additionalProperties": {"type": "object"},
-                                "description": "Per-method settings, e.g. {\"grpo\": {\"beta\": 0.1}}; signals "
-                                               "as {\"grpo\": {\"reward\": {\"kind\": \"numeric_match\"}, "
-                                               "\"gold_reward\": \"exact_match\", \"monitors\": [\"length\"]}}."},
+                                "description": "Per-method settings, e.g. {\"grpo\": {\"beta\": 0.1}}; the "
+                                               "training signal of PPO, GRPO and RLOO as {\"grpo\": {\"reward\": "
+                                               "{\"kind\": \"numeric_match\", \"tolerance\": 0.01}}}; a reward "
+                                               "model as {\"kind\": \"reward_model\", \"path\": \"run:<id>\"}."},
             }},
         "Metrics": _page_of({"type": "object", "required": ["name", "step", "value"], "properties": {
             "name": STR, "step": INT, "value": NUM, "wall_time": NUM}},
