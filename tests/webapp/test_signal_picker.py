@@ -138,3 +138,17 @@ def test_the_form_trains_a_reward_model(alice_client):
     assert response.status_code == 302, response.context["form"].errors
     run = Experiment.objects.get().runs.get()
     assert run.method == "reward" and run.config["method"] == "reward" and "reward" not in run.config
+
+
+def test_a_judges_edited_prompt_is_stored_with_the_run(alice_client):
+    template = "Is this answer right? {prompt} -> {completion}\nReply with one digit."
+    sent = template.replace("\n", "\r\n")  # as a browser sends a textarea
+    response = post(alice_client, **{"monitors-0": "judge", "monitors-0-name": "judged",
+                                     "monitors-0-judge-template": sent, "monitors-0-judge-model": "tiny"})
+    assert response.status_code == 302, response.context["form"].errors
+    (monitor,) = Experiment.objects.get().runs.get(method="grpo").config["monitors"]
+    assert monitor == {"kind": "judge", "name": "judged", "template": template}
+    default = post(alice_client, **{"name": "again", "gold_reward": "pairwise_judge"})
+    assert default.status_code == 302, default.context["form"].errors
+    gold = Experiment.objects.get(name="again").runs.get(method="sft").config["gold_reward"]
+    assert gold["kind"] == "pairwise_judge" and "{first}" in gold["template"]  # stored even at its default

@@ -127,6 +127,8 @@ class SignalPicker:
                     continue
             elif value is None or (value == "" and p["type"] != "a string"):
                 value = p["default"]
+            elif p["name"] in LONG_TEXT and isinstance(value, str):
+                value = value.replace("\r\n", "\n")  # a browser's textarea sends CRLF line ends
             try:
                 if p["name"] in MODEL_PARAMS and isinstance(value, str) and value.strip():
                     value = check_model_reference(value, user)
