@@ -152,3 +152,20 @@ def test_a_judges_edited_prompt_is_stored_with_the_run(alice_client):
     assert default.status_code == 302, default.context["form"].errors
     gold = Experiment.objects.get(name="again").runs.get(method="sft").config["gold_reward"]
     assert gold["kind"] == "pairwise_judge" and "{first}" in gold["template"]  # stored even at its default
+
+
+def test_the_compare_page_takes_an_experiment_with_a_reward_model_run(alice_client, alice, make_experiment):
+    from webapp.compare.demo import fill_run
+    from webapp.experiments.models import Metric
+
+    exp = make_experiment(alice, methods=["sft", "reward"])
+    sft, rm = exp.runs.get(method="sft"), exp.runs.get(method="reward")
+    fill_run(sft, steps=4, eval_every=2)
+    Metric.objects.bulk_create([Metric(run=rm, step=s, name="eval/accuracy", value=0.5 + s / 10, wall_time=1e9 + s)
+                                for s in (0, 2, 4)])
+    rm.state = Run.State.SUCCEEDED
+    rm.save()
+    assert alice_client.get(reverse("compare:experiment", args=[exp.pk])).status_code == 200
+    data = alice_client.get(reverse("compare:experiment_data", args=[exp.pk])).json()
+    groups = {g["group"]: g for g in data["summary"]["groups"]}
+    assert set(groups) == {"sft", "reward"} and groups["reward"]["label"] == "Reward model"
