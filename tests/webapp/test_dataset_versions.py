@@ -208,3 +208,16 @@ def test_one_check_of_server_paths_before_a_run_is_queued(settings, tmp_path, ar
         assert err.value.key == key
         answers.add(err.value.message)
     assert len(answers) == 1 and "Not a file or folder this server may read" in answers.pop()
+
+
+def test_the_preview_counts_rows_over_the_training_limit_by_default(alice_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from training.methods import MAX_SEQUENCE_TOKENS
+
+    rows = ROWS + [{"question": "word " * 800, "solution": "long", "answer": "1"}]
+    alice_client.post(reverse("datasets:new"), {"name": "mine", "split": "train", "file": SimpleUploadedFile(
+        "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())})
+    html = alice_client.get(Dataset.objects.get().get_absolute_url()).content.decode()
+    assert f"<strong>1</strong> of {len(rows)} rows are longer than {MAX_SEQUENCE_TOKENS} tokens" in html
+    assert f"train on at most {MAX_SEQUENCE_TOKENS} tokens per row: they cut these rows short" in html

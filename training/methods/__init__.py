@@ -13,6 +13,10 @@ DESCRIPTIONS = {
     "reward": "Reward model from preference pairs (TRL RewardTrainer), usable as PPO/GRPO reward",
 }
 
+# Longest sequence (prompt and answer, chat template applied) SFT, DPO and reward models train on; TRL
+# truncates longer rows. The dataset preview counts the rows over it.
+MAX_SEQUENCE_TOKENS = 512
+
 
 def get(method: str):
     """The module implementing `method` (imported lazily: TRL is slow to import)."""

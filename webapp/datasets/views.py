@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from training.methods import MAX_SEQUENCE_TOKENS
 from training.models import ModelLoadError, load_tokenizer
 from training.rewards import describe
 from training.tasks import BUILTIN_TASKS, DatasetError
@@ -87,10 +88,11 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _detail(request: HttpRequest, dataset: Dataset, form: MappingForm, status: int = 200) -> HttpResponse:
     model = preview_model(request.GET.get("model", "tiny"), request.user)
     try:
-        limit = max(1, min(int(request.GET.get("max_tokens", 512)), 1_000_000))
+        limit = max(1, min(int(request.GET.get("max_tokens", MAX_SEQUENCE_TOKENS)), 1_000_000))
     except ValueError:
-        limit = 512
+        limit = MAX_SEQUENCE_TOKENS
     context = {"dataset": dataset, "form": form, "model": model, "models": PREVIEW_MODELS, "limit": limit,
+               "run_limit": MAX_SEQUENCE_TOKENS,
                "methods": dataset.methods(), "can_edit": dataset.is_owned_by(request.user), "error": ""}
     try:
         task = load(dataset)
