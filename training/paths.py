@@ -1,6 +1,7 @@
-"""Which server folders a run may read: models, datasets and reward models on the filesystem must lie under
-a root an administrator lists in PTLAB_DATA_ROOTS (separated by ':'). The web app checks a run's config with
-`check_paths` before queueing it; the CLI, run by whoever owns the machine, does not."""
+"""Which server paths a run config reads (models, reference and reward models, datasets, signals' models and
+folders), and the one test of whether a path lies under allowed roots. The web app applies them before a run
+is queued (webapp.experiments.references: the roots are the administrator's PTLAB_DATA_ROOTS); the CLI, run
+by whoever owns the machine, does not."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from training.config import BaseConfig, ConfigError
+from training.config import BaseConfig
 
 BUILTIN_MODELS = ("tiny", "demo")
 
 
-def data_roots(value: str | None = None) -> list[Path]:
-    """The allowed roots, resolved (symlinks followed); `value` defaults to $PTLAB_DATA_ROOTS."""
-    value = os.environ.get("PTLAB_DATA_ROOTS", "") if value is None else value
-    return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
+def under_roots(path: str, roots: list) -> bool:
+    """Whether `path` is absolute, has no `..` part, and its real path (symbolic links followed) is one of
+    `roots` or inside one: the one test of "may this server read it" (the web app decides which roots)."""
+    if not isinstance(path, str) or not path.startswith("/") or "\x00" in path or ".." in Path(path).parts:
+        return False
+    real = Path(os.path.realpath(path))
+    return any(real.is_relative_to(Path(os.path.realpath(root))) for root in roots)
 
 
 def is_local(name: str) -> bool:
@@ -32,7 +36,7 @@ def local_paths(cfg: BaseConfig) -> list[tuple[str, str]]:
     if cfg.task.endswith(".jsonl"):
         found.append(("task", cfg.task))
     dataset = cfg.dataset
-    if dataset:
+    if dataset and not (isinstance(dataset, dict) and dataset.get("hub") is True):  # a hub id is no path
         found.append(("dataset", dataset if isinstance(dataset, str) else dataset.get("path", "")))
     for key in ("reward", "gold_reward", "monitors"):
         for path in _signal_paths(getattr(cfg, key, "")):
@@ -47,16 +51,3 @@ def _signal_paths(spec: Any) -> list[str]:
         return []
     out = [spec[k] for k in ("path", "model") if isinstance(spec.get(k), str)]
     return out + _signal_paths(spec.get("signals", []))
-
-
-def check_paths(cfg: BaseConfig, roots: list[Path], keys: tuple[str, ...] | None = None) -> None:
-    """Refuse a config that reads a server path outside `roots` (only under `keys`, if given); the error
-    names the key and the path."""
-    for key, path in local_paths(cfg):
-        if keys is not None and key not in keys:
-            continue
-        real = Path(path).expanduser().resolve()
-        if not any(real == root or root in real.parents for root in roots):
-            allowed = ", ".join(map(str, roots)) or "none configured"
-            raise ConfigError(key, f"{path} is outside the folders this server may read ({allowed}); an "
-                              "administrator lists them in PTLAB_DATA_ROOTS")

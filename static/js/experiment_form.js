@@ -216,3 +216,18 @@
   form.addEventListener("input", update);
   form.addEventListener("change", update);
 })();
+
+// Signal pickers: show the parameters of the chosen kind only.
+(function () {
+  "use strict";
+  document.querySelectorAll("select[data-signal-picker]").forEach(function (select) {
+    var box = select.closest(".signal-picker");
+    function show() {
+      box.querySelectorAll("[data-signal-params]").forEach(function (group) {
+        group.hidden = group.dataset.signalParams !== select.value;
+      });
+    }
+    select.addEventListener("change", show);
+    show();
+  });
+})();

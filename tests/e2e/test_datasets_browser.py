@@ -55,10 +55,24 @@ def test_upload_map_preview_and_launch(live_server, celery_worker, page, django_
     for field, value in (("max_steps", "2"), ("sft-max_steps", ""), ("eval_every", "2"), ("eval_prompts", "2"),
                          ("eval_samples", "2"), ("max_new_tokens", "4")):
         page.fill(f"#id_{field}", value)
-    page.click("button:has-text('Start runs')")
+    # Signals from the registry: a verifier as the gold signal, another one as GRPO's training signal.
+    page.select_option("#id_gold_reward", "numeric_match")
+    assert page.is_visible("#id_gold_reward-numeric_match-tolerance")  # the chosen kind's parameters, typed
+    assert not page.is_visible("#id_gold_reward-judge-template")
+    page.fill("#id_gold_reward-numeric_match-tolerance", "0.5")
+    page.select_option("#id_grpo-reward", "length")
+    page.fill("#id_grpo-reward-length-target", "3")
+    page.select_option("#id_grpo-reward-length-unit", "chars")
+    page.locator("section.card:has(#field-gold_reward)").screenshot(path=str(screenshot_dir / "experiment-gold.png"))
+    page.locator('fieldset[data-method="grpo"]').screenshot(path=str(screenshot_dir / "experiment-grpo-signal.png"))
+    page.focus("button:has-text('Start runs')")  # after a screenshot, headless Chromium drops the first click here
+    page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r".*/experiments/\d+/$"))
     exp = Experiment.objects.get(name="E2E: my data")
     assert exp.saved_dataset.name == "sums"
+    grpo = exp.runs.get(method="grpo").config
+    assert grpo["gold_reward"] == {"kind": "numeric_match", "tolerance": 0.5}
+    assert grpo["reward"] == {"kind": "length", "target": 3, "unit": "chars"}
     deadline = time.monotonic() + 300
     while page.get_attribute("#runs", "data-active") != "false":
         if time.monotonic() > deadline:
@@ -66,3 +80,16 @@ def test_upload_map_preview_and_launch(live_server, celery_worker, page, django_
         page.wait_for_timeout(500)
     assert sorted(r.state for r in exp.runs.all()) == ["succeeded", "succeeded"]
     assert all(r.config["dataset"]["mapping"]["prompt"] == "q" for r in exp.runs.all())
+    assert all(r.config["dataset"]["hash"] == exp.saved_dataset.content_hash for r in exp.runs.all())
+    grpo = exp.runs.get(method="grpo")
+    assert grpo.metrics.filter(name="eval/proxy_reward").exists() and grpo.metrics.filter(name="eval/reward").exists()
+
+    # Over-optimisation is visible: the compare page draws GRPO's gold and proxy reward side by side.
+    page.goto(live_server.url + f"/experiments/{exp.pk}/compare/")
+    page.wait_for_function("Number(document.getElementById('compare').dataset.drawn || 0) > 0")
+    proxy = page.evaluate("""() => { const p = document.querySelector('[data-chart="proxy"] .js-plotly-plot');
+        return p ? p.data.map(t => [t.name, t.meta && t.meta.kind]) : null; }""")
+    assert proxy is not None, "no proxy chart"
+    assert [kind for _, kind in proxy] == ["run", "proxy"] and all("GRPO" in name for name, _ in proxy), proxy
+    page.locator('[data-chart="proxy"]').scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot_dir / "compare-proxy.png"), full_page=True)

@@ -1,7 +1,7 @@
 import pytest
 
-from training.config import ConfigError, from_dict
-from training.paths import check_paths, data_roots, local_paths
+from training.config import from_dict
+from training.paths import local_paths, under_roots
 
 
 @pytest.fixture
@@ -14,13 +14,6 @@ def tree(tmp_path):
     return allowed, other
 
 
-def test_roots_come_from_the_environment(monkeypatch, tree):
-    allowed, other = tree
-    monkeypatch.setenv("PTLAB_DATA_ROOTS", f"{allowed}:{other}/")
-    assert data_roots() == [allowed.resolve(), other.resolve()]
-    assert data_roots("") == []
-
-
 def test_every_local_path_of_a_config_is_found(tree):
     allowed, _ = tree
     cfg = from_dict({"method": "ppo", "model": str(allowed), "task": str(allowed / "data.jsonl"),
@@ -30,17 +23,19 @@ def test_every_local_path_of_a_config_is_found(tree):
     assert [k for k, _ in local_paths(cfg)] == ["model", "task", "dataset", "reward", "monitors"]
 
 
-def test_paths_outside_the_roots_are_refused(tree):
+def test_the_one_test_of_a_path_under_roots(tree):
     allowed, other = tree
-    roots = data_roots(str(allowed))
-    check_paths(from_dict({"method": "sft", "dataset": str(allowed / "data.jsonl")}), roots)
-    check_paths(from_dict({"method": "sft", "model": "tiny", "dataset": "org/hub-dataset"}), roots)
-    for data in ({"method": "sft", "dataset": str(other / "data.jsonl")},
-                 {"method": "sft", "dataset": str(allowed / "sneaky" / "data.jsonl")},  # a symlink out of the root
-                 {"method": "sft", "dataset": str(allowed / ".." / "other" / "data.jsonl")},
-                 {"method": "grpo", "reward": {"kind": "reward_model", "path": str(other)}}):
-        with pytest.raises(ConfigError, match="outside the folders this server may read") as err:
-            check_paths(from_dict(data), roots)
-        assert err.value.key in ("dataset", "reward")
-    with pytest.raises(ConfigError, match="none configured"):
-        check_paths(from_dict({"method": "sft", "model": str(allowed)}), [])
+    assert under_roots(str(allowed / "data.jsonl"), [allowed]) and under_roots(str(allowed), [allowed])
+    assert under_roots(str(allowed / "missing.jsonl"), [allowed])  # existence is not its business
+    for path in (str(other / "data.jsonl"), str(allowed / "sneaky" / "data.jsonl"),  # a symlink out of the root
+                 f"{allowed}/../other/data.jsonl", "data.jsonl", "~/data.jsonl", f"{allowed}/\x00x", f"{allowed}x"):
+        assert not under_roots(path, [allowed]), path
+    assert not under_roots(str(allowed), [])
+
+
+def test_a_hub_dataset_is_no_path(tree, monkeypatch):
+    allowed, _ = tree
+    monkeypatch.chdir(allowed.parent)
+    cfg = from_dict({"method": "sft", "dataset": {"path": "allowed", "hub": True}})  # a folder of that name here
+    assert local_paths(cfg) == []
+    assert [k for k, _ in local_paths(from_dict({"method": "sft", "dataset": {"path": "allowed"}}))] == ["dataset"]

@@ -73,17 +73,21 @@ def test_the_size_limit_stops_an_upload(alice_client, settings, artifact_root):
     assert not Dataset.objects.exists() and files_under(artifact_root) == []
 
 
-def test_server_paths_only_under_the_data_roots(alice_client, tmp_path, monkeypatch):
+def test_server_paths_only_under_the_data_roots(alice_client, tmp_path, settings):
     allowed, other = tmp_path / "allowed", tmp_path / "other"
     allowed.mkdir(), other.mkdir()
     (allowed / "d.jsonl").write_bytes(jsonl(ROWS))
     (other / "d.jsonl").write_bytes(jsonl(ROWS))
-    monkeypatch.setenv("PTLAB_DATA_ROOTS", str(allowed))
+    settings.PTLAB_DATA_ROOTS = [allowed]
     url = reverse("datasets:new")
-    refused = alice_client.post(url, {"name": "x", "split": "train", "path": str(other / "d.jsonl")})
-    assert "outside the folders this server may read" in refused.content.decode()
-    dotdot = alice_client.post(url, {"name": "x", "split": "train", "path": f"{allowed}/../other/d.jsonl"})
-    assert "outside the folders" in dotdot.content.decode() and not Dataset.objects.exists()
+    answers = set()
+    for path in (str(other / "d.jsonl"), str(other / "missing.jsonl"), f"{allowed}/../other/d.jsonl",
+                 str(settings.ARTIFACT_ROOT / "datasets" / "x.jsonl")):
+        refused = alice_client.post(url, {"name": "x", "split": "train", "path": path})
+        html = refused.content.decode()
+        assert "Not a file or folder this server may read" in html
+        answers.add(html.split('id="field-path"')[1].split("</ul>")[0].replace(path, ""))
+    assert len(answers) == 1 and not Dataset.objects.exists()  # the same answer whether the path exists or not
     ok = alice_client.post(url, {"name": "x", "split": "train", "path": str(allowed / "d.jsonl")})
     assert ok.status_code == 302 and Dataset.objects.get().source == "server"
 
@@ -140,18 +144,16 @@ def test_an_experiment_names_a_saved_dataset_and_signals(alice_client, alice, en
 
     dataset = saved(alice_client)
     data = form_data(methods=["sft", "grpo"], rl_from_sft=None, saved_dataset=str(dataset.pk),
-                     **{"grpo-reward": "numeric_match", "grpo-gold_reward": '{"kind": "numeric_match"}',
-                        "sft-gold_reward": '{"kind": "numeric_match"}',
-                        "grpo-monitors": '["length"]'})
+                     **{"grpo-reward": "numeric_match", "gold_reward": "numeric_match", "monitors-0": "length"})
     response = alice_client.post(reverse("experiments:new"), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     exp = Experiment.objects.get()
     assert exp.saved_dataset == dataset and exp.task_label == "mine"
     grpo = exp.runs.get(method="grpo").config
     assert grpo["dataset"] == dataset.spec() and grpo["reward"] == "numeric_match"
-    assert grpo["monitors"] == '["length"]'  # parsed by training.config when the run starts
-    from training.config import from_dict
-    assert from_dict(grpo).monitors == ["length"]
+    assert grpo["monitors"] == ["length"] and grpo["gold_reward"] == "numeric_match"
+    assert exp.runs.get(method="sft").config["gold_reward"] == "numeric_match"  # one gold signal for every run
+    assert "reward" not in exp.runs.get(method="sft").config
     # used: its mapping is now fixed
     refused = alice_client.post(reverse("datasets:mapping", args=[dataset.pk]), {"prompt": "question"})
     assert refused.status_code == 400 and "mapping is fixed" in refused.content.decode()
@@ -163,9 +165,18 @@ def test_the_form_refuses_methods_the_dataset_cannot_feed_and_paths_outside_the_
     dataset = saved(alice_client)  # prompt, completion, answer: no pairs
     response = alice_client.post(reverse("experiments:new"), form_data(saved_dataset=str(dataset.pk)))
     assert "Its mapping cannot feed dpo" in response.content.decode()
-    outside = form_data(**{"ppo-reward": json.dumps({"kind": "reward_model", "path": str(tmp_path)})})
-    response = alice_client.post(reverse("experiments:new"), outside)
-    assert "outside the folders this server may read" in response.content.decode()
+    for path in (str(tmp_path), str(tmp_path / "no-such-folder")):  # the same answer, whether it exists or not
+        outside = form_data(**{"ppo-reward": "reward_model", "ppo-reward-reward_model-path": path})
+        response = alice_client.post(reverse("experiments:new"), outside)
+        assert response.status_code == 200 and "Not a model you can use" in field_html(response, "ppo-reward-reward_model-path")
+        assert path not in response.content.decode().replace(f'value="{path}"', "")
+
+
+def field_html(response, name: str) -> str:
+    """The HTML of one form field's box (its input, errors and help)."""
+    html = response.content.decode()
+    start = html.index(f'id="field-{name}"')
+    return html[start:html.index('<div class="field', start + 1) if '<div class="field' in html[start + 1:] else None]
 
 
 def test_other_users_datasets_are_not_offered(alice_client, bob, client):
@@ -214,7 +225,7 @@ def test_signals_page_lists_builtins_and_an_installed_plugin(alice_client, tmp_p
         from tests.webapp.conftest import form_data
 
         response = alice_client.post(reverse("experiments:new"), form_data(
-            methods=["grpo"], rl_from_sft=None, **{"grpo-reward": '{"kind": "politeness", "word": "thanks"}'}))
+            methods=["grpo"], rl_from_sft=None, **{"grpo-reward": "politeness", "grpo-reward-politeness-word": "thanks"}))
         assert response.status_code == 302
     finally:
         plugins.cache_clear()
@@ -237,7 +248,7 @@ def test_the_api_names_a_saved_dataset_and_signals(alice_client, alice):
     from training.config import from_dict
 
     cfg = from_dict(Experiment.objects.get().runs.get().config)
-    assert cfg.reward == {"kind": "numeric_match", "tolerance": 0.5} and cfg.monitors == ["length", {"kind": "valid_json"}]
+    assert cfg.reward == {"kind": "numeric_match", "tolerance": 0.5} and cfg.monitors == ["length", "valid_json"]
     assert cfg.dataset == dataset.spec()
     bad = {**body, "hyperparams": {"grpo": {"reward": {"kind": "nope"}}}}
     response = alice_client.post(reverse("api:experiments"), json.dumps(bad), content_type="application/json",
@@ -245,12 +256,19 @@ def test_the_api_names_a_saved_dataset_and_signals(alice_client, alice):
     assert response.status_code == 400 and "unknown signal" in response.json()["error"]["fields"]["grpo-reward"][0]
 
 
-def test_every_method_has_the_same_gold_signal(alice_client):
+def test_every_method_has_the_same_gold_signal(alice_client, alice):
+    """The form has one gold signal for the experiment; the API lifts a method's own to it, if they agree."""
     from tests.webapp.conftest import form_data
+    from webapp.api.models import ApiToken
+    from webapp.experiments.models import Experiment
 
     response = alice_client.post(reverse("experiments:new"), form_data(
-        methods=["sft", "grpo"], rl_from_sft=None, **{"grpo-gold_reward": "exact_match"}))
-    assert "judged by the same gold signal" in response.content.decode()
-    same = form_data(methods=["sft", "grpo"], rl_from_sft=None,
-                     **{"grpo-gold_reward": "exact_match", "sft-gold_reward": "exact_match"})
-    assert alice_client.post(reverse("experiments:new"), same).status_code == 302
+        methods=["sft", "grpo"], rl_from_sft=None, gold_reward="exact_match"))
+    assert response.status_code == 302
+    assert {r.config["gold_reward"] for r in Experiment.objects.get().runs.all()} == {"exact_match"}
+    token = ApiToken.issue(alice, "tests")[1]
+    body = {"name": "api", "task": "arithmetic", "methods": ["sft", "grpo"],
+            "hyperparams": {"sft": {"gold_reward": "exact_match"}, "grpo": {"gold_reward": "numeric_match"}}}
+    response = alice_client.post(reverse("api:experiments"), json.dumps(body), content_type="application/json",
+                                 HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 400 and "same gold_reward" in json.dumps(response.json())

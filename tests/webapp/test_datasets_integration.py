@@ -48,9 +48,9 @@ def test_a_mapped_parquet_dataset_trains_sft_dpo_and_grpo(browser, worker, queue
     exp = browser.create_experiment(
         name="parquet", methods=["sft", "dpo", "grpo"], rl_from_sft=None, queue=queue, saved_dataset=str(dataset.pk),
         **SMALL, **{"grpo-batch_size": "4", "grpo-num_generations": "2",
-                    "grpo-reward": '{"kind": "length", "target": 3, "unit": "chars"}',
-                    "grpo-monitors": '["valid_json"]',
-                    **{f"{m}-gold_reward": "numeric_match" for m in ("sft", "dpo", "grpo")}})
+                    "grpo-reward": "length", "grpo-reward-length-target": "3", "grpo-reward-length-unit": "chars",
+                    "monitors-0": "valid_json",
+                    "gold_reward": "numeric_match"})
     runs = wait_for(lambda: finished(exp), WAIT, "three runs to finish", worker)
     for run in runs:
         assert run.state == Run.State.SUCCEEDED, run.error
@@ -58,3 +58,22 @@ def test_a_mapped_parquet_dataset_trains_sft_dpo_and_grpo(browser, worker, queue
         assert run.config["dataset"]["path"] == dataset.location()
     grpo = exp.runs.get(method="grpo")
     assert steps_of(grpo, "eval/proxy_reward") == [0, 2, 4] and steps_of(grpo, "eval/reward/valid_json") == [0, 2, 4]
+
+
+def test_a_reward_model_trained_in_the_app_is_the_training_signal_of_ppo(browser, worker, queue):  # noqa: F811
+    """Experiment 1 trains a reward model (held-out pairwise accuracy on its page); experiment 2's PPO optimises
+    it (run:<id>) while a verifier is the gold signal: eval/reward and eval/proxy_reward are both stored."""
+    first = browser.create_experiment(name="rm", methods=["reward"], rl_from_sft=None, queue=queue, **SMALL)
+    (rm,) = wait_for(lambda: finished(first), WAIT, "the reward model to train", worker)
+    assert rm.state == Run.State.SUCCEEDED, rm.error
+    assert steps_of(rm, "eval/accuracy")
+    _, html = browser.get(reverse("experiments:run", args=[rm.pk]))
+    assert 'id="pairwise-accuracy"' in html
+    second = browser.create_experiment(
+        name="ppo on rm", methods=["ppo"], rl_from_sft=None, queue=queue, **SMALL,
+        **{"gold_reward": "exact_match", "ppo-reward": "reward_model", "ppo-reward-reward_model-path": f"run:{rm.pk}",
+           "ppo-batch_size": "4"})
+    (ppo,) = wait_for(lambda: finished(second), WAIT, "PPO to train on the reward model", worker)
+    assert ppo.state == Run.State.SUCCEEDED, ppo.error
+    assert ppo.config["reward"] == {"kind": "reward_model", "path": str(rm.model_dir)}
+    assert steps_of(ppo, "eval/reward") == steps_of(ppo, "eval/proxy_reward") == [0, 2, 4]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from training.options import SFT_DPO_DEFAULT_LENGTH
+
 DESCRIPTIONS = {
     "sft": "Supervised fine-tuning on demonstrations (TRL SFTTrainer)",
     "dpo": "Direct Preference Optimization on preference pairs (TRL DPOTrainer)",
@@ -13,6 +15,10 @@ DESCRIPTIONS = {
     "best_of_n": "Best-of-N sampling from the starting model by the training signal (no training; a baseline)",
     "reward": "Reward model from preference pairs (TRL RewardTrainer), usable as PPO/GRPO reward",
 }
+
+# Longest sequence (prompt and answer, chat template applied) SFT, DPO and reward models train on by default
+# (training options may set another); TRL truncates longer rows. The dataset preview counts the rows over it.
+MAX_SEQUENCE_TOKENS = SFT_DPO_DEFAULT_LENGTH
 
 
 def get(method: str):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import trl
 from datasets import Dataset
 
+from training.methods import MAX_SEQUENCE_TOKENS
 from training.methods.common import MethodContext, TrainResult, train_trl, trl_args
 from training.rewards.models import score_pairs as score
 
 
 def train(ctx: MethodContext) -> TrainResult:
-    args = trl_args(trl.RewardConfig, ctx, max_length=512)
+    args = trl_args(trl.RewardConfig, ctx, max_length=MAX_SEQUENCE_TOKENS)
     trainer = trl.RewardTrainer(model=ctx.model, args=args, train_dataset=Dataset.from_list(ctx.task.dpo_rows()),
                                 processing_class=ctx.tokenizer)
     return train_trl(trainer, ctx)

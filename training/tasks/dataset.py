@@ -59,6 +59,10 @@ class DatasetSpec:
     eval_fraction: float = opt(0.2, "Share of prompts held out for the uniform evaluation (fixed by a hash of "
                                "each prompt, never by the seed).", min=0.01, max=0.9)
     max_rows: int = opt(MAX_ROWS, "Refuse datasets with more rows.", min=1, max=MAX_ROWS)
+    hub: bool = opt(False, "Read `path` as a Hugging Face dataset id (datasets.load_dataset), never as a local "
+                    "file or folder.")
+    hash: str = opt("", "The content hash of the version to train on (the web app records it when the dataset is "
+                    "saved); the rows read must hash the same, else the run is refused. Empty: not checked.")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -83,6 +87,8 @@ class DatasetSpec:
         return cls(**value)
 
     def kind(self) -> str:
+        if self.hub:
+            return "hub"
         p = Path(self.path).expanduser()
         if p.suffix.lower() in FORMATS:
             return FORMATS[p.suffix.lower()]
@@ -313,10 +319,13 @@ class DatasetTask(Task):
     def __init__(self, spec: DatasetSpec | str | dict):
         self.spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.of(spec)
         self.raw = read_rows(self.spec)
+        self.hash = content_hash(self.raw.rows)
+        if self.spec.hash and self.spec.hash != self.hash:
+            raise DatasetError(f"the data changed since this version was saved: it hashes {self.hash[:12]}, the run "
+                               f"was set up on {self.spec.hash[:12]}; add the new data as a new dataset")
         columns = list(dict.fromkeys(k for row in self.raw.rows[:100] for k in row))
         self.mapping = dict(self.spec.mapping) or guess_mapping(columns)
         self._examples = to_examples(self.raw, self.mapping)
-        self.hash = content_hash(self.raw.rows)
         self.name = f"{Path(self.spec.path).name or self.spec.path}@{self.hash[:12]}"
         self.eval_fraction = self.spec.eval_fraction
 

@@ -30,7 +30,7 @@ from webapp.api.errors import ApiError, error_response, not_found
 from webapp.api.serializers import experiment_data, run_data, sample_data
 from webapp.experiments.access import experiment_for_user, experiments_for_user, run_for_user
 from webapp.experiments.actions import NotResumable, do_cancel_experiment, do_cancel_run, do_resume_run
-from webapp.experiments.forms import SIGNAL_KEYS, ExperimentForm, limit_refusal
+from webapp.experiments.forms import SIGNAL_KEYS, ExperimentForm, limit_refusal, signal_values
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
@@ -248,6 +248,7 @@ def _form_data(payload: dict) -> tuple[dict, dict]:
             continue
         for key, value in params.items():
             flat[f"{method}-{key}"] = value
+    _signal_data(probe, flat, data, unknown)
     for key, value in flat.items():
         if key not in probe.fields or key in ("dataset", "dataset_from"):
             unknown[key] = ["Unknown field."]
@@ -271,6 +272,28 @@ def _form_data(payload: dict) -> tuple[dict, dict]:
         if isinstance(data.get(key), str):
             data[key] = [data[key]]
     return data, unknown
+
+
+def _signal_data(probe: ExperimentForm, flat: dict, data: dict, unknown: dict) -> None:
+    """Signal specs (`gold_reward` and `monitors` at the top, `reward` per method) as the form's picker fields.
+    A method's own `gold_reward` or `monitors` is the experiment's: every method has the same ones."""
+    given: dict = {}
+    for key in list(flat):
+        method, _, name = key.rpartition("-")
+        if name not in SIGNAL_KEYS or method not in ("", *METHODS):
+            continue
+        value = flat.pop(key)
+        target = key if name == "reward" else name
+        if target in given and given[target] != value:
+            unknown[key] = [f"Every method of an experiment has the same {name}: give it once, at the top level."]
+            continue
+        given[target] = value
+    for target, value in given.items():
+        values, errors = signal_values(probe, target, value)
+        if errors:
+            unknown[target] = errors
+        else:
+            data.update(values)
 
 
 class _Data(dict):

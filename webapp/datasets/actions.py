@@ -52,7 +52,7 @@ def fill_from(dataset: Dataset, task: DatasetTask) -> None:
 def do_set_mapping(dataset: Dataset, mapping: dict[str, str]) -> DatasetTask:
     """Check the whole dataset under a new mapping, then store it; raises DatasetError and changes nothing.
     A dataset an experiment uses is immutable: its runs must stay reproducible."""
-    if dataset.experiments.exists():
+    if dataset.in_use():
         raise DatasetError("an experiment uses this dataset, so its mapping is fixed: add the file again as a new "
                            "dataset to map it differently")
     task = load(dataset, mapping=mapping)

@@ -3,17 +3,18 @@ The training core judges the data (`training.tasks.DatasetTask`); its errors go 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from django import forms
 
 from training.config import ConfigError
-from training.paths import data_roots
 from training.tasks import DatasetError
 from training.tasks.dataset import FORMATS, ROLES
 from webapp.datasets.actions import do_create_dataset, do_set_mapping
 from webapp.datasets.models import Dataset
 from webapp.datasets.uploads import max_upload_bytes
+from webapp.experiments.references import inside_data_root, refused_path_message
 
 
 class DatasetForm(forms.Form):
@@ -24,7 +25,13 @@ class DatasetForm(forms.Form):
     path = forms.CharField(max_length=1000, required=False, label="Or a server path",
                            help_text="A file or a save_to_disk folder under the folders the administrator "
                                      "lists in PTLAB_DATA_ROOTS.")
-    split = forms.CharField(max_length=100, initial="train", help_text="Split of a saved DatasetDict.")
+    hub_id = forms.CharField(max_length=200, required=False, label="Or a Hugging Face dataset",
+                             help_text="A hub dataset id (name or org/name), loaded with datasets.load_dataset: "
+                                       "by this server now (to check it), and by the workers when they train.")
+    config = forms.CharField(max_length=200, required=False, label="Hub configuration",
+                             help_text="The hub dataset's configuration (subset), if it has several.")
+    split = forms.CharField(max_length=100, initial="train",
+                            help_text="Split of a hub dataset or of a saved DatasetDict.")
 
     def __init__(self, *args, too_big: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -33,37 +40,41 @@ class DatasetForm(forms.Form):
     def clean(self):
         data = super().clean()
         upload, path = data.get("file"), (data.get("path") or "").strip()
+        hub = (data.get("hub_id") or "").strip()
         limit = max_upload_bytes()
         if self.too_big or upload and upload.size > limit:
             self.add_error("file", f"The file is larger than {limit // 2**20} MB.")
             return data
-        if bool(upload) == bool(path):
-            self.add_error("file", "Choose a file to upload or give a server path (one of them).")
+        if sum(map(bool, (upload, path, hub))) != 1:
+            self.add_error("file", "Choose a file to upload, a server path or a hub dataset (one of them).")
             return data
+        if hub and not HUB_DATASET.match(hub):
+            self.add_error("hub_id", "A hub dataset id: a name or org/name (letters, digits, '-', '_', '.').")
+        if data.get("config") and not hub:
+            self.add_error("config", "Only a hub dataset has configurations.")
         if upload and Path(upload.name).suffix.lower() not in FORMATS:
             self.add_error("file", f"The file must end in {', '.join(FORMATS)}.")
-        if path:
-            real = Path(path).expanduser().resolve()
-            roots = data_roots()
-            if not any(real == r or r in real.parents for r in roots):
-                self.add_error("path", f"{path} is outside the folders this server may read "
-                                       f"({', '.join(map(str, roots)) or 'none configured'}).")
+        if path and not inside_data_root(path):
+            self.add_error("path", refused_path_message())
         return data
 
     def save(self, owner) -> Dataset | None:
         """The saved dataset, or None with the loader's error added to the form."""
         data = self.cleaned_data
-        dataset = Dataset(owner=owner, name=data["name"], split=data.get("split") or "train",
-                          source=Dataset.Source.UPLOAD if data.get("file") else Dataset.Source.SERVER,
-                          path="" if data.get("file") else data["path"].strip())
+        hub = (data.get("hub_id") or "").strip()
+        source = Dataset.Source.UPLOAD if data.get("file") else Dataset.Source.HUB if hub else Dataset.Source.SERVER
+        dataset = Dataset(owner=owner, name=data["name"], split=(data.get("split") or "train").strip(), source=source,
+                          path="" if data.get("file") else hub or data["path"].strip(),
+                          config=(data.get("config") or "").strip() if hub else "")
         try:
             return do_create_dataset(dataset, data.get("file"))
         except ConfigError as e:  # DatasetError included
-            self.add_error("file" if data.get("file") else "path", e.message)
+            self.add_error({Dataset.Source.UPLOAD: "file", Dataset.Source.HUB: "hub_id"}.get(source, "path"), e.message)
             return None
 
 
 NONE = ""
+HUB_DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
 class MappingForm(forms.Form):

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-from training.tasks import methods_for
+from training.tasks import DatasetError, methods_for
 
 
 class DatasetQuerySet(models.QuerySet):
@@ -24,14 +24,17 @@ class Dataset(models.Model):
     class Source(models.TextChoices):
         UPLOAD = "upload", "Uploaded file"
         SERVER = "server", "Server folder or file"
+        HUB = "hub", "Hugging Face dataset"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="datasets")
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_datasets")
     name = models.CharField(max_length=200)
     source = models.CharField(max_length=10, choices=Source.choices)
     file = models.FileField(upload_to="datasets/", blank=True, help_text="The upload (ARTIFACT_ROOT/datasets).")
-    path = models.CharField(max_length=1000, blank=True, help_text="A server path under PTLAB_DATA_ROOTS.")
-    split = models.CharField(max_length=100, default="train", help_text="Split of a saved DatasetDict.")
+    path = models.CharField(max_length=1000, blank=True,
+                            help_text="A server path under PTLAB_DATA_ROOTS, or a Hugging Face dataset id.")
+    config = models.CharField(max_length=200, blank=True, help_text="A hub dataset's configuration (name).")
+    split = models.CharField(max_length=100, default="train", help_text="Split of a hub dataset or a saved DatasetDict.")
     mapping = models.JSONField(default=dict, help_text="Role -> column.")
     columns = models.JSONField(default=list)
     content_hash = models.CharField(max_length=64)
@@ -56,8 +59,29 @@ class Dataset(models.Model):
         return str(Path(settings.MEDIA_ROOT) / self.file.name) if self.file else self.path
 
     def spec(self) -> dict:
-        """The run config's `dataset` for this dataset."""
-        return {"path": self.location(), "mapping": self.mapping, "split": self.split}
+        """The run config's `dataset` for this dataset, with the content hash of the version saved: the worker
+        refuses to train if the data it reads now hashes differently."""
+        return {"path": self.location(), "mapping": self.mapping, "split": self.split,
+                **({"hub": True} if self.source == self.Source.HUB else {}),
+                **({"config": self.config} if self.config else {}),
+                **({"hash": self.content_hash} if self.content_hash else {})}
+
+    VERSION_FIELDS = ("file", "path", "config", "split", "mapping", "content_hash")  # what a run trained on
+
+    def save(self, *args, **kwargs) -> None:
+        """Saved, unless an experiment uses it and what its runs trained on would change."""
+        if self.pk and self.in_use():
+            before = Dataset.objects.filter(pk=self.pk).values(*self.VERSION_FIELDS).first() or {}
+            changed = [f for f in self.VERSION_FIELDS if f in before
+                       and before[f] != (self.file.name if f == "file" else getattr(self, f))]
+            if changed:
+                raise DatasetError(f"an experiment uses this dataset, so its {', '.join(changed)} cannot change: "
+                                   "add the data again as a new dataset")
+        super().save(*args, **kwargs)
+
+    def in_use(self) -> bool:
+        """Whether an experiment names it: then its file and mapping are fixed (its runs stay reproducible)."""
+        return self.experiments.exists()
 
     def methods(self) -> tuple[str, ...]:
         return methods_for(self.mapping)

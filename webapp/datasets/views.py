@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from training.methods import MAX_SEQUENCE_TOKENS
 from training.models import ModelLoadError, load_tokenizer
 from training.rewards import describe
 from training.tasks import BUILTIN_TASKS, DatasetError
@@ -20,6 +21,7 @@ from webapp.datasets.jobs import do_create_upload_job, do_run_upload_job, runs_i
 from webapp.datasets.models import Dataset, UploadJob
 from webapp.datasets.preview import build_preview
 from webapp.datasets.uploads import SizeLimitHandler, max_upload_bytes
+from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
 
 PREVIEW_MODELS = ("tiny", "demo")
 
@@ -30,6 +32,15 @@ def dataset_for_user(request: HttpRequest, pk: int, *, write: bool = False) -> D
     if write and not dataset.is_owned_by(request.user):
         raise Http404("No Dataset matches the given query.")
     return dataset
+
+
+def preview_model(value: str, user) -> str:
+    """The model whose tokenizer the preview uses: any model the user may name as a base model (built-ins, hub
+    ids, run:<id> of a run they can see, folders under the data roots); anything else falls back to tiny."""
+    try:
+        return check_model_reference(value or "tiny", user)
+    except ModelReferenceError:
+        return "tiny"
 
 
 @login_required
@@ -99,17 +110,20 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _detail(request: HttpRequest, dataset: Dataset, form: MappingForm, status: int = 200) -> HttpResponse:
-    model = request.GET.get("model", "tiny")
-    model = model if model in PREVIEW_MODELS else "tiny"
+    model = preview_model(request.GET.get("model", "tiny"), request.user)
     try:
-        limit = max(1, min(int(request.GET.get("max_tokens", 512)), 1_000_000))
+        limit = max(1, min(int(request.GET.get("max_tokens", MAX_SEQUENCE_TOKENS)), 1_000_000))
     except ValueError:
-        limit = 512
+        limit = MAX_SEQUENCE_TOKENS
     context = {"dataset": dataset, "form": form, "model": model, "models": PREVIEW_MODELS, "limit": limit,
+               "run_limit": MAX_SEQUENCE_TOKENS,
                "methods": dataset.methods(), "can_edit": dataset.is_owned_by(request.user), "error": ""}
     try:
         task = load(dataset)
-        tokenizer = load_tokenizer(model)
+        try:
+            tokenizer = load_tokenizer(model_path(model))
+        except (ModelLoadError, OSError, ValueError):  # the server's paths are not shown
+            raise ModelLoadError(f"Could not load the tokenizer of {model}; try tiny or demo.") from None
         preview = build_preview(task, tokenizer)
         info = length_info(preview.lengths, limit)
         context.update(preview=preview, info=info, figure=length_figure(info))

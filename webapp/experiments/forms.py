@@ -15,11 +15,10 @@ from training import sizing
 from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
 from training.options import batch_summary
-from training.paths import check_paths, data_roots
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.methods import METHOD_LABELS, METHODS
+from webapp.experiments.methods import COMPARED, METHOD_LABELS, METHODS
 from webapp.experiments.models import (
     Experiment,
     Run,
@@ -29,7 +28,13 @@ from webapp.experiments.models import (
     queue_name_validator,
 )
 from webapp.experiments.quotas import QuotaExceeded, queued_refusal, rate_refusal
-from webapp.experiments.references import ModelReferenceError, check_model_reference, model_path
+from webapp.experiments.references import (
+    ModelReferenceError,
+    check_model_reference,
+    check_server_paths,
+    model_path,
+)
+from webapp.experiments.signal_picker import SignalPicker
 
 UPLOAD = "upload"
 LIMIT = "limit"  # the code of a quota's error (the API answers it with 429)
@@ -41,6 +46,8 @@ COMMON_FIELDS = {"model": "base_model", "task": "task", "seed": "seeds", "max_st
 SET_BY_APP = {"reference_model", "dataset"}  # the starting model (or the SFT model); the chosen saved dataset
 SIGNAL_KEYS = ("reward", "gold_reward", "monitors")  # may name models and folders: only under the data roots
 STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps (SFT needs more)
+RL_METHODS = tuple(m for m in METHODS if "reward" in {s["name"] for s in CONFIG_CLASSES[m].field_specs()})
+MONITOR_SLOTS = 3  # extra signals an experiment may log at every evaluation (eval/reward/<name>)
 
 # The ready example for a first-time user: finishes in a few minutes on a 2-core CPU, and the methods end up
 # visibly different (SFT learns the format; the RL methods then move reward and KL). The per-method settings
@@ -48,7 +55,7 @@ STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps 
 # so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
 EXAMPLE = {
     "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": [m for m in METHODS if m != "best_of_n"], "seeds": 1, "max_steps": 100,
+    "base_model": "tiny", "task": "arithmetic", "methods": list(COMPARED), "seeds": 1, "max_steps": 100,
     "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
     "queue": "train",
     "sft-max_steps": 300, "sft-batch_size": 16,
@@ -73,7 +80,7 @@ def example_post_data() -> dict:
 
 def method_specs(method: str) -> list[dict]:
     """The specs of the fields a method's section shows (common and app-set keys left out)."""
-    skip = (set(COMMON_FIELDS) - {STEPS_OVERRIDE}) | SET_BY_APP
+    skip = (set(COMMON_FIELDS) - {STEPS_OVERRIDE}) | SET_BY_APP | set(SIGNAL_KEYS)  # signals: pickers
     return [s for s in CONFIG_CLASSES[method].field_specs() if s["name"] not in skip]
 
 
@@ -223,7 +230,22 @@ class ExperimentForm(forms.Form):
                 # experiment's: "the experiment's values") and the training config's default.
                 field.widget.attrs["data-baseline"] = _attr_value(self.initial.get(name, field.initial))
                 field.widget.attrs["data-default"] = "" if override else _attr_value(spec["default"])
+        self.gold_picker = SignalPicker(
+            "gold_reward", "Gold signal", "The task's own gold reward",
+            help_text="Scores every run's uniform evaluation (eval/reward): one signal for the whole experiment.")
+        self.reward_pickers = {m: SignalPicker(f"{m}-reward", "Training signal", "The task's own gold reward",
+                                               help_text="What this method optimises; when it differs from the "
+                                                         "gold signal, evaluation also logs it as "
+                                                         "eval/proxy_reward.")
+                               for m in RL_METHODS}
+        self.monitor_pickers = [SignalPicker(f"monitors-{i}", f"Monitor {i + 1}", "None", named=True)
+                                for i in range(MONITOR_SLOTS)]
+        for picker in self.signal_pickers():
+            self.fields.update(picker.fields())
         self.experiment: Experiment | None = None
+
+    def signal_pickers(self) -> list[SignalPicker]:
+        return [self.gold_picker, *self.reward_pickers.values(), *self.monitor_pickers]
 
     # --- presentation -------------------------------------------------------------------------------
     def method_sections(self) -> list[dict]:
@@ -235,6 +257,7 @@ class ExperimentForm(forms.Form):
                 "fields": [self[f"{method}-{s['name']}"] for s in specs if not s.get("advanced")],
                 "advanced": [self[f"{method}-{s['name']}"] for s in specs if s.get("advanced")],
                 "batch": self.batch_text(method),
+                "signal": self._picker_view(self.reward_pickers[method]) if method in self.reward_pickers else None,
             })
         return sections
 
@@ -254,6 +277,24 @@ class ExperimentForm(forms.Form):
             return batch_summary(from_dict(data)).text()
         except (TypeError, ValueError):  # ConfigError is a ValueError
             return ""
+
+    def _picker_view(self, picker: SignalPicker) -> dict:
+        return {"select": self[picker.prefix], "name": self[f"{picker.prefix}-name"] if picker.named else None,
+                "groups": picker.groups(self)}
+
+    def gold_view(self) -> dict:
+        return self._picker_view(self.gold_picker)
+
+    def monitor_views(self) -> list[dict]:
+        return [self._picker_view(p) for p in self.monitor_pickers]
+
+    def signal_model_choices(self) -> list[tuple[str, str]]:
+        """The datalist of reward-model and judge fields: finished `reward` runs the user can see."""
+        runs = (Run.objects.filter(experiment__in=Experiment.objects.visible_to(self.user), method="reward",
+                                   state=Run.State.SUCCEEDED).exclude(out_dir="").select_related("experiment")
+                .order_by("-id")[:20]) if self.user is not None else []
+        return [(f"run:{r.pk}", f"reward model: {r.experiment.name}: {r.label}") for r in runs] + [
+            ("tiny", "tiny (judge)"), ("demo", "SmolLM2-135M-Instruct (judge)")]
 
     def model_choices(self) -> list[tuple[str, str]]:
         """The datalist of the base model field: built-ins, then final models of the user's SFT runs."""
@@ -310,19 +351,15 @@ class ExperimentForm(forms.Form):
         self._clean_model_settings(data, methods)
         self._check_limits(data, methods)
         for name in list(self._errors or {}):  # fields of methods not chosen do not matter
-            if "-" in name and name.split("-", 1)[0] not in methods:
+            if "-" in name and name.split("-", 1)[0] in METHODS and name.split("-", 1)[0] not in methods:
                 del self._errors[name]
+        self._clean_signals(data, methods)
         self._clean_dataset(data)
         if data.get("saved_dataset"):
             missing = [m for m in methods if m not in data["saved_dataset"].methods()]
             if missing:
                 self.add_error("saved_dataset", f"Its mapping cannot feed {', '.join(missing)} (it feeds "
                                f"{', '.join(data['saved_dataset'].methods()) or 'nothing'}).")
-        golds = {m: str(data.get(f"{m}-gold_reward") or "the task's") for m in methods}
-        if len(set(golds.values())) > 1:  # one gold signal per experiment: a fair comparison
-            listed = ", ".join(f"{m}: {g}" for m, g in golds.items())
-            self.add_error(f"{methods[-1]}-gold_reward",
-                           f"Every method of an experiment is judged by the same gold signal; they differ ({listed}).")
         if data.get("rl_from_sft") and ("sft" not in methods or len(methods) < 2):
             self.add_error("rl_from_sft", "Choose SFT and at least one other method to start them from SFT.")
         if data.get("sweep_trials") and data.get("rl_from_sft"):
@@ -363,6 +400,15 @@ class ExperimentForm(forms.Form):
                 self.add_error(None, forms.ValidationError(f"{METHOD_LABELS[method]}: {verdict.message}.",
                                                            code="too_big"))
 
+    def _clean_signals(self, data: dict, methods: list[str]) -> None:
+        """The signal specs the pickers describe: one gold signal for the whole experiment (a fair comparison),
+        a training signal per RL method, and the monitors; each bad parameter is reported beside its field."""
+        signals = {"gold_reward": self.gold_picker.spec(self, data, self.user),
+                   "monitors": [spec for p in self.monitor_pickers if (spec := p.spec(self, data, self.user))]}
+        rewards = {m: p.spec(self, data, self.user) for m, p in self.reward_pickers.items() if m in methods}
+        self.signals = {m: {**{k: v for k, v in signals.items() if v},
+                            **({"reward": rewards[m]} if rewards.get(m) else {})} for m in methods}
+
     def _stand_ins(self) -> dict:
         return {name: Experiment._meta.get_field(name).get_default() for name in self.COMMON_INPUTS
                 if name not in ("methods", "task")} | {"task": "arithmetic", "name": "-"}
@@ -374,7 +420,7 @@ class ExperimentForm(forms.Form):
         reported = set()
         while True:
             try:
-                check_paths(from_dict(config), [*data_roots(), settings.ARTIFACT_ROOT], keys=SIGNAL_KEYS)
+                check_server_paths(from_dict(config))
                 return
             except ConfigError as e:
                 own_steps = e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {})
@@ -422,7 +468,7 @@ class ExperimentForm(forms.Form):
                         continue
                     value = spec["default"]  # a cleared field means the default
                 params[spec["name"]] = value
-            hyperparams[method] = params
+            hyperparams[method] = {**params, **getattr(self, "signals", {}).get(method, {})}
         exp = Experiment(
             name=data["name"], base_model=data["base_model"].strip(),
             task="" if data["task"] == UPLOAD else data["task"], methods=methods, seeds=data["seeds"],
@@ -437,7 +483,7 @@ class ExperimentForm(forms.Form):
         return exp
 
     def _config_error(self, method: str, e: ConfigError, exp: Experiment) -> None:
-        field = COMMON_FIELDS.get(e.key)
+        field = COMMON_FIELDS.get(e.key) or {"gold_reward": "gold_reward", "monitors": "monitors-0"}.get(e.key)
         if e.key == STEPS_OVERRIDE and STEPS_OVERRIDE in exp.hyperparams.get(method, {}):
             field = f"{method}-{STEPS_OVERRIDE}"
         elif field is None:
@@ -479,9 +525,13 @@ def initial_from(experiment: Experiment) -> dict:
                    dataset_from=experiment.pk if experiment.dataset else None,
                    saved_dataset=experiment.saved_dataset_id,
                    sweep_trials=experiment.sweep.get("trials", 0), sweep_sampler=experiment.sweep.get("sampler", "tpe"))
+    form = ExperimentForm(user=None)
     for method, params in experiment.hyperparams.items():
         for key, value in params.items():
-            initial[f"{method}-{key}"] = value
+            if key in SIGNAL_KEYS:
+                initial.update(signal_values(form, key if key != "reward" else f"{method}-reward", value)[0])
+            else:
+                initial[f"{method}-{key}"] = value
     return initial
 
 
@@ -621,3 +671,23 @@ class TrialForm(forms.Form):
         if "version" in data:
             data["version"] = self.versions[data["version"]]
         return data
+
+
+def signal_values(form: ExperimentForm, key: str, value) -> tuple[dict, list[str]]:
+    """Form values for a signal spec under `key` (`gold_reward`, `monitors` (a list), `<method>-reward`), as the
+    API and cloning give them, and the errors of what the pickers cannot hold."""
+    if key == "monitors":
+        specs = value if isinstance(value, list) else [value] if value else []
+        if len(specs) > MONITOR_SLOTS:
+            return {}, [f"At most {MONITOR_SLOTS} monitors."]
+        out, errors = {}, []
+        for picker, spec in zip(form.monitor_pickers, specs, strict=False):
+            values, errs = picker.values(spec)
+            out.update(values)
+            errors += [f"monitor {picker.prefix[-1]}: {e}" for e in errs]
+        return out, errors
+    picker = form.gold_picker if key == "gold_reward" else next(
+        (p for p in form.reward_pickers.values() if p.prefix == key), None)
+    if picker is None:
+        return {}, ["Only PPO, GRPO and RLOO have a training signal."]
+    return picker.values(value)

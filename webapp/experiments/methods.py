@@ -20,7 +20,9 @@ CATALOG = (  # in the order they are shown and created
     Method("grpo", "GRPO", "#2f9e44"),
     Method("rloo", "RLOO", "#c2255c"),
     Method("best_of_n", "Best-of-N", "#495057"),  # a baseline: no training (training/methods/best_of_n.py)
+    Method("reward", "Reward model", "#868e96"),  # trained on pairs; other experiments' PPO/GRPO/RLOO use it
 )
+COMPARED = ("sft", "dpo", "ppo", "grpo", "rloo")  # the policy-training methods (the ready example's)
 METHODS = tuple(m.key for m in CATALOG)
 METHOD_LABELS = {m.key: m.label for m in CATALOG}
 METHOD_COLORS = {m.key: m.color for m in CATALOG}

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from training.config import BaseConfig
 from webapp.experiments.methods import METHOD_LABELS
-from webapp.experiments.references import model_path
+from webapp.experiments.references import model_path, signal_model_paths
 
 RUN_DEFAULTS = BaseConfig()  # a new experiment starts from the training core's defaults
 LOG_LINES = 40  # lines of log kept on a run (the page shows the tail)
@@ -227,6 +227,9 @@ class Experiment(models.Model):
         steps = params.pop("max_steps", None)
         if params.get("reward_model"):
             params["reward_model"] = model_path(params["reward_model"])
+        for key in ("reward", "gold_reward", "monitors"):
+            if key in params:
+                params[key] = signal_model_paths(params[key])
         return {
             "method": method,
             **params,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from training.paths import local_paths, under_roots
+
 BUILTIN_MODELS = ("tiny", "demo")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 RUN_REF = re.compile(r"^run:([1-9][0-9]{0,17})$")
@@ -49,15 +51,29 @@ def check_model_reference(value: str, user, *, allow_empty: bool = False) -> str
 
 
 def inside_data_root(value: str) -> bool:
-    """An absolute path (no `~`, no `..`) whose real path (symbolic links followed) is inside a data root
-    and not inside the artifacts (other users' runs)."""
-    if not value.startswith("/") or "\x00" in value or ".." in Path(value).parts:
+    """A path a user may name: absolute (no `~`, no `..`), its real path (symbolic links followed) inside a
+    data root and not inside the artifacts (other users' runs)."""
+    if under_roots(value, [settings.ARTIFACT_ROOT]):
         return False
-    real = Path(os.path.realpath(value))
-    artifacts = Path(os.path.realpath(settings.ARTIFACT_ROOT))
-    if real == artifacts or real.is_relative_to(artifacts):
-        return False
-    return any(real.is_relative_to(Path(os.path.realpath(root))) for root in settings.PTLAB_DATA_ROOTS)
+    return under_roots(value, settings.PTLAB_DATA_ROOTS)
+
+
+def refused_path_message() -> str:
+    """One message for every refused server path, whether or not it exists."""
+    roots = ", ".join(str(r) for r in settings.PTLAB_DATA_ROOTS) or "none configured"
+    return (f"Not a file or folder this server may read: give a path under the folders the administrator lists "
+            f"in PTLAB_DATA_ROOTS ({roots}).")
+
+
+def check_server_paths(cfg) -> None:
+    """Before a run is queued: every server path its config reads (training.paths.local_paths) lies under a data
+    root, or is the app's own under the artifacts (a run's model it resolved from run:<id>, an upload). Raises
+    ConfigError naming the config key, with `refused_path_message()`."""
+    from training.config import ConfigError
+
+    for key, path in local_paths(cfg):
+        if not (under_roots(path, settings.PTLAB_DATA_ROOTS) or under_roots(path, [settings.ARTIFACT_ROOT])):
+            raise ConfigError(key, refused_path_message())
 
 
 def _usable_run(pk: int, user) -> bool:
@@ -114,3 +130,16 @@ def public_status(status: dict) -> dict:
     """A run's polled status (Run.status) with public_text applied to its log, error and traceback."""
     return {**status, "log": [public_text(line) for line in status.get("log", [])],
             "error": public_text(status.get("error", "")), "traceback": public_text(status.get("traceback", ""))}
+
+
+def signal_model_paths(spec):
+    """A signal spec (or a list of them) with each model it names (`path`, `model`, nested in `signals`) as a
+    worker loads it: `run:<id>` becomes that run's model folder."""
+    if isinstance(spec, list):
+        return [signal_model_paths(s) for s in spec]
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: model_path(v) if k in ("path", "model") and isinstance(v, str) else v for k, v in spec.items()}
+    if isinstance(out.get("signals"), list):
+        out["signals"] = signal_model_paths(out["signals"])
+    return out

@@ -221,6 +221,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "experiments/run_detail.html", {
         "run": run, "experiment": run.experiment, "samples": samples, "sample_step": last,
         "final": sorted(final.items()), "can_edit": run.experiment.is_owned_by(request.user),
+        "accuracy": final.get("eval/accuracy") if run.method == "reward" else None,
         "config_json": json.dumps(config, indent=2, sort_keys=True), "downloads": run.downloads(),
         "from_run": any(str(v).startswith("run:") for v in config.values()),
         "queue_position": run.queue_position(),

@@ -1,5 +1,5 @@
-"""Proxy vs gold reward of the runs that optimised a learned reward model: over-optimisation shows as
-the two parting."""
+"""Proxy vs gold reward of the runs whose training signal differs from the gold one (a reward model, a judge,
+another verifier): over-optimisation shows as the two parting."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from webapp.compare.core.series import PROXY, REWARD
 from webapp.compare.core.view import RunData
 
 TITLE = "Proxy vs gold reward"
-NOTE = "runs that optimised a learned reward model: solid gold, dashed proxy"
+NOTE = "runs trained on another signal than the gold one (eval/proxy_reward): solid gold, dashed proxy"
 
 
 def proxy_figure(runs: list[RunData], axis: Axis, weight: float) -> dict | None:
