@@ -364,7 +364,8 @@ def test_workers_page_names_other_users_experiments_only_to_those_who_may_see_th
 
 def _django(args: list[str], **env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("SECRET_KEY", "DEBUG", "PTLAB_ALLOW_DEV_KEY", "PTLAB_HTTPS", "DATABASE_URL")}
+             if k not in ("SECRET_KEY", "DEBUG", "PTLAB_ALLOW_DEV_KEY", "PTLAB_HTTPS", "DATABASE_URL",
+                          "DJANGO_ALLOW_ASYNC_UNSAFE")}  # the browser tests set it in this process
     return subprocess.run([sys.executable, *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
                           timeout=120)
 

@@ -105,3 +105,11 @@ def test_an_experiments_votes_become_a_versioned_dataset_like_any_other(alice, b
     assert table.num_rows == len(rows) and {"prompt", "chosen", "rejected"} <= set(table.column_names)
     again = do_build_vote_dataset(alice, [exp], Policy())
     assert again.version == 2 and VoteDataset.objects.filter(experiment=exp).count() == 2
+
+
+def test_a_pair_with_an_empty_answer_is_dropped_not_a_bad_dataset_row():
+    good = PlainVote(1, (1, 0, "1@9", "2@9", 0), "p0", "a long answer", "short", F)
+    empty = PlainVote(2, (1, 1, "1@9", "2@9", 0), "p1", "an answer", "  ", F)
+    built = vote_rows([good, empty], Policy())
+    assert [r["vote_ids"] for r in built.rows] == [[1]]
+    assert built.dropped == {"an empty answer": 1} and built.used == 1

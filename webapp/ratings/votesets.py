@@ -118,6 +118,12 @@ def vote_rows(votes: list[PlainVote], policy: Policy) -> Built:
                 out.rows += [row(ties[0], True, 0.5 * len(ties), ids), row(ties[0], False, 0.5 * len(ties), ids)]
             else:
                 drop("ties", len(ties))
+    # A pair with an empty answer is no preference a trainer can learn from (and not a valid dataset row).
+    empty = [r for r in out.rows if not r["chosen"].strip() or not r["rejected"].strip()]
+    if empty:
+        drop("an empty answer", sum(len(r["vote_ids"]) for r in empty))
+        out.rows = [r for r in out.rows if r not in empty]
+        used = {i for r in out.rows for i in r["vote_ids"]}
     out.used = len(used)
     return out
 
