@@ -14,10 +14,10 @@ from django.db import transaction
 from training.config import ConfigError
 from webapp.datasets.actions import do_create_dataset
 from webapp.datasets.models import Dataset, UploadJob
+from webapp.experiments.actions import PUBLISH_RETRY  # one publish policy for every task
 
 log = logging.getLogger(__name__)
 UPLOAD_TASK = "webapp.datasets.tasks.run_upload"
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 State = UploadJob.State
 
 

@@ -13,12 +13,12 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from training import safejson
+from webapp.experiments.actions import PUBLISH_RETRY  # one publish policy for every task
 from webapp.reports.importing import ReportError, check, do_import_report
 from webapp.reports.models import ImportJob
 
 log = logging.getLogger(__name__)
 IMPORT_TASK = "webapp.reports.tasks.run_import"
-PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 State = ImportJob.State
 
 
