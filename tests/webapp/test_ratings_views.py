@@ -423,7 +423,9 @@ def test_leaderboard_context_for_other_pages(exp, alice):
 def test_vote_query_count(exp, rater, django_assert_max_num_queries):
     client = logged_in(rater)
     token = next_item(client, exp)["token"]
-    with django_assert_max_num_queries(23):  # 20, and the token's one-time insert in a savepoint (3)
+    # 20, the token's one-time insert in a savepoint (3) and, one vote in a hundred (random), the purge of
+    # expired nonces (1): CI met that one in its run.
+    with django_assert_max_num_queries(24):
         assert cast(client, exp, token).status_code == 200
 
 
