@@ -6,6 +6,7 @@ model's held-out accuracy on the votes beats chance, and round 2's answers move 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -74,6 +75,30 @@ def gold(run: Run) -> float:
     return Metric.objects.filter(run=run, name="eval/reward").order_by("-step").values_list("value", flat=True)[0]
 
 
+def rule_accuracy(reward: Run, exp, voted: set[tuple[str, str]], limit: int = 3000) -> tuple[int, int]:
+    """The reward model scored on the hidden rule itself, on answers nobody voted on: every pair of answers of
+    different length to one prompt among the experiment's samples (earlier evaluations, round 2), minus the
+    pairs in the vote dataset. Returns (pairs where the shorter answer scores higher, pairs)."""
+    from training.rewards.base import SignalEnv
+    from training.rewards.models import RewardModel
+
+    by_prompt: dict[int, tuple[str, set[str]]] = {}
+    for prompt_id, prompt, text in Sample.objects.filter(run__experiment=exp).exclude(run=reward).values_list(
+            "prompt_id", "prompt", "completion"):
+        by_prompt.setdefault(prompt_id, (prompt, set()))[1].add(text)
+    pairs = [(prompt, short, long) for prompt, texts in by_prompt.values()
+             for short in texts for long in texts
+             if len(short) < len(long) and (short, long) not in voted and (long, short) not in voted]
+    random.Random(0).shuffle(pairs)
+    pairs = pairs[:limit]
+    model = RewardModel(path=str(reward.model_dir))
+    model.setup(SignalEnv())
+    prompts = [p for p, _, _ in pairs]
+    short = model([s for _, s, _ in pairs], prompts=prompts)
+    long = model([t for _, _, t in pairs], prompts=prompts)
+    return sum(a > b for a, b in zip(short, long, strict=True)), len(pairs)
+
+
 def wilson(k: int, n: int) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -114,6 +139,12 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
     low, high = wilson(round(accuracy * n), n)
     print(f"\nseed {seed}: {votes} votes -> {vote_set.dataset.rows} pairs; reward model held-out accuracy on votes "
           f"{accuracy:.3f} (n={n}, 95% Wilson [{low:.3f}, {high:.3f}])")
+    with vote_set.dataset.file.open("rb") as f:
+        voted = {(r["chosen"], r["rejected"]) for r in map(json.loads, f.read().splitlines())}
+    k, n_rule = rule_accuracy(reward, exp, voted)
+    rule_low, rule_high = wilson(k, n_rule)
+    print(f"seed {seed}: reward model accuracy on the hidden rule, unvoted pairs: {k / n_rule:.3f} (n={n_rule}, "
+          f"95% Wilson [{rule_low:.3f}, {rule_high:.3f}])")
     assert round_.started_from[0] != "base", "the base model led: nothing trained to start from"
     picked = Run.objects.get(pk=int(round_.started_from[0].split("@")[0]))
     before = final_lengths(picked)
@@ -132,7 +163,7 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
     summary = rounds_summary(exp)
     assert summary[1]["reward_model_accuracy"] == pytest.approx(accuracy)
     assert summary[1]["votes_cost"] == vote_set.votes
-    return {"accuracy": accuracy, "n": n, **shifts}
+    return {"accuracy": accuracy, "n": n, "rule": (k, n_rule), **shifts}
 
 
 def test_votes_train_round_two_toward_the_raters_hidden_preference(browser, worker, queue, django_user_model):  # noqa: F811
