@@ -1,8 +1,8 @@
 """The loop closed through real workers on `tiny`: two simulated raters whose votes follow a hidden rule
 (the shorter answer is better) rate an experiment; their votes become a preference dataset; round 2 trains
 a reward model on it, PPO with that reward model and DPO on the vote pairs, from the leader. The reward
-model's held-out accuracy on the votes beats chance, and round 2's answers move toward the hidden rule
-(measured on it: mean length change per prompt, with a bootstrap interval)."""
+model's accuracy on the hidden rule (pairs nobody voted on) beats chance, and PPO's round-2 answers move
+toward it (mean length change per prompt, with a bootstrap interval)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import random
 
 import pytest
+import torch
 
 from tests.webapp.test_integration import (  # noqa: F401  (fixtures)
     WAIT,
@@ -92,7 +93,7 @@ def rule_accuracy(reward: Run, exp, voted: set[tuple[str, str]], limit: int = 30
     random.Random(0).shuffle(pairs)
     pairs = pairs[:limit]
     model = RewardModel(path=str(reward.model_dir))
-    model.setup(SignalEnv())
+    model.setup(SignalEnv(device=torch.device("cpu")))
     prompts = [p for p, _, _ in pairs]
     short = model([s for _, s, _ in pairs], prompts=prompts)
     long = model([t for _, _, t in pairs], prompts=prompts)
@@ -152,7 +153,7 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
     for run in round_.runs.exclude(method="reward"):
         assert run.config["model"] == str(picked.model_dir)
         mean, lo, hi, n_prompts = shift(before, final_lengths(run))
-        shifts[run.method] = mean
+        shifts[run.method] = (mean, lo, hi)
         print(f"seed {seed}: round 2 {run.method} from {picked.method}: mean length change {mean:+.2f} chars per "
               f"prompt (95% bootstrap [{lo:+.2f}, {hi:+.2f}], {n_prompts} prompts); gold eval/reward "
               f"{gold(picked):.3f} -> {gold(run):.3f}")
@@ -170,12 +171,13 @@ def test_votes_train_round_two_toward_the_raters_hidden_preference(browser, work
     owner = django_user_model.objects.get(username="ivy")
     rater = django_user_model.objects.create_user("rex", password="pw-rex-12345")
     results = [one_loop(browser, queue, worker, owner, rater, seed) for seed in SEEDS]
-    # The reward model's held-out accuracy is measured on ~21 held-out votes: too few to call it above chance
-    # on every machine (0.38-0.91 seen; bench/RESULTS.md), so it is reported, and only checked to be a measure.
     for r in results:
+        # On ~21 held-out votes the accuracy is too noisy to judge (0.38-0.91 seen): reported only. On the
+        # hidden rule itself, over ~1,500-2,000 pairs nobody voted on, it is above chance (0.74-0.76 seen).
         assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] >= 10
-    # Round 2's answers are shorter on average (the hidden rule), over its policies and seeds.
-    moves = [r[m] for r in results for m in ("ppo", "dpo")]
-    print(f"length change over {len(SEEDS)} seed(s) x (ppo, dpo): mean {sum(moves) / len(moves):+.2f}, "
-          f"min {min(moves):+.2f}, max {max(moves):+.2f}")
-    assert sum(moves) / len(moves) < 0
+        k, n = r["rule"]
+        assert n >= 500 and wilson(k, n)[0] > 0.5, (k, n)
+        # PPO on that reward model gives shorter answers: its whole interval is below zero (-8..-23 seen).
+        # DPO on the vote pairs is reported, not asserted: it barely moves (-0.2..+0.3 with the RPO term;
+        # +2.4..+2.8, longer, without it) - see the issue notes.
+        assert r["ppo"][2] < 0, r["ppo"]
