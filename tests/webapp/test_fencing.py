@@ -86,6 +86,15 @@ def test_a_fresh_start_forgets_every_row_and_a_resume_those_after_its_checkpoint
     assert not Metric.objects.filter(run=run).exists() and not Sample.objects.filter(run=run).exists()
 
 
+def test_a_completion_with_nul_is_stored_on_every_database(run):
+    # A tiny model's sampled byte token decoded to NUL: PostgreSQL refused the write and the PPO run failed.
+    sink = DatabaseSink(claimed(run))
+    sink.log_samples(1, [TrainingSample(1, "p\x00", "a\x00b", 1.0)])
+    sink.note("saw \x00 here")
+    assert list(Sample.objects.filter(run=run).values_list("prompt", "completion")) == [("p\ufffd", "a\ufffdb")]
+    assert not sink.lost and "saw \ufffd here" in Run.objects.get(pk=run.pk).log
+
+
 def test_the_database_refuses_a_duplicate_point_or_sample(run):
     Metric.objects.create(run=run, step=3, name="train/loss", value=1.0, wall_time=0.0)
     with pytest.raises(IntegrityError), transaction.atomic():

@@ -50,8 +50,9 @@ class DatabaseSink:
                          latest={**evals, "step": step}, log=self._log(f"step {step}: {shown}".rstrip()))
 
     def log_samples(self, step: int, samples) -> None:
-        rows = [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index, prompt=s.prompt,
-                       completion=s.completion, reward=_json_number(s.reward) or 0.0) for s in samples]
+        rows = [Sample(run_id=self.run_id, step=step, prompt_id=s.prompt_id, index=s.index,
+                       prompt=storable(s.prompt), completion=storable(s.completion),
+                       reward=_json_number(s.reward) or 0.0) for s in samples]
         self._while_held(lambda: Sample.objects.bulk_create(rows, batch_size=500))
         if self.trial is not None and step > 0 and not (self.stop or self.lost):
             self._prune_check(step)
@@ -118,7 +119,7 @@ class DatabaseSink:
         self._write(log=self._log(line))
 
     def _log(self, line: str) -> str:
-        self.lines = (self.lines + [line])[-LOG_LINES:]
+        self.lines = (self.lines + [storable(line)])[-LOG_LINES:]
         return "\n".join(self.lines)
 
     def _mine(self):
@@ -158,6 +159,12 @@ def no_fsync_wait() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO OFF")
         connection._ptlab_relaxed = raw
+
+
+def storable(text: str) -> str:
+    """Model text as every database keeps it: a sampled byte token can decode to NUL, which PostgreSQL's
+    text columns refuse (the whole write, and with it the run, would fail); it becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _json_number(x) -> float | None:

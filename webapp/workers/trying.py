@@ -10,6 +10,7 @@ import time
 from django.db.models import Q
 
 from webapp.experiments.models import Trial, TrialAnswer
+from webapp.workers.sink import storable
 
 log = logging.getLogger(__name__)
 State = TrialAnswer.State
@@ -32,7 +33,7 @@ def do_answer_trial(trial_id: int) -> str:
             TrialAnswer.objects.filter(pk=answer.pk).update(
                 state=State.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], seconds=time.monotonic() - t0)
             continue
-        TrialAnswer.objects.filter(pk=answer.pk).update(state=State.DONE, text=text[:MAX_TEXT],
+        TrialAnswer.objects.filter(pk=answer.pk).update(state=State.DONE, text=storable(text)[:MAX_TEXT],
                                                         seconds=round(time.monotonic() - t0, 3))
     return "answered"
 
