@@ -11,6 +11,12 @@ import pytest
 import redis
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
+from test_import_integration import (  # noqa: F401  (fixtures: jobs really go to the broker)
+    finished,
+    import_jobs_sent,
+    report_to_import,
+    upload_jobs_sent,
+)
 from test_integration import (  # noqa: F401  (fixtures)
     WorkerProcess,
     _free_port,
@@ -21,27 +27,13 @@ from test_integration import (  # noqa: F401  (fixtures)
 )
 
 from tests.celery_broker import celery_app_on
-from tests.webapp.reports_fixtures import make_report_experiment
 from webapp.datasets.jobs import do_create_upload_job
 from webapp.datasets.models import UploadJob
 from webapp.reports.jobs import do_create_import_job
 from webapp.reports.models import ImportJob
-from webapp.reports.report import build_report
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.timeout(300)]
 State = ImportJob.State
-
-
-@pytest.fixture
-def import_jobs_sent():
-    """Overrides the unit tests' fake: here jobs really go to the broker."""
-    return None
-
-
-@pytest.fixture
-def upload_jobs_sent():
-    """Overrides the unit tests' fake: here jobs really go to the broker."""
-    return None
 
 
 def rows(n: int) -> SimpleUploadedFile:
@@ -49,18 +41,10 @@ def rows(n: int) -> SimpleUploadedFile:
     return SimpleUploadedFile("d.jsonl", body.encode())
 
 
-def finished(job):
-    job.refresh_from_db()
-    return job.finished
-
-
 def test_lost_io_jobs_are_sent_again_and_done(broker, queue, settings, artifact_root, tmp_path,  # noqa: F811
                                               django_user_model):
     settings.PTLAB_IO_QUEUE = queue
-    alice = django_user_model.objects.create_user("alice")
-    bob = django_user_model.objects.create_user("bob")
-    doc = build_report(make_report_experiment(alice, [bob], steps=20, eval_every=10, votes=6))
-    doc["votes"] = [{**v, "rater": f"{v['rater']}-elsewhere"} for v in doc["votes"]]
+    bob, doc = report_to_import(django_user_model)
     with celery_app_on(f"redis://127.0.0.1:{_free_port()}/0"):  # nothing listens there
         unsent = do_create_import_job(bob, SimpleUploadedFile("report.json", json.dumps(doc).encode()))
     client = redis.Redis.from_url(broker)
