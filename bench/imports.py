@@ -75,10 +75,11 @@ def main() -> None:
     from django.test import Client
 
     try:
+        from webapp.experiments import io_jobs
         from webapp.reports import jobs
         from webapp.reports.models import ImportJob
 
-        jobs.send_import_job = lambda job_id: None  # no broker: the job is run below, as a worker would
+        io_jobs.send_io_job = lambda task, job_id: None  # no broker: the job is run below, as a worker would
     except ImportError:  # before issue 13: no jobs
         ImportJob = None
     doc, points = document(args.points)

@@ -148,6 +148,10 @@ CELERY_TASK_DEFAULT_QUEUE = "train"
 # Report imports (and other file work) go to this CPU-light queue, served by its own worker so that a training
 # run of hours never holds them up (`make run` starts one).
 PTLAB_IO_QUEUE = os.environ.get("PTLAB_IO_QUEUE", "io")
+# A job still queued this long while that queue is empty in the broker (its message was lost, or the broker was
+# down when it was made) is sent again by the io worker; a running one silent for PTLAB_REAP_AFTER_SECONDS (its
+# worker died) is too, up to PTLAB_MAX_ATTEMPTS starts (webapp/experiments/io_jobs.py).
+PTLAB_JOB_RESEND_SECONDS = env_float("PTLAB_JOB_RESEND_SECONDS", 60)
 CELERY_TASK_IGNORE_RESULT = True  # run state lives in the Run table, not in a result backend
 # Ack on receipt: a long run is never redelivered when it outlives the broker's visibility_timeout.
 # A worker that dies mid-run is handled by the reaper (heartbeats in the database), not by redelivery.
@@ -168,7 +172,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- run execution (seconds) -----------------------------------------------------------------------
 PTLAB_HEARTBEAT_SECONDS = env_float("PTLAB_HEARTBEAT_SECONDS", 10)  # run + worker heartbeats
 PTLAB_REAP_AFTER_SECONDS = env_float("PTLAB_REAP_AFTER_SECONDS", 60)  # a running run this silent is orphaned
-PTLAB_MAX_ATTEMPTS = int(env_float("PTLAB_MAX_ATTEMPTS", 3))  # starts of a run before it is failed
+PTLAB_MAX_ATTEMPTS = int(env_float("PTLAB_MAX_ATTEMPTS", 3))  # starts of a run (or an io job) before it fails
 PTLAB_RESEND_AFTER_SECONDS = env_float("PTLAB_RESEND_AFTER_SECONDS", 60)  # queued, no message: send again
 PTLAB_CANCEL_GRACE_SECONDS = env_float("PTLAB_CANCEL_GRACE_SECONDS", 60)  # clean stop, then kill
 PTLAB_WATCH_SECONDS = env_float("PTLAB_WATCH_SECONDS", 2)  # the worker looks at its run's process this often

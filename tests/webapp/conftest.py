@@ -19,20 +19,26 @@ def enqueued(monkeypatch):
     return sent
 
 
+def record_io_jobs(monkeypatch, task: str) -> list[int]:
+    """Ids of the jobs of `task` sent to the io queue (those of other tasks pass on to the next fake)."""
+    from webapp.experiments import io_jobs
+
+    sent, other = [], io_jobs.send_io_job
+    monkeypatch.setattr(io_jobs, "send_io_job", lambda name, job_id: sent.append(job_id) if name == task
+                        else other(name, job_id))
+    return sent
+
+
 @pytest.fixture(autouse=True)
 def import_jobs_sent(monkeypatch):
     """Ids of report-import jobs sent to the broker (run them with webapp.reports.jobs.do_run_import_job)."""
-    sent = []
-    monkeypatch.setattr("webapp.reports.jobs.send_import_job", sent.append)
-    return sent
+    return record_io_jobs(monkeypatch, "webapp.reports.tasks.run_import")
 
 
 @pytest.fixture(autouse=True)
 def upload_jobs_sent(monkeypatch):
     """Ids of dataset-upload jobs sent to the broker (run them with webapp.datasets.jobs.do_run_upload_job)."""
-    sent = []
-    monkeypatch.setattr("webapp.datasets.jobs.send_upload_job", sent.append)
-    return sent
+    return record_io_jobs(monkeypatch, "webapp.datasets.tasks.run_upload")
 
 
 @pytest.fixture(autouse=True)

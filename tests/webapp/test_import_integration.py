@@ -68,13 +68,19 @@ def finished(job):
     return job if job.finished else None
 
 
-def test_a_worker_imports_a_report_in_the_background(client, io_worker, queue, settings,  # noqa: F811
-                                                     django_user_model):
-    settings.PTLAB_IO_QUEUE = queue
+def report_to_import(django_user_model) -> tuple:
+    """(bob, the report of alice's experiment), its votes by raters of another installation."""
     alice = django_user_model.objects.create_user("alice")
     bob = django_user_model.objects.create_user("bob")
     doc = build_report(make_report_experiment(alice, [bob], steps=20, eval_every=10, votes=6))
     doc["votes"] = [{**v, "rater": f"{v['rater']}-elsewhere"} for v in doc["votes"]]
+    return bob, doc
+
+
+def test_a_worker_imports_a_report_in_the_background(client, io_worker, queue, settings,  # noqa: F811
+                                                     django_user_model):
+    settings.PTLAB_IO_QUEUE = queue
+    bob, doc = report_to_import(django_user_model)
     client.force_login(bob)
 
     job = post(client, doc)

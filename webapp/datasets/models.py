@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from training.tasks import DatasetError, methods_for
+from webapp.experiments.io_jobs import IoJob
 
 
 class DatasetQuerySet(models.QuerySet):
@@ -90,38 +91,26 @@ class Dataset(models.Model):
         return self.owner_id == user.pk
 
 
-class UploadJob(models.Model):
+class UploadJob(IoJob):
     """One uploaded dataset file being checked by a worker (queue `io`) rather than in the request (small files
     are run at once, by the same code): where it got to, and the dataset it made or why it made none."""
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    TASK = "webapp.datasets.tasks.run_upload"
+    SERVER_ERROR = "The dataset could not be read on the server; nothing was saved."
+    KEEP_FILE_WHEN_DONE = True  # the stored upload becomes the dataset's file
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upload_jobs")
     name = models.CharField(max_length=200, help_text="The dataset's name.")
     split = models.CharField(max_length=100, default="train")
     file = models.FileField(upload_to="datasets/", blank=True, help_text="The upload: the dataset's file if it loads.")
     size = models.PositiveBigIntegerField(default=0)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent.")
-    phase = models.CharField(max_length=40, blank=True)
-    message = models.TextField(blank=True, help_text="Why it failed (naming the line, row and column).")
     dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created", "-id"]
 
     def __str__(self) -> str:
         return f"upload #{self.pk} ({self.state})"
 
-    @property
-    def finished(self) -> bool:
-        return self.state in (self.State.DONE, self.State.FAILED)
+    def result(self) -> Dataset | None:
+        return self.dataset
 
     def get_absolute_url(self) -> str:
         return reverse("datasets:upload_job", args=[self.pk])

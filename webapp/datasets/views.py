@@ -95,10 +95,8 @@ def _dataset_new(request: HttpRequest, limiter: SizeLimitHandler) -> HttpRespons
 def upload_job(request: HttpRequest, pk: int) -> HttpResponse:
     """The page of an upload being checked by a worker; its JSON (Accept: application/json) for polling."""
     job = get_object_or_404(UploadJob.objects.select_related("dataset"), pk=pk, owner=request.user)
-    status = {"id": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase, "message": job.message,
-              "finished": job.finished, "url": job.dataset.get_absolute_url() if job.dataset else None}
     if request.headers.get("Accept", "").startswith("application/json"):
-        return JsonResponse(status)
+        return JsonResponse(job.status())
     return render(request, "datasets/upload_job.html", {"job": job})
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
+from webapp.experiments.io_jobs import IoJob
 from webapp.experiments.models import Experiment
 
 
@@ -26,39 +28,24 @@ class ImportedReport(models.Model):
         return f"import of {self.experiment}"
 
 
-class ImportJob(models.Model):
+class ImportJob(IoJob):
     """One report import, done by a worker (queue `io`) rather than in the request: the uploaded file, where
     the import got to, and the experiment it made or the reason it made none. The row is the job's only state."""
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    TASK = "webapp.reports.tasks.run_import"
+    SERVER_ERROR = "The import failed on the server; nothing was saved."
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="import_jobs")
     file = models.FileField(upload_to="imports/", blank=True, help_text="The upload, removed once the job ends.")
     name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name.")
     size = models.PositiveBigIntegerField(default=0)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
-    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent.")
-    phase = models.CharField(max_length=40, blank=True)
-    message = models.TextField(blank=True, help_text="Why it failed (naming the JSON path), or what it made.")
     experiment = models.ForeignKey(Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created", "-id"]
 
     def __str__(self) -> str:
         return f"import #{self.pk} ({self.state})"
 
-    @property
-    def finished(self) -> bool:
-        return self.state in (self.State.DONE, self.State.FAILED)
+    def result(self) -> Experiment | None:
+        return self.experiment
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("reports:import_job", args=[self.pk])

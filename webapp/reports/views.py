@@ -91,15 +91,10 @@ def _job_for_user(request: HttpRequest, pk: int) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("experiment"), pk=pk, owner=request.user)
 
 
-def job_status(job: ImportJob) -> dict:
-    return {"id": job.pk, "state": job.state, "progress": job.progress, "phase": job.phase, "message": job.message,
-            "finished": job.finished, "url": job.experiment.get_absolute_url() if job.experiment else None}
-
-
 @login_required
 @require_GET
 def import_job(request: HttpRequest, pk: int) -> HttpResponse:
     job = _job_for_user(request, pk)
     if request.headers.get("Accept", "").startswith("application/json"):
-        return JsonResponse(job_status(job))
-    return render(request, "reports/import_job.html", {"job": job, "status": job_status(job)})
+        return JsonResponse(job.status())
+    return render(request, "reports/import_job.html", {"job": job})

@@ -1,5 +1,5 @@
 """`manage.py reap`: requeue or fail runs whose worker died, kill runs that ignored a cancel, resend
-messages the broker lost.
+messages the broker lost, and the same for io jobs (uploads, imports).
 
 Workers do this themselves every heartbeat; this command is for cron, or when no worker is up."""
 
@@ -7,6 +7,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from webapp.experiments.io_jobs import do_resend_lost_jobs
 from webapp.experiments.models import Experiment
 from webapp.workers.recovery import do_reap, do_resend_lost
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, loop=None, **options):
         while True:
             queues = sorted({"train", *Experiment.objects.values_list("queue", flat=True).distinct()})
-            for line in do_reap() + do_resend_lost(queues):
+            for line in do_reap() + do_resend_lost(queues) + do_resend_lost_jobs():
                 self.stdout.write(line)
             if not loop:
                 return

@@ -1,0 +1,8 @@
+from django.db import migrations
+
+from webapp.experiments.job_migrations import add_attempts_and_sends
+
+
+class Migration(migrations.Migration):
+    dependencies = [("datasets", "0003_upload_job")]
+    operations = add_attempts_and_sends("uploadjob")

@@ -1,0 +1,17 @@
+"""Schema changes that every io job table takes alike (datasets' UploadJob, reports' ImportJob), written once
+for the migrations of both apps. Migrations replay these as they are: never edit one, add a new function."""
+
+from django.db import migrations, models
+
+
+def add_attempts_and_sends(model_name: str) -> list:
+    """The counters of webapp/experiments/io_jobs.py (claims by a worker, sends on the queue), and its help
+    text for `message`."""
+    counter = models.PositiveSmallIntegerField
+    return [
+        migrations.AddField(model_name, "attempts", counter(default=0, help_text="Starts by a worker (claims).")),
+        migrations.AddField(model_name, "sends",
+                            counter(default=0, help_text="Times its id was published on the io queue.")),
+        migrations.AlterField(model_name, "message", models.TextField(blank=True,
+                                                                      help_text="Why it failed, or what it made.")),
+    ]
