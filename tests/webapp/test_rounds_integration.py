@@ -128,7 +128,7 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
     vote_set = do_build_vote_dataset(owner, [exp], Policy(ties="drop", both_bad="drop", disagree="keep"))
     assert vote_set.dataset.eval_rows > 0
     round_ = do_start_round(exp, vote_set, methods=("ppo", "dpo"), by=owner, seed=seed,
-                            hyperparams={"reward": {"max_steps": 40}, "ppo": {"max_steps": 16},
+                            hyperparams={"reward": {"max_steps": 80}, "ppo": {"max_steps": 16},
                                          "dpo": {"max_steps": 8, "sft_weight": 1.0}})
     runs2 = wait_for(lambda: finished(exp), 2 * WAIT, "round 2 to finish", worker)
     assert all(r.state == Run.State.SUCCEEDED for r in runs2), [(r.method, r.error) for r in runs2]
@@ -157,6 +157,13 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
         print(f"seed {seed}: round 2 {run.method} from {picked.method}: mean length change {mean:+.2f} chars per "
               f"prompt (95% bootstrap [{lo:+.2f}, {hi:+.2f}], {n_prompts} prompts); gold eval/reward "
               f"{gold(picked):.3f} -> {gold(run):.3f}")
+        trained = Metric.objects.filter(run=run, name__startswith="train/").order_by("step")
+        print("  ", "; ".join(f"{m.step}:{m.name.removeprefix('train/')}={m.value:.3g}" for m in trained
+                             if m.name.split("/")[-1] in ("reward", "loss", "kl", "reward_std", "clipfrac")))
+        print("   eval:", list(Metric.objects.filter(run=run, name__in=["eval/kl", "eval/reward", "eval/length"]).order_by(
+            "step", "name").values_list("step", "name", "value")), "sample steps:",
+              sorted(set(Sample.objects.filter(run=run).values_list("step", flat=True))), run.config.get("max_steps"),
+              run.config.get("eval_every"), run.log[-600:])
     # Round 2 joins the arena beside round 1, labelled by what it is; the rounds page has its numbers.
     arena = Arena(exp)
     labels = [arena.label(k) for k in arena.contestants]
