@@ -3,8 +3,9 @@
 
 Roles: `prompt` (text) or `messages` (a conversation; a last assistant turn is the completion),
 `completion`, `chosen`, `rejected`, `answer`, `weight` (how much a row counts in DPO and reward-model training;
-rows of weight 0 are left out); every other column is passed to reward signals under its own name. Everything is checked before anything is used: a bad row raises DatasetError naming the row,
-the column and, for JSONL and CSV, the line. The held-out split hashes each prompt (never the seed)."""
+rows of weight 0 are left out); every other column is passed to reward signals under its own name. Everything
+is checked before anything is used: a bad row raises DatasetError naming the row, the column and, for JSONL
+and CSV, the line. The held-out split hashes each prompt (never the seed)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,6 @@ GUESSES = {
     "answer": ("answer", "final_answer", "ground_truth", "gold", "label", "reference_answer"),
     "weight": ("weight", "weights", "sample_weight", "example_weight"),
 }
-# The methods whose training reads the weight column; the others (SFT, PPO, GRPO, RLOO) use every row alike.
-WEIGHTED_METHODS = ("dpo", "reward")
 METHOD_NEEDS = {"sft": ("completion",), "dpo": ("chosen", "rejected"), "reward": ("chosen", "rejected"),
                 "ppo": (), "grpo": (), "rloo": ()}
 
