@@ -17,7 +17,9 @@ import json
 import tempfile
 from pathlib import Path
 
+import datasets
 import torch
+import transformers
 
 from training.callbacks import RunHooks
 from training.config import from_dict
@@ -29,6 +31,9 @@ from training.tasks import DatasetTask
 from training.tasks.base import assistant, user
 
 CPU = torch.device("cpu")
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+datasets.disable_progress_bars()
 
 
 class NullSink:
