@@ -272,3 +272,22 @@ def test_every_method_has_the_same_gold_signal(alice_client, alice):
     response = alice_client.post(reverse("api:experiments"), json.dumps(body), content_type="application/json",
                                  HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 400 and "same gold_reward" in json.dumps(response.json())
+
+
+def test_a_weight_column_is_mapped_when_it_holds_weights_and_can_be_mapped_by_hand(alice_client):
+    pairs = [{"question": f"What is {a}?", "good": f"{a}", "bad": f"{a + 1}"} for a in range(10)]
+    upload(alice_client, "w.jsonl", jsonl([{**r, "weight": 0 if a == 3 else 0.5} for a, r in enumerate(pairs)]))
+    weighted = Dataset.objects.get()
+    assert weighted.mapping == {"prompt": "question", "chosen": "good", "rejected": "bad", "weight": "weight"}
+    assert weighted.rows == 10 and weighted.train_rows + weighted.eval_rows == 9  # the weight-0 row is left out
+    weighted.delete()
+    upload(alice_client, "t.jsonl", jsonl([{**r, "weight": "heavy", "w": "2"} for r in pairs]))
+    other = Dataset.objects.get()  # a "weight" that holds no weights: an ordinary column, the upload is kept
+    assert other.mapping == {"prompt": "question", "chosen": "good", "rejected": "bad"}
+    url = reverse("datasets:mapping", args=[other.pk])
+    bad = alice_client.post(url, {"prompt": "question", "chosen": "good", "rejected": "bad", "weight": "weight"})
+    assert bad.status_code == 400 and "weight must be a number, got &#x27;heavy&#x27;" in bad.content.decode()
+    good = alice_client.post(url, {"prompt": "question", "chosen": "good", "rejected": "bad", "weight": "w"})
+    assert good.status_code == 302
+    other.refresh_from_db()
+    assert other.mapping["weight"] == "w"

@@ -88,7 +88,8 @@ def test_an_experiments_votes_become_a_versioned_dataset_like_any_other(alice, b
     vote_set = do_build_vote_dataset(alice, [exp], Policy(disagree="drop"))
     assert (vote_set.version, vote_set.votes, vote_set.dropped) == (1, len(cast) - 1, {"raters disagree": 2})
     dataset = vote_set.dataset
-    assert dataset.owner == alice and dataset.mapping == {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
+    assert dataset.owner == alice
+    assert dataset.mapping == {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "weight": "weight"}
     assert set(dataset.methods()) >= {"dpo", "reward"}
     task = DatasetTask(dataset.spec())
     assert len(task.examples()) == len(cast) - 1 and task.hash == dataset.content_hash

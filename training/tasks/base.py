@@ -41,6 +41,7 @@ class Example:
     rejected: str  # a worse completion (DPO rejected)
     columns: dict[str, Any] = field(default_factory=dict)  # passed to reward functions (e.g. answer)
     messages: list[dict[str, str]] | None = None  # a conversation to continue, instead of one user turn
+    weight: float = 1.0  # how much the pair counts in DPO and reward-model training (a dataset's weight column)
 
     def chat(self) -> list[dict[str, str]]:
         """The prompt as the model sees it: the conversation, or the prompt as one user message."""
@@ -77,8 +78,12 @@ class Task:
         return [{"prompt": ex.chat(), "completion": assistant(ex.reference)} for ex in self.train_examples()]
 
     def dpo_rows(self) -> list[dict]:
-        return [{"prompt": ex.chat(), "chosen": assistant(ex.reference), "rejected": assistant(ex.rejected)}
-                for ex in self.train_examples() if ex.rejected]
+        """Preference rows; with a `weight` column only when some pair's weight is not 1 (the trainers read it),
+        so unweighted data trains exactly as it would without one."""
+        pairs = [ex for ex in self.train_examples() if ex.rejected]
+        weighted = any(ex.weight != 1.0 for ex in pairs)
+        return [{"prompt": ex.chat(), "chosen": assistant(ex.reference), "rejected": assistant(ex.rejected),
+                 **({"weight": ex.weight} if weighted else {})} for ex in pairs]
 
     def rl_rows(self) -> list[dict]:
         return [{"prompt": ex.chat(), **ex.columns} for ex in self.train_examples()]

@@ -2,9 +2,10 @@
 (`datasets.load_dataset`, on machines with a hub), mapped to roles by a column mapping.
 
 Roles: `prompt` (text) or `messages` (a conversation; a last assistant turn is the completion),
-`completion`, `chosen`, `rejected`, `answer`; every other column is passed to reward signals under its
-own name. Everything is checked before anything is used: a bad row raises DatasetError naming the row,
-the column and, for JSONL and CSV, the line. The held-out split hashes each prompt (never the seed)."""
+`completion`, `chosen`, `rejected`, `answer`, `weight` (how much a row counts in DPO and reward-model training;
+rows of weight 0 are left out); every other column is passed to reward signals under its own name. Everything
+is checked before anything is used: a bad row raises DatasetError naming the row, the column and, for JSONL
+and CSV, the line. The held-out split hashes each prompt (never the seed)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 from training.fields import ConfigError, check_fields, opt
 from training.tasks.base import Example, Task
 
-ROLES = ("prompt", "messages", "completion", "chosen", "rejected", "answer")
+ROLES = ("prompt", "messages", "completion", "chosen", "rejected", "answer", "weight")
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MAX_ROWS = 1_000_000
 # Column names each role is guessed from, best first (compared case-insensitively).
@@ -30,6 +31,7 @@ GUESSES = {
     "chosen": ("chosen", "preferred", "response_chosen", "chosen_response", "winner", "good"),
     "rejected": ("rejected", "dispreferred", "response_rejected", "rejected_response", "loser", "bad"),
     "answer": ("answer", "final_answer", "ground_truth", "gold", "label", "reference_answer"),
+    "weight": ("weight", "weights", "sample_weight", "example_weight"),
 }
 METHOD_NEEDS = {"sft": ("completion",), "dpo": ("chosen", "rejected"), "reward": ("chosen", "rejected"),
                 "ppo": (), "grpo": (), "rloo": ()}
@@ -54,8 +56,8 @@ class DatasetSpec:
     path: str = opt("", "A .jsonl, .csv or .parquet file, a folder saved with save_to_disk, or a hub dataset id.")
     config: str = opt("", "The hub dataset's configuration (name), if it has several.")
     split: str = opt("train", "Split to read from a hub dataset or a saved DatasetDict.")
-    mapping: dict = opt({}, "Role -> column: prompt or messages, completion, chosen, rejected, answer; empty: "
-                        "guessed from the column names.")
+    mapping: dict = opt({}, "Role -> column: prompt or messages, completion, chosen, rejected, answer, weight; "
+                        "empty: guessed from the column names.")
     eval_fraction: float = opt(0.2, "Share of prompts held out for the uniform evaluation (fixed by a hash of "
                                "each prompt, never by the seed).", min=0.01, max=0.9)
     max_rows: int = opt(MAX_ROWS, "Refuse datasets with more rows.", min=1, max=MAX_ROWS)
@@ -249,6 +251,24 @@ def _text(value: Any, role: str, row: int, col: str, line: int | None, *, number
     return value
 
 
+def _weight(value: Any, row: int, col: str, line: int | None) -> float:
+    """A non-negative finite number; numeric text counts too (CSV holds nothing else)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = "null" if value is None else type(value).__name__
+        raise DatasetError(f"weight must be a number, got {kind}", row=row, column=col, line=line)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except ValueError as e:
+        raise DatasetError(f"weight must be a number, got {value!r}", row=row, column=col, line=line) from e
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise DatasetError("weight is not a finite number", row=row, column=col, line=line)
+    if number < 0:
+        raise DatasetError(f"weight must not be negative, got {number:g}", row=row, column=col, line=line)
+    return number
+
+
 def _messages(value: Any, row: int, col: str, line: int | None) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
         raise DatasetError("messages must be a non-empty list of {role, content} objects", row=row, column=col,
@@ -264,7 +284,8 @@ def _messages(value: Any, row: int, col: str, line: int | None) -> list[dict[str
 
 
 def to_examples(rows: Rows, mapping: dict[str, str]) -> list[Example]:
-    """Every row as an Example; the first bad value raises DatasetError naming its row, column and line."""
+    """Every row as an Example, but those of weight 0; the first bad value raises DatasetError naming its row,
+    column and line."""
     if "prompt" not in mapping and "messages" not in mapping:
         raise DatasetError("the mapping needs a prompt or a messages column")
     if "prompt" in mapping and "messages" in mapping:
@@ -276,6 +297,7 @@ def to_examples(rows: Rows, mapping: dict[str, str]) -> list[Example]:
         for role, col in mapping.items():
             if col not in row:
                 raise DatasetError(f"the column mapped to {role} is missing", row=i, column=col, line=line)
+        weight = _weight(row[mapping["weight"]], i, mapping["weight"], line) if "weight" in mapping else 1.0
         if "messages" in mapping:
             messages = _messages(row[mapping["messages"]], i, mapping["messages"], line)
             completion = ""
@@ -296,8 +318,12 @@ def to_examples(rows: Rows, mapping: dict[str, str]) -> list[Example]:
         columns["reference"] = reference
         if "answer" in values:
             columns["answer"] = values["answer"]
+        if weight == 0:
+            continue  # checked like every row, then left out: it counts for nothing
         out.append(Example(prompt=prompt, reference=completion or values.get("chosen", ""),
-                           rejected=values.get("rejected", ""), columns=columns, messages=messages))
+                           rejected=values.get("rejected", ""), columns=columns, messages=messages, weight=weight))
+    if not out:
+        raise DatasetError("every row has weight 0: nothing to train on", column=mapping["weight"])
     return out
 
 
@@ -325,7 +351,14 @@ class DatasetTask(Task):
                                f"was set up on {self.spec.hash[:12]}; add the new data as a new dataset")
         columns = list(dict.fromkeys(k for row in self.raw.rows[:100] for k in row))
         self.mapping = dict(self.spec.mapping) or guess_mapping(columns)
-        self._examples = to_examples(self.raw, self.mapping)
+        try:
+            self._examples = to_examples(self.raw, self.mapping)
+        except DatasetError as e:
+            if self.spec.mapping or e.column is None or e.column != self.mapping.get("weight"):
+                raise
+            # A guessed "weight" column that holds no weights stays an ordinary column (for the reward signals).
+            del self.mapping["weight"]
+            self._examples = to_examples(self.raw, self.mapping)
         self.name = f"{Path(self.spec.path).name or self.spec.path}@{self.hash[:12]}"
         self.eval_fraction = self.spec.eval_fraction
 
@@ -360,4 +393,9 @@ class DatasetTask(Task):
     def summary(self) -> dict[str, Any]:
         train, held = self.split()
         return {"path": self.spec.path, "hash": self.hash, "rows": len(self.raw.rows), "train": len(train),
-                "eval": len(held), "mapping": self.mapping, "methods": list(self.methods())}
+                "eval": len(held), "mapping": self.mapping, "methods": list(self.methods()),
+                "weighted": self.weighted(), "weight_zero": len(self.raw.rows) - len(self._examples)}
+
+    def weighted(self) -> bool:
+        """Whether some row's weight is not 1: DPO and reward models train on the weights, other methods not."""
+        return any(ex.weight != 1.0 for ex in self._examples)

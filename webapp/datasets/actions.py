@@ -28,7 +28,7 @@ def do_create_dataset(dataset: Dataset, upload: UploadedFile | None = None) -> D
         columns = list(dict.fromkeys(k for row in raw.rows[:100] for k in row))
         guess = guess_mapping(columns)
         if "prompt" in guess or "messages" in guess:
-            fill_from(dataset, load(dataset, mapping=guess))  # the guess is checked on every row
+            fill_from(dataset, load(dataset, mapping={}))  # guessed again by the loader, checked on every row
         else:  # nothing to guess from: saved unmapped, the user maps it on its page
             dataset.mapping, dataset.columns, dataset.content_hash = guess, columns, content_hash(raw.rows)
             dataset.rows = len(raw.rows)

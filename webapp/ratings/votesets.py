@@ -26,6 +26,8 @@ DISAGREE = {"keep": "keep every vote as its own row", "drop": "drop items whose 
             "majority": "one row for the majority (an even split is dropped)",
             "weight": "one row each way, weighted by the share of votes"}
 HF_COLUMNS = ("prompt", "chosen", "rejected")
+# DPO and reward models train on the weight; the other columns (vote_ids, ...) go to reward signals.
+MAPPING = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "weight": "weight"}
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def to_parquet(rows: list[dict]) -> bytes:
 def do_build_vote_dataset(owner, experiments: list[Experiment], policy: Policy, name: str = "",
                           exclude: Q | None = None, judges: bool = False) -> VoteDataset:
     """A new version of the vote dataset of `experiments[0]` (from the votes of all of them): the rows saved
-    as a Dataset (JSONL, mapped prompt/chosen/rejected), with the policy and the vote count beside it.
+    as a Dataset (JSONL, mapped prompt/chosen/rejected/weight), with the policy and the vote count beside it.
     Raises ValueError when the votes give no row."""
     if judges:
         from webapp.ratings.judge import judge_allowed
@@ -201,14 +203,13 @@ def do_build_vote_dataset(owner, experiments: list[Experiment], policy: Policy, 
     version = (VoteDataset.objects.filter(experiment=main).order_by("-version").values_list(
         "version", flat=True).first() or 0) + 1
     name = name or f"Votes of {main.name} v{version}"
-    dataset = Dataset(owner=owner, name=name[:200], source=Dataset.Source.UPLOAD,
-                      mapping={"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
+    dataset = Dataset(owner=owner, name=name[:200], source=Dataset.Source.UPLOAD, mapping=dict(MAPPING))
     upload = ContentFile(to_jsonl(built.rows), name=f"votes-{main.pk}-v{version}.jsonl")
     do_create_dataset(dataset, upload)
-    if dataset.mapping != {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}:
+    if dataset.mapping != MAPPING:
         from webapp.datasets.actions import do_set_mapping
 
-        do_set_mapping(dataset, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"})
+        do_set_mapping(dataset, dict(MAPPING))
     with transaction.atomic():
         vote_set = VoteDataset.objects.create(experiment=main, version=version, dataset=dataset,
                                               policy={**policy.as_dict(), "judges": judges}, votes=built.used, votes_read=built.votes,
