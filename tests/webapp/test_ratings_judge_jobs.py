@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.webapp.test_ratings_judge import shorter_is_better
 from webapp.api.models import ApiToken
 from webapp.experiments.models import Run
 from webapp.ratings.actions import do_cast_vote
@@ -22,11 +23,6 @@ from webapp.ratings.judge_jobs import ChunkedJudge, do_run_judge_job
 from webapp.ratings.models import Invitation, JudgeJob, RatingSetup, Vote
 
 pytestmark = pytest.mark.django_db
-
-
-def shorter_is_better(completions, prompts=None, reference=None):
-    return [0.9 if len(c) < len(r) else 0.1 if len(c) > len(r) else 0.5 for c, r in zip(completions, reference,
-                                                                                      strict=True)]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from django.db import transaction
 from training.config import ConfigError
 from webapp.datasets.actions import do_create_dataset
 from webapp.datasets.models import Dataset, UploadJob
-from webapp.experiments.actions import PUBLISH_RETRY  # one publish policy for every task
+from webapp.experiments.actions import PUBLISH_RETRY, publish_on_commit  # one publish policy for every task
 
 log = logging.getLogger(__name__)
 UPLOAD_TASK = "webapp.datasets.tasks.run_upload"
@@ -46,15 +46,7 @@ def do_create_upload_job(owner, name: str, split: str, upload: UploadedFile, *, 
         job.file.delete(save=False)
         raise
     if send:
-        job_id = job.pk
-
-        def publish() -> None:
-            try:
-                send_upload_job(job_id)
-            except Exception:  # no broker: the row says queued; nothing here may undo the commit
-                log.warning("upload job #%s: the broker is unavailable", job_id, exc_info=True)
-
-        transaction.on_commit(publish)
+        publish_on_commit(send_upload_job, job.pk, "upload job")
     return job
 
 

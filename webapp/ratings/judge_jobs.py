@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from webapp.experiments.actions import PUBLISH_RETRY, TRY_QUEUE  # one publish policy; the try workers
+from webapp.experiments.actions import PUBLISH_RETRY, TRY_QUEUE, publish_on_commit
 from webapp.experiments.models import Experiment, Run
 from webapp.experiments.quotas import QuotaExceeded, lock_owner
 from webapp.experiments.references import BUILTIN_MODELS, model_path, public_text
@@ -105,15 +105,7 @@ def do_start_judge_job(experiment: Experiment, user, *, model: str, mode: str, l
                                               limit=limit if mode == JudgeJob.Mode.MORE else None)
         except IntegrityError:
             raise JudgeBusy("A judge is already queued or running on this experiment: wait for it to finish.") from None
-        job_id = job.pk
-
-        def publish() -> None:
-            try:
-                send_judge_job(job_id)
-            except Exception:  # no broker: the row says queued; nothing here may undo the commit
-                log.warning("judge job #%s: the broker is unavailable; it stays queued", job_id, exc_info=True)
-
-        transaction.on_commit(publish)
+        publish_on_commit(send_judge_job, job.pk, "judge job")
     return job
 
 

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from training import safejson
-from webapp.experiments.actions import PUBLISH_RETRY  # one publish policy for every task
+from webapp.experiments.actions import PUBLISH_RETRY, publish_on_commit  # one publish policy for every task
 from webapp.reports.importing import ReportError, check, do_import_report
 from webapp.reports.models import ImportJob
 
@@ -41,15 +41,7 @@ def do_create_import_job(owner, upload: UploadedFile) -> ImportJob:
     except BaseException:
         job.file.delete(save=False)
         raise
-    job_id = job.pk
-
-    def send() -> None:
-        try:
-            send_import_job(job_id)
-        except Exception:  # no broker: the row says queued; nothing here may undo the commit
-            log.warning("import job #%s: the broker is unavailable", job_id, exc_info=True)
-
-    transaction.on_commit(send)
+    publish_on_commit(send_import_job, job.pk, "import job")
     return job
 
 
