@@ -23,7 +23,8 @@ from webapp.ratings.models import JudgeJob
 log = logging.getLogger(__name__)
 JUDGE_TASK = "webapp.ratings.tasks.run_judge_job"
 State = JudgeJob.State
-STALE = timedelta(hours=1)  # an active job unchanged this long has no worker (gone, or none serves `try`)
+# An active job unchanged this long has no worker (it died, or none serves `try`); the messages say "an hour".
+STALE = timedelta(hours=1)
 CHUNK = 16  # items per call of the judge: the job's progress moves after each
 MAX_RUN_CHOICES = 100
 
@@ -74,10 +75,10 @@ def do_fail_stale(experiment: Experiment) -> int:
     active = JudgeJob.objects.filter(experiment=experiment, updated__lt=cutoff)
     n = active.filter(state=State.QUEUED).update(
         state=State.FAILED, ended=Now(), updated=Now(), phase="failed",
-        error=f"No worker took it within {STALE}: is a worker serving the `{TRY_QUEUE}` queue?")
+        error=f"No worker took it within an hour: is a worker serving the `{TRY_QUEUE}` queue?")
     return n + active.filter(state=State.RUNNING).update(
         state=State.FAILED, ended=Now(), updated=Now(), phase="failed",
-        error=f"Its worker stopped reporting for {STALE}; start it again.")
+        error="Its worker stopped reporting for an hour; start it again.")
 
 
 def send_judge_job(job_id: int) -> None:
