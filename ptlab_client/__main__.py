@@ -7,6 +7,8 @@
   resume RUN_ID                 resume a failed or cancelled run from its last checkpoint
   metrics RUN_ID [--names a,b]  a run's metric points as CSV (name,step,value)
   report ID --out FILE.json     download the experiment's JSON report
+  judge ID [--model M] [--more N] [--follow]
+                                a local judge votes on the items people voted on (or N more pairs)
 
 URL and TOKEN default to $PTLAB_URL and $PTLAB_TOKEN. Exit status: 0 ok, 1 API error, 2 usage,
 3 when a followed experiment ends with failed or cancelled runs."""
@@ -127,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="ppo,dpo", help="Comma-separated: ppo, grpo, rloo, dpo.")
     p.add_argument("--vote-dataset", type=int, help="A vote dataset id (default: build a new version).")
     sub.add_parser("rounds", help="An experiment's rounds.").add_argument("id", type=int)
+    p = sub.add_parser("judge", help="Let a local judge vote on an experiment (calibrate, or label more pairs).")
+    p.add_argument("id", type=int)
+    p.add_argument("--model", default="tiny", help="tiny, demo or run:<id> (a finished run of yours).")
+    p.add_argument("--more", type=int, help="Label this many unrated pairs (only once calibrated).")
+    p.add_argument("--follow", action="store_true", help="Wait for the job and print the calibration.")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("--token (or $PTLAB_TOKEN) is required: create one on the web app's API tokens page")
@@ -188,6 +195,19 @@ def _run(client: Client, args) -> int:
                 print(f"  {row['label']:<40} {row['state']:<10} gold {_fmt(row['gold_reward'])}  KL {_fmt(row['kl'])}"
                       f"  BT {_fmt(row['bt_score'], '.0f')}  votes {row['votes']}")
         return 0
+    if args.command == "judge":
+        job = client.start_judge(args.id, args.model, "more" if args.more else "calibrate", args.more)
+        print(f"judge job {job['id']}: {job['judge']} {job['mode']}, {job['state']}")
+        if not args.follow:
+            return 0
+        while not job["finished"]:
+            time.sleep(args.interval)
+            job = client.judge_job(job["id"])
+        print(f"{job['state']}: {job['message']}")
+        for c in job.get("calibration", []):
+            print(f"  {c['judge']}: {c['items']} items, agreement {_fmt(c['percent'])}, kappa {_fmt(c['kappa'])} "
+                  f"[{_fmt(c['kappa_low'])}, {_fmt(c['kappa_high'])}], may label more: {c['allowed']}")
+        return 0 if job["state"] == "done" else 1
     if args.command == "report":
         data = client.report(args.id)
         args.out.write_bytes(data)

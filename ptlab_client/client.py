@@ -103,5 +103,15 @@ class Client:
     def rounds(self, pk: int) -> list[dict]:
         return self.get(f"/api/experiments/{pk}/rounds")["rounds"]
 
+    def start_judge(self, pk: int, model: str = "tiny", mode: str = "calibrate", limit: int | None = None) -> dict:
+        """A local judge votes on the experiment (a job): `calibrate` on the items people voted on, or `more`
+        (`limit` unrated pairs, only once calibrated)."""
+        body = {"model": model, "mode": mode, **({"limit": limit} if limit is not None else {})}
+        return self.post(f"/api/experiments/{pk}/judge", body)
+
+    def judge_job(self, job_id: int) -> dict:
+        """The job's state, progress, votes, error, and the judges' calibration against people."""
+        return self.get(f"/api/judge-jobs/{job_id}")
+
     def report(self, pk: int) -> bytes:
         return self.request("GET", f"/api/experiments/{pk}/report.json", raw=True)

@@ -189,6 +189,7 @@ PTLAB_ACCELERATE_CONFIG = os.environ.get("PTLAB_ACCELERATE_CONFIG", "")
 PTLAB_MAX_RUNS_PER_EXPERIMENT = int(env_float("PTLAB_MAX_RUNS_PER_EXPERIMENT", 25))  # methods x seeds
 PTLAB_MAX_QUEUED_RUNS_PER_USER = int(env_float("PTLAB_MAX_QUEUED_RUNS_PER_USER", 100))  # waiting + queued
 PTLAB_MAX_EXPERIMENTS_PER_HOUR = int(env_float("PTLAB_MAX_EXPERIMENTS_PER_HOUR", 30))  # per user, imports too
+PTLAB_MAX_JUDGE_JOBS_PER_HOUR = int(env_float("PTLAB_MAX_JUDGE_JOBS_PER_HOUR", 20))  # per user: a judge loads a model
 PTLAB_MAX_UPLOAD_BYTES = int(env_float("PTLAB_MAX_UPLOAD_BYTES", 50 * 2**20))  # a JSONL dataset
 PTLAB_MAX_UPLOAD_ROWS = int(env_float("PTLAB_MAX_UPLOAD_ROWS", 200_000))  # rows of a JSONL dataset
 # A dataset upload larger than this is checked by a worker (queue PTLAB_IO_QUEUE) while its page polls it;

@@ -73,3 +73,35 @@ def test_vote_build_the_dataset_start_round_two_and_see_it(live_server, page, dj
         page.wait_for_selector('#arena[data-state="revealed"], #arena[data-state="ready"]')
         page.keyboard.press("Enter")
     assert any("round 2" in t for t in seen), seen
+
+
+def test_the_owner_lets_a_judge_vote_and_follows_it(live_server, page, django_user_model, screenshot_dir):
+    """The leaderboard's judge form queues a job ("more" is disabled before any calibration); the job runs
+    (here, in this process: the try worker's code) while the page polls it, then links the calibration."""
+    from webapp.ratings.demo import simulate_votes
+    from webapp.ratings.judge_jobs import do_run_judge_job
+    from webapp.ratings.models import JudgeJob
+
+    owner = django_user_model.objects.create_user("jude", password=PASSWORD)
+    exp = make_demo_experiment(owner, name="Judged", methods=("sft", "dpo"), prompts=3, steps=(0, 10), samples=1)
+    assert simulate_votes(exp, [owner], 6, seed=3) > 0
+    page.goto(f"{live_server.url}/accounts/login/?next=/experiments/{exp.pk}/leaderboard/")
+    page.fill("#id_username", "jude")
+    page.fill("#id_password", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(f"{live_server.url}/experiments/{exp.pk}/leaderboard/")
+    assert page.is_disabled("#judge-form input[value=more]")
+    page.select_option("#id_model", "tiny")
+    page.check("#judge-form input[value=calibrate]")
+    page.click("#judge-form button[type=submit]")
+    page.wait_for_selector("#job [data-field=state]")
+    job = JudgeJob.objects.get(experiment=exp)
+    assert page.text_content("#job [data-field=state]") == "queued"
+
+    assert do_run_judge_job(job.pk) == "done"
+    page.wait_for_selector("#job [data-field=result]:not([hidden])")
+    assert page.text_content("#job [data-field=state]") == "done" and "votes" in page.text_content("#job")
+    page.click("#job [data-field=link]")
+    page.wait_for_selector("#judges")
+    assert "pairwise_judge:tiny" in page.text_content("#judges")
+    page.screenshot(path=str(screenshot_dir / "ratings-judge.png"), full_page=True)

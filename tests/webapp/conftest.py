@@ -42,6 +42,14 @@ def upload_jobs_sent(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def judge_jobs_sent(monkeypatch):
+    """Ids of judge jobs sent to the broker (run them with webapp.ratings.judge_jobs.do_run_judge_job)."""
+    sent = []
+    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
 def artifact_root(settings, tmp_path):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
     settings.MEDIA_ROOT = settings.ARTIFACT_ROOT

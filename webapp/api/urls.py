@@ -2,7 +2,7 @@ import functools
 
 from django.urls import URLPattern, include, path, re_path
 
-from webapp.api import pages, rounds, views  # noqa: F401  (rounds adds its operations to views.api)
+from webapp.api import judging, pages, rounds, views  # noqa: F401  (rounds, judging add operations to views.api)
 from webapp.api.errors import error_response
 
 

@@ -32,6 +32,19 @@ FIRST_PRIORITY, AHEAD_PRIORITY = 3, 0
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
+def publish_on_commit(send, pk: int, what: str) -> None:
+    """Call `send(pk)` (publish a job's id) once the current transaction has committed. With the broker down the
+    row stays queued and a warning is logged: what was saved is never undone by a broker outage."""
+
+    def publish() -> None:
+        try:
+            send(pk)
+        except Exception:  # kombu/redis raise several types for "no broker"; nothing here may undo the commit
+            log.warning("%s #%s: the broker is unavailable; it stays queued", what, pk, exc_info=True)
+
+    transaction.on_commit(publish)
+
+
 def send_to_workers(run_id: int, queue: str, priority: int = FIRST_PRIORITY) -> None:
     """Publish the run id on `queue` (the tests replace this to record what was sent)."""
     from webapp.celery import app

@@ -20,7 +20,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from webapp.experiments.actions import PUBLISH_RETRY  # one publish policy for every task
+from webapp.experiments.actions import PUBLISH_RETRY, publish_on_commit  # one publish policy for every task
 from webapp.experiments.broker import queue_lengths
 from webapp.experiments.models import db_now
 
@@ -94,16 +94,8 @@ class IoJob(models.Model):
     def publish(self) -> None:
         """Send the id once the current transaction commits. With the broker down the job stays queued and
         is sent again later (do_resend_lost_jobs): nothing here may undo the commit."""
-        task, job_id, kind = self.TASK, self.pk, self._meta.verbose_name
-
-        def send() -> None:
-            try:
-                send_io_job(task, job_id)
-            except Exception:  # kombu/redis raise several types for "no broker"
-                log.warning("%s #%s: the broker is unavailable; it stays queued and is sent again", kind, job_id,
-                            exc_info=True)
-
-        transaction.on_commit(send)
+        task = self.TASK
+        publish_on_commit(lambda job_id: send_io_job(task, job_id), self.pk, str(self._meta.verbose_name))
 
     # --- running ----------------------------------------------------------------------------------
 

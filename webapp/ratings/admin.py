@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from webapp.ratings.models import Invitation, RatingSetup, Vote
+from webapp.ratings.models import Invitation, JudgeJob, RatingSetup, Vote
 
 
 @admin.register(Invitation)
@@ -20,3 +20,10 @@ class VoteAdmin(admin.ModelAdmin):
     list_display = ("experiment", "rater", "step", "prompt_id", "first", "second", "outcome", "revisions", "updated")
     list_filter = ("outcome",)
     raw_id_fields = ("experiment", "rater")
+
+
+@admin.register(JudgeJob)
+class JudgeJobAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "model", "mode", "state", "progress", "votes", "requested_by", "created")
+    list_filter = ("state", "mode")
+    raw_id_fields = ("experiment", "requested_by")

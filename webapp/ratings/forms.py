@@ -4,7 +4,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from webapp.experiments.models import Experiment
-from webapp.ratings.models import Invitation, RatingSetup
+from webapp.ratings.judge_jobs import calibrated, has_final_model, judge_models
+from webapp.ratings.models import Invitation, JudgeJob, RatingSetup, Vote
 from webapp.ratings.votesets import BOTH_BAD, DISAGREE, TIES, Policy
 
 
@@ -142,3 +143,40 @@ class RoundForm(forms.Form):
         self.fields["picks"].choices = contestants
         self.fields["vote_dataset"].choices = [("", "a new version from the votes now")] + [
             (v.pk, f"v{v.version}: {v.dataset.rows} pairs from {v.votes} votes") for v in versions]
+
+
+class JudgeForm(forms.Form):
+    """Let a local judge vote (the owner): with which model (a built-in, or the final model of one of their
+    finished runs: references, never paths), on the items people voted on (calibration) or on `limit` more
+    pairs, which only a judge whose agreement with people passes the owner's threshold may label."""
+
+    model = forms.ChoiceField(label="Judge model", help_text="A causal LM read from token probabilities, both orders.")
+    mode = forms.ChoiceField(choices=JudgeJob.Mode.choices, initial=JudgeJob.Mode.CALIBRATE, label="What it does",
+                             widget=forms.RadioSelect)
+    limit = forms.IntegerField(required=False, min_value=1, max_value=JudgeJob.MAX_MORE, initial=100,
+                               label="How many more pairs", help_text=f"With “more”: 1 to {JudgeJob.MAX_MORE}.")
+
+    def __init__(self, *args, experiment: Experiment, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.experiment = experiment
+        self.fields["model"].choices = judge_models(user)
+
+    def clean_model(self):
+        ref = self.cleaned_data["model"]
+        if not has_final_model(ref):
+            raise forms.ValidationError(f"No final model saved for {ref}.")
+        return ref
+
+    def clean(self):
+        data = super().clean()
+        mode, model = data.get("mode"), data.get("model")
+        if mode == JudgeJob.Mode.CALIBRATE and not Vote.objects.at(self.experiment).exists():
+            self.add_error("mode", "No person has voted yet: a judge calibrates on the items people voted on.")
+        if mode == JudgeJob.Mode.MORE:
+            if data.get("limit") is None and "limit" not in self.errors:
+                self.add_error("limit", f"How many more pairs: 1 to {JudgeJob.MAX_MORE}.")
+            if model and not calibrated(self.experiment, model):
+                self.add_error("mode", "This judge may label more pairs only once its agreement with people passes "
+                                       "your threshold (the lower end of Cohen's kappa's 95% interval; set it under "
+                                       "Raters & setup): let it calibrate first.")
+        return data

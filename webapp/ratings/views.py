@@ -19,13 +19,16 @@ from training.tasks.dataset import read_rows
 from webapp.datasets.models import Dataset
 from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.models import Experiment
+from webapp.experiments.quotas import QuotaExceeded
 from webapp.ratings.actions import do_cast_vote, do_invite
 from webapp.ratings.arena import Arena, redeem_token
-from webapp.ratings.forms import InviteForm, RoundForm, SetupForm, VoteDatasetForm
+from webapp.ratings.forms import InviteForm, JudgeForm, RoundForm, SetupForm, VoteDatasetForm
 from webapp.ratings.judge import calibration
+from webapp.ratings.judge_jobs import JudgeBusy, do_start_judge_job
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import (
     Invitation,
+    JudgeJob,
     RatingSetup,
     Vote,
     VoteDataset,
@@ -110,19 +113,61 @@ def vote(request: HttpRequest, pk: int) -> JsonResponse:
 @login_required
 @require_GET
 def leaderboard(request: HttpRequest, pk: int) -> HttpResponse:
-    experiment = _get_experiment_for_leaderboard(request, pk)
+    return _leaderboard_page(request, _get_experiment_for_leaderboard(request, pk))
+
+
+def _leaderboard_page(request: HttpRequest, experiment: Experiment, judge_form: JudgeForm | None = None,
+                      status: int = 200) -> HttpResponse:
+    """The leaderboard; for the owner also the judge form (`judge_form`: a refused one, shown with its errors)."""
+    pk = experiment.pk
     step = _int_or_none(request.GET.get("step"))
     both_bad = request.GET.get("both_bad", "tie")
     context = leaderboard_context(experiment, step=step, both_bad=both_bad)
+    judges = calibration(experiment, rounds=200) if Vote.objects.filter(experiment=experiment).exclude(
+        judge="").exists() else []
+    can_manage = experiment.is_owned_by(request.user)
     context.update({
         "experiment": experiment, "both_bad_choices": BOTH_BAD_CHOICES.items(),
         "can_rate": raterable_experiments(request.user).filter(pk=pk).exists(),
-        "can_manage": experiment.is_owned_by(request.user),
+        "can_manage": can_manage,
         "can_see_experiment": experiments_for_user(request.user).filter(pk=pk).exists(),
-        "judges": calibration(experiment, rounds=200) if Vote.objects.filter(experiment=experiment).exclude(
-            judge="").exists() else [],
+        "judges": judges,
     })
-    return render(request, "ratings/leaderboard.html", context)
+    if can_manage:
+        context.update({
+            "judge_form": judge_form or JudgeForm(experiment=experiment, user=request.user),
+            "judge_job": experiment.judge_jobs.first(),
+            "judge_may_label_more": any(j.allowed for j in judges),
+        })
+    return render(request, "ratings/leaderboard.html", context, status=status)
+
+
+@login_required
+@require_POST
+def start_judge(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner lets a judge vote (a job on the `try` queue's worker); others get 404."""
+    experiment = _get_own_experiment(request, pk)
+    form = JudgeForm(request.POST, experiment=experiment, user=request.user)
+    if not form.is_valid():
+        return _leaderboard_page(request, experiment, form, status=400)
+    try:
+        job = do_start_judge_job(experiment, request.user, **form.cleaned_data)
+    except (JudgeBusy, QuotaExceeded) as e:
+        form.add_error(None, str(e))
+        return _leaderboard_page(request, experiment, form, status=409 if isinstance(e, JudgeBusy) else 429)
+    messages.success(request, f"{job.name} is queued; this page follows it.")
+    return redirect(reverse("ratings:leaderboard", args=[pk]) + "#judge")
+
+
+@never_cache
+@login_required
+@require_GET
+def judge_job_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by static/js/job.js on the leaderboard (the owner's); its link reloads the calibration table."""
+    job = get_object_or_404(JudgeJob.objects.filter(experiment__in=experiments_for_user(request.user, write=True)),
+                            pk=pk)
+    url = reverse("ratings:leaderboard", args=[job.experiment_id]) + f"?judged={job.pk}#judges"
+    return JsonResponse({**job.status(), "url": url if job.state == JudgeJob.State.DONE else None})
 
 
 @login_required
