@@ -34,9 +34,10 @@ from webapp.experiments.forms import SIGNAL_KEYS, ExperimentForm, limit_refusal,
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Metric, Run
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, redeem_token
+from webapp.ratings.arena import Arena
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard
 from webapp.ratings.models import leaderboard_experiments, raterable_experiments
+from webapp.ratings.tokens import redeem_token
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = {"metrics": 10_000, "samples": 1000, "experiments": 1000}

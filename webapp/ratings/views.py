@@ -20,7 +20,7 @@ from webapp.datasets.models import Dataset
 from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.models import Experiment
 from webapp.ratings.actions import do_cast_vote, do_invite
-from webapp.ratings.arena import Arena, redeem_token
+from webapp.ratings.arena import Arena
 from webapp.ratings.forms import InviteForm, RoundForm, SetupForm, VoteDatasetForm
 from webapp.ratings.judge import calibration
 from webapp.ratings.leaderboard import BOTH_BAD_CHOICES, as_json, build_leaderboard, leaderboard_context
@@ -33,6 +33,7 @@ from webapp.ratings.models import (
     raterable_experiments,
 )
 from webapp.ratings.rounds import RoundError, do_start_round, pickable, rounds_summary
+from webapp.ratings.tokens import redeem_token
 from webapp.ratings.votesets import Policy, do_build_vote_dataset, to_jsonl, to_parquet
 
 
