@@ -1,4 +1,4 @@
-"""Authentication of API requests (django-ninja calls `authenticate` through views.api_auth) and token sessions.
+"""Authentication of API requests (django-ninja calls `authenticate` through ninja_api.api_auth) and token sessions.
 
 `Authorization: Bearer <token>` (a per-user API token) or the browser's session. Token requests are
 exempt from CSRF (no ambient credential); session-authenticated unsafe requests must pass Django's CSRF
