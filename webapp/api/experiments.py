@@ -15,7 +15,8 @@ from webapp.api.params import ID, MAX_INT, OFFSET, limit_param, paginate
 from webapp.api.serializers import experiment_data, run_data
 from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.actions import do_cancel_experiment
-from webapp.experiments.forms import SIGNAL_KEYS, ExperimentForm, limit_refusal, signal_values
+from webapp.experiments.forms.experiment import ExperimentForm, limit_refusal, signal_values
+from webapp.experiments.forms.fields import SIGNAL_KEYS
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment
 
