@@ -31,7 +31,8 @@ def main() -> None:
     import redis
     from django.contrib.auth.models import User
 
-    from webapp.experiments.forms import ExperimentForm, example_post_data
+    from webapp.experiments.forms.example import example_post_data
+    from webapp.experiments.forms.experiment import ExperimentForm
     from webapp.experiments.models import Metric
 
     broker = redis.Redis.from_url(args.redis)

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.forms import example_post_data
+from webapp.experiments.forms.example import example_post_data
 from webapp.experiments.models import Experiment
 
 

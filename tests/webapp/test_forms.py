@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from training.config import from_dict
-from webapp.experiments.forms import ExperimentForm
+from webapp.experiments.forms.experiment import ExperimentForm
 from webapp.experiments.models import Experiment, Run
 
 pytestmark = pytest.mark.django_db

@@ -399,17 +399,18 @@ def test_every_page_has_a_content_security_policy(alice_client):
 # --- the schema, generated from the endpoints' declared types -------------------------------------------
 
 def test_openapi_is_generated_from_the_declared_types_and_bounds_what_the_views_bound(client):
-    from webapp.api import views
+    from webapp.api import params
+    from webapp.api.ninja_api import api
 
     spec = client.get("/api/openapi.json").json()
     for path, kind in (("/api/experiments", "experiments"), ("/api/runs/{id}/metrics", "metrics"),
                        ("/api/runs/{id}/samples", "samples")):
         limit = next(p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == "limit")
-        assert limit["schema"]["maximum"] == views.MAX_LIMIT[kind] and limit["schema"]["minimum"] == 1
+        assert limit["schema"]["maximum"] == params.MAX_LIMIT[kind] and limit["schema"]["minimum"] == 1
     new = spec["components"]["schemas"]["NewExperiment"]
     assert new["properties"]["name"]["minLength"] == 1 and new["properties"]["methods"]["minItems"] == 1
     assert set(new["required"]) == {"name", "task", "methods"}
-    assert views.api.get_openapi_schema(path_prefix="/api")["paths"].keys() == spec["paths"].keys()
+    assert api.get_openapi_schema(path_prefix="/api")["paths"].keys() == spec["paths"].keys()
 
 
 @pytest.mark.parametrize("body, field", [({**NEW, "name": ""}, "name"), ({**NEW, "methods": []}, "methods")])

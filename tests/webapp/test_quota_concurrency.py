@@ -12,7 +12,7 @@ from django.db import connection, connections
 
 from tests.webapp.conftest import form_data
 from tests.webapp.reports_fixtures import make_report_experiment
-from webapp.experiments.forms import ExperimentForm, limit_refusal
+from webapp.experiments.forms.experiment import ExperimentForm, limit_refusal
 from webapp.experiments.models import Experiment, Run
 from webapp.reports.importing import ReportError, do_import_report
 from webapp.reports.report import build_report
@@ -100,7 +100,7 @@ def test_a_refusal_at_save_time_is_the_forms_limit_error_and_429_in_the_api(alic
     from tests.webapp.test_hostile import NEW, Api, error_of
 
     settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR = 0
-    monkeypatch.setattr("webapp.experiments.forms.rate_refusal", lambda user: None)
+    monkeypatch.setattr("webapp.experiments.forms.experiment.rate_refusal", lambda user: None)
     error = error_of(Api(alice).post("/api/experiments", NEW), 429)
     assert error["code"] == "limit_exceeded" and "PTLAB_MAX_EXPERIMENTS_PER_HOUR" in error["message"]
     response = alice_client.post("/experiments/new/", form_data(methods=["sft"], rl_from_sft=None))

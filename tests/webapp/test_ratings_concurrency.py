@@ -13,9 +13,11 @@ from django.test import Client
 from django.urls import reverse
 
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, Item, issue_token
+from webapp.ratings.arena import Arena
 from webapp.ratings.demo import make_demo_experiment
+from webapp.ratings.items import Item
 from webapp.ratings.models import Invitation, Vote
+from webapp.ratings.tokens import issue_token
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

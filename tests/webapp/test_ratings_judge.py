@@ -33,7 +33,7 @@ def exp(alice, bob):
             for prompt_id in arena.prompt_ids[:4]:
                 index = arena.index_for(first, second, prompt_id)
                 a, b = arena.completions[(first, prompt_id, index)], arena.completions[(second, prompt_id, index)]
-                from webapp.ratings.arena import Item
+                from webapp.ratings.items import Item
 
                 outcome = "tie" if len(a) == len(b) else "a" if len(a) < len(b) else "b"
                 do_cast_vote(e, rater, Item(0, prompt_id, index, first, second, True), outcome)

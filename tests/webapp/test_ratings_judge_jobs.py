@@ -16,8 +16,9 @@ from tests.webapp.test_ratings_judge import shorter_is_better
 from webapp.api.models import ApiToken
 from webapp.experiments.models import Run
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, Item
+from webapp.ratings.arena import Arena
 from webapp.ratings.demo import make_demo_experiment
+from webapp.ratings.items import Item
 from webapp.ratings.judge import do_judge_votes
 from webapp.ratings.judge_jobs import ChunkedJudge, do_run_judge_job
 from webapp.ratings.models import Invitation, JudgeJob, RatingSetup, Vote

@@ -13,10 +13,12 @@ from django.urls import reverse
 
 from webapp.experiments.methods import METHOD_LABELS
 from webapp.experiments.models import Experiment
-from webapp.ratings.arena import Arena, Item, issue_token
+from webapp.ratings.arena import Arena
 from webapp.ratings.demo import make_demo_experiment, simulate_votes
+from webapp.ratings.items import Item
 from webapp.ratings.leaderboard import as_json, build_leaderboard, leaderboard_context
 from webapp.ratings.models import BASE, Invitation, RatingSetup, Vote
+from webapp.ratings.tokens import issue_token
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,9 @@ import pytest
 
 from training.tasks import DatasetTask
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, Item
+from webapp.ratings.arena import Arena
 from webapp.ratings.demo import make_demo_experiment
+from webapp.ratings.items import Item
 from webapp.ratings.models import Vote, VoteDataset
 from webapp.ratings.votesets import PlainVote, Policy, do_build_vote_dataset, to_parquet, vote_rows
 

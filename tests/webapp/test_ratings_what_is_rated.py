@@ -10,7 +10,8 @@ import pytest
 
 from webapp.experiments.models import Run, Sample
 from webapp.ratings.actions import do_cast_vote
-from webapp.ratings.arena import Arena, pick_step
+from webapp.ratings.arena import Arena
+from webapp.ratings.contestants import pick_step
 from webapp.ratings.demo import make_demo_experiment
 from webapp.ratings.models import BASE, RatingSetup, Round, Vote
 

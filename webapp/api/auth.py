@@ -1,8 +1,8 @@
-"""Authentication of API requests (django-ninja calls `authenticate` through views.api_auth) and token sessions.
+"""Authentication of API requests (django-ninja calls `authenticate` through ninja_api.api_auth) and token sessions.
 
 `Authorization: Bearer <token>` (a per-user API token) or the browser's session. Token requests are
 exempt from CSRF (no ambient credential); session-authenticated unsafe requests must pass Django's CSRF
-check. Token requests get their own server-side session (for the rating tokens of webapp.ratings.arena),
+check. Token requests get their own server-side session (for the rating tokens of webapp.ratings.tokens),
 kept under the token row and never sent as a cookie."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _token_session(row: ApiToken):
 @contextmanager
 def token_session(request: HttpRequest):
     """For a token request, its own server-side session (kept under the token row, never a cookie) in place
-    of the browser's while the block runs (the rating tokens of webapp.ratings.arena live there)."""
+    of the browser's while the block runs (the rating tokens of webapp.ratings.tokens live there)."""
     row = getattr(request, "api_token_row", None)
     if row is None:
         yield

@@ -12,7 +12,8 @@ from ninja import Body, Status
 from training.tasks import DatasetError
 from webapp.api import schemas
 from webapp.api.errors import ApiError, not_found
-from webapp.api.views import BAD, ERRORS, ID, api
+from webapp.api.ninja_api import BAD, ERRORS, api
+from webapp.api.params import ID
 from webapp.experiments.access import experiment_for_user
 from webapp.experiments.models import Experiment
 from webapp.ratings.models import VoteDataset, leaderboard_experiments

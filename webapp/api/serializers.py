@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 from django.apps import apps
 from django.urls import NoReverseMatch, reverse
 
 from webapp.experiments.models import Experiment, Run, Sample
 from webapp.experiments.references import public_config, public_text, public_value
+
+
+def finite(x):
+    return x if isinstance(x, int | float) and math.isfinite(x) else None
 
 
 def _iso(dt) -> str | None:

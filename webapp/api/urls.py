@@ -2,8 +2,12 @@ import functools
 
 from django.urls import URLPattern, include, path, re_path
 
-from webapp.api import judging, pages, rounds, views  # noqa: F401  (rounds, judging add operations to views.api)
+from webapp.api import openapi, pages
 from webapp.api.errors import error_response
+from webapp.api.ninja_api import api
+
+# Each of these adds its operations to `api`: imported in this order, the schema lists them in it.
+from webapp.api import experiments, runs, ratings, reports, rounds, judging  # noqa: F401  # isort: skip
 
 
 def _json_405(view):
@@ -23,7 +27,7 @@ def _json_405(view):
 def _endpoints() -> list[URLPattern]:
     """The API's operations, as django-ninja routes them, under this app's namespace ("api:...")."""
     found = []
-    for p in views.api.urls[0]:
+    for p in api.urls[0]:
         if isinstance(p, URLPattern) and p.name not in (None, "api-root"):
             found.append(URLPattern(p.pattern, _json_405(p.callback), p.default_args, p.name))
     return found
@@ -33,10 +37,10 @@ app_name = "api"
 urlpatterns = [
     path("accounts/tokens/", pages.tokens, name="tokens"),
     path("accounts/tokens/<int:pk>/revoke/", pages.token_revoke, name="token_revoke"),
-    path("api/openapi.json", views.openapi, name="schema"),
-    path("api/docs/", views.docs, name="docs"),
+    path("api/openapi.json", openapi.openapi, name="schema"),
+    path("api/docs/", openapi.docs, name="docs"),
 ]
 urlpatterns += [
     path("api/", include(_endpoints())),
-    re_path(r"^api/(?P<rest>.*)$", views.not_found_view),
+    re_path(r"^api/(?P<rest>.*)$", openapi.not_found_view),
 ]

@@ -30,14 +30,11 @@ from webapp.experiments.actions import (
     do_update_experiment,
 )
 from webapp.experiments.broker import queue_lengths
-from webapp.experiments.forms import (
-    EXAMPLE,
-    ExperimentEditForm,
-    ExperimentForm,
-    ExperimentListForm,
-    TrialForm,
-    initial_from,
-)
+from webapp.experiments.forms.edit import ExperimentEditForm
+from webapp.experiments.forms.example import EXAMPLE
+from webapp.experiments.forms.experiment import ExperimentForm, initial_from
+from webapp.experiments.forms.listing import ExperimentListForm
+from webapp.experiments.forms.trial import TrialForm
 from webapp.experiments.models import Experiment, Run, Sample, Tag, Trial, Worker
 from webapp.experiments.references import public_config, public_status
 

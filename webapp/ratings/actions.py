@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from webapp.experiments.models import Experiment
-from webapp.ratings.arena import Item
+from webapp.ratings.items import Item
 from webapp.ratings.models import Invitation, Vote
 
 

@@ -1,115 +1,26 @@
-"""The arena of one experiment at one evaluation step: its contestants, its items, which item a rater
-sees next, and the opaque tokens that stand for items in the page.
-
-Blindness: the page and its requests carry an item only as a signed token holding a random nonce; the
-item itself (which contestant is on which side) stays in the rater's server-side session until the vote
-is cast. Nothing the browser holds before the vote tells the two completions' authors apart."""
+"""The arena of one experiment at one evaluation step: its contestants, its items, and which item a rater
+sees next. Items reach the page only as opaque tokens (tokens.py): the arena stays blind."""
 
 from __future__ import annotations
 
 import hashlib
 import random
-import secrets
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from itertools import combinations
 
-from django.core import signing
-from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count, Q
-from django.utils import timezone
 
 from webapp.experiments.methods import method_label
 from webapp.experiments.models import Experiment, Metric, Run, Sample
-from webapp.ratings.models import BASE, RatingSetup, RedeemedToken, Vote, round_starts, run_rounds
+from webapp.ratings.contestants import parse_key, pick_step, run_key, sample_steps, weights_hash
+from webapp.ratings.items import Item
+from webapp.ratings.models import BASE, RatingSetup, Vote, round_starts, run_rounds
+from webapp.ratings.tokens import SESSION_KEY, issue_token
 
 REPEAT_SHARE = 0.1  # share of items that repeat one of the rater's earlier items (consistency)
 REPEAT_MIN_VOTES = 5  # a rater's votes at a step before repeats start
 REPEAT_NOT_LAST = 3  # never repeat one of the rater's last few items
-TOKEN_SALT = "ptlab.ratings.item"
-TOKEN_MAX_AGE_S = 7 * 24 * 3600
-SESSION_KEY = "ptlab.ratings.pending"
-MAX_PENDING = 40  # items shown but not voted on, kept per session (skips, other tabs)
 BASE_LABEL = "Base model"
-
-
-@dataclass(frozen=True)
-class Item:
-    step: int
-    prompt_id: int
-    index: int  # which completion of each contestant
-    first: str  # contestant keys, first < second
-    second: str
-    left_is_first: bool
-    repeat: bool = False
-
-    @property
-    def left(self) -> str:
-        return self.first if self.left_is_first else self.second
-
-    @property
-    def right(self) -> str:
-        return self.second if self.left_is_first else self.first
-
-
-def pair(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if a < b else (b, a)
-
-
-def sample_steps(experiment: Experiment) -> dict[int, set[int]]:
-    """{run id: steps with samples} for the runs that have any."""
-    steps: dict[int, set[int]] = {}
-    rows = Sample.objects.filter(run__experiment=experiment).values_list("run_id", "step").distinct().order_by()
-    for run_id, step in rows:
-        steps.setdefault(run_id, set()).add(step)
-    return steps
-
-
-def run_key(run_id: int, step: int) -> str:
-    return f"{run_id}@{step}"
-
-
-def parse_key(key: str) -> tuple[int, int] | None:
-    """(run id, step) of a run contestant's key; None for the base model or a malformed key."""
-    run, _, step = key.partition("@")
-    return (int(run), int(step)) if run.isdigit() and step.isdigit() else None
-
-
-def pick_step(steps: set[int], what: str, *, total: int, fraction: float | None = None,
-              named: int | None = None) -> int | None:
-    """The evaluation step of a run that is rated: its last (final), the one nearest `fraction` of its
-    `total` steps (ties: the earlier), or the `named` one when it has samples there (else its last)."""
-    if not steps:
-        return None
-    if what == RatingSetup.What.FRACTION and fraction is not None:
-        target = fraction * total
-        return min(steps, key=lambda s: (abs(s - target), s))
-    if what == RatingSetup.What.CHECKPOINT and named in steps:
-        return named
-    return max(steps)
-
-
-_HASHES: dict[str, str] = {}  # "<file stamps>" -> sha256, per process (GET never writes, not even a cache file)
-
-
-def weights_hash(run: Run) -> str | None:
-    """sha256 of a finished run's final weights (its model folder's *.safetensors / *.bin), remembered per
-    process by the files' names, sizes and times; None when there is no model folder."""
-    folder = run.model_dir if run.out_dir else None
-    if folder is None or not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
-    if not files:
-        return None
-    stamp = ";".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    if stamp not in _HASHES:
-        h = hashlib.sha256()
-        for p in files:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(chunk)
-        _HASHES[stamp] = h.hexdigest()
-    return _HASHES[stamp]
 
 
 class Arena:
@@ -498,43 +409,3 @@ class Arena:
     def has(self, item: Item) -> bool:
         """Both contestants still take part (the owner may have changed the setup since the item was shown)."""
         return item.first in self.sources and item.second in self.sources
-
-
-# --- tokens --------------------------------------------------------------------------------------------
-
-def issue_token(session, experiment_id: int, item: Item) -> str:
-    """Remember `item` in the session under a random nonce; the page gets only a signed, opaque token."""
-    nonce = secrets.token_urlsafe(12)
-    pending = dict(session.get(SESSION_KEY, {}))
-    pending[nonce] = {"experiment": experiment_id, **asdict(item)}
-    while len(pending) > MAX_PENDING:
-        pending.pop(next(iter(pending)))
-    session[SESSION_KEY] = pending
-    return signing.dumps({"e": experiment_id, "n": nonce}, salt=TOKEN_SALT, compress=False)
-
-
-def redeem_token(session, experiment_id: int, token: str) -> Item | None:
-    """The item a token stands for, removed from the session; None when the token is forged, expired,
-    of another experiment or already used."""
-    try:
-        data = signing.loads(token, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE_S)
-    except signing.BadSignature:
-        return None
-    if not isinstance(data, dict) or data.get("e") != experiment_id:
-        return None
-    pending = dict(session.get(SESSION_KEY, {}))
-    nonce = str(data.get("n"))
-    entry = pending.pop(nonce, None)
-    if entry is None or entry.pop("experiment", None) != experiment_id:
-        return None
-    session[SESSION_KEY] = pending
-    # Sessions are read and saved whole: concurrent requests with one token all find it above. The
-    # database decides: exactly one of them inserts the nonce.
-    try:
-        with transaction.atomic():
-            RedeemedToken.objects.create(nonce=nonce[:32])
-    except IntegrityError:
-        return None
-    if random.random() < 0.01:  # now and then, forget nonces whose tokens have expired anyway
-        RedeemedToken.objects.filter(created__lt=timezone.now() - timezone.timedelta(seconds=TOKEN_MAX_AGE_S)).delete()
-    return Item(**entry)

@@ -17,7 +17,8 @@ from django.db import transaction
 
 from webapp.experiments.models import Experiment
 from webapp.ratings import bt
-from webapp.ratings.arena import Arena, Item
+from webapp.ratings.arena import Arena
+from webapp.ratings.items import Item
 from webapp.ratings.models import RatingSetup, Vote
 
 JUDGE_PREFIX = "~judge-"

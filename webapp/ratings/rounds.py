@@ -16,7 +16,8 @@ from django.db.models import Max
 
 from webapp.experiments.actions import enqueue
 from webapp.experiments.models import Experiment, Metric, Run
-from webapp.ratings.arena import Arena, parse_key
+from webapp.ratings.arena import Arena
+from webapp.ratings.contestants import parse_key
 from webapp.ratings.models import BASE, Round, Vote, VoteDataset
 
 RL_METHODS = ("ppo", "grpo", "rloo")

@@ -21,7 +21,7 @@ from webapp.experiments.access import experiment_for_user, experiments_for_user
 from webapp.experiments.models import Experiment
 from webapp.experiments.quotas import QuotaExceeded
 from webapp.ratings.actions import do_cast_vote, do_invite
-from webapp.ratings.arena import Arena, redeem_token
+from webapp.ratings.arena import Arena
 from webapp.ratings.forms import InviteForm, JudgeForm, RoundForm, SetupForm, VoteDatasetForm
 from webapp.ratings.judge import calibration
 from webapp.ratings.judge_jobs import JudgeBusy, do_start_judge_job
@@ -36,6 +36,7 @@ from webapp.ratings.models import (
     raterable_experiments,
 )
 from webapp.ratings.rounds import RoundError, do_start_round, pickable, rounds_summary
+from webapp.ratings.tokens import redeem_token
 from webapp.ratings.votesets import Policy, do_build_vote_dataset, to_jsonl, to_parquet
 
 

@@ -120,7 +120,7 @@ def test_the_hourly_quota_fails_the_job(bob, body, settings):
 
 def test_training_runs_never_go_to_the_io_queue(alice):
     from tests.webapp.conftest import form_data
-    from webapp.experiments.forms import ExperimentForm
+    from webapp.experiments.forms.experiment import ExperimentForm
 
     form = ExperimentForm(form_data(queue="io"), {}, user=alice)
     assert not form.is_valid() and "for imports and uploads" in str(form.errors["queue"])

@@ -1,10 +1,8 @@
-"""The new-experiment form. Per-method fields are generated from training.config's field specs, and
-validation builds every run's config with `training.config.from_dict`: the training core is the one
+"""The new-experiment form. Per-method fields are generated from training.config's field specs (fields.py),
+and validation builds every run's config with `training.config.from_dict`: the training core is the one
 judge of a config, and its ConfigError.key tells which field to put the error beside."""
 
 from __future__ import annotations
-
-import unicodedata
 
 from django import forms
 from django.conf import settings
@@ -12,21 +10,23 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.files.uploadedfile import UploadedFile
 
 from training import sizing
-from training.config import CONFIG_CLASSES, BaseConfig, ConfigError, from_dict
+from training.config import CONFIG_CLASSES, ConfigError, from_dict
 from training.methods import DESCRIPTIONS
 from training.options import batch_summary
 from training.tasks import BUILTIN_TASKS, JSONLError, parse_jsonl
 from webapp.datasets.models import Dataset
 from webapp.experiments.actions import do_create_experiment
-from webapp.experiments.methods import COMPARED, METHOD_LABELS, METHODS
-from webapp.experiments.models import (
-    Experiment,
-    Run,
-    Trial,
-    Worker,
-    not_a_reserved_queue,
-    queue_name_validator,
+from webapp.experiments.forms.fields import (
+    COMMON_FIELDS,
+    SIGNAL_KEYS,
+    STEPS_OVERRIDE,
+    TextField,
+    common_int_field,
+    field_for,
+    method_specs,
 )
+from webapp.experiments.methods import METHOD_LABELS, METHODS
+from webapp.experiments.models import Experiment, Run, Worker, not_a_reserved_queue, queue_name_validator
 from webapp.experiments.quotas import QuotaExceeded, queued_refusal, rate_refusal
 from webapp.experiments.references import (
     ModelReferenceError,
@@ -39,125 +39,8 @@ from webapp.experiments.signal_picker import SignalPicker
 UPLOAD = "upload"
 LIMIT = "limit"  # the code of a quota's error (the API answers it with 429)
 MODEL_SETTINGS = ("reward_model",)  # per-method settings that name a model: references, like base_model
-# Config keys that are the experiment's, shared by all its runs (fair comparison), -> their form field.
-COMMON_FIELDS = {"model": "base_model", "task": "task", "seed": "seeds", "max_steps": "max_steps",
-                 "eval_every": "eval_every", "eval_prompts": "eval_prompts", "eval_samples": "eval_samples",
-                 "max_new_tokens": "max_new_tokens", "checkpoint_every": "eval_every", "method": "methods"}
-SET_BY_APP = {"reference_model", "dataset"}  # the starting model (or the SFT model); the chosen saved dataset
-SIGNAL_KEYS = ("reward", "gold_reward", "monitors")  # may name models and folders: only under the data roots
-STEPS_OVERRIDE = "max_steps"  # each method may override the experiment's steps (SFT needs more)
 RL_METHODS = tuple(m for m in METHODS if "reward" in {s["name"] for s in CONFIG_CLASSES[m].field_specs()})
 MONITOR_SLOTS = 3  # extra signals an experiment may log at every evaluation (eval/reward/<name>)
-
-# The ready example for a first-time user: finishes in a few minutes on a 2-core CPU, and the methods end up
-# visibly different (SFT learns the format; the RL methods then move reward and KL). The per-method settings
-# are the science check's (bench/RESULTS.md): plain DPO at its default learning rate collapses on this task,
-# so the example adds the SFT term; 20 prompts x 8 samples keep one eval/reward point within ~0.03.
-EXAMPLE = {
-    "name": "Arithmetic: SFT, then DPO, PPO, GRPO and RLOO from the SFT model",
-    "base_model": "tiny", "task": "arithmetic", "methods": list(COMPARED), "seeds": 1, "max_steps": 100,
-    "eval_every": 20, "eval_prompts": 20, "eval_samples": 8, "max_new_tokens": 8, "rl_from_sft": True,
-    "queue": "train",
-    "sft-max_steps": 300, "sft-batch_size": 16,
-    "dpo-learning_rate": 5e-5, "dpo-sft_weight": 1.0, "dpo-batch_size": 16,
-    "ppo-learning_rate": 1e-4, "ppo-kl_coef": 0.02, "ppo-batch_size": 16,
-    "grpo-learning_rate": 1e-4, "grpo-beta": 0.02, "grpo-batch_size": 32,
-    "rloo-learning_rate": 1e-4, "rloo-beta": 0.02, "rloo-batch_size": 32,
-}
-
-
-def example_post_data() -> dict:
-    """What a browser posts when the prefilled example is submitted as it is."""
-    form = ExperimentForm(initial=EXAMPLE, user=None)
-    data = {}
-    for name in form.fields:
-        value = form[name].value()
-        if value is None or value is False:
-            continue  # unchecked checkboxes and empty fields are absent from a browser's POST
-        data[name] = "on" if value is True else value
-    return data
-
-
-def method_specs(method: str) -> list[dict]:
-    """The specs of the fields a method's section shows (common and app-set keys left out)."""
-    skip = (set(COMMON_FIELDS) - {STEPS_OVERRIDE}) | SET_BY_APP | set(SIGNAL_KEYS)  # signals: pickers
-    return [s for s in CONFIG_CLASSES[method].field_specs() if s["name"] not in skip]
-
-
-def _number_attrs(spec: dict) -> dict:
-    attrs = {k: spec[k] for k in ("min", "max") if spec.get(k) is not None}
-    if spec["type"] == "a number":
-        attrs["step"] = "any"
-    return attrs
-
-
-def _base_spec(name: str) -> dict:
-    return next(s for s in BaseConfig.field_specs() if s["name"] == name)
-
-
-ACRONYMS = {"lora": "LoRA", "kl": "KL", "ppo": "PPO", "sft": "SFT", "dpo": "DPO", "nll": "NLL", "r": "r"}
-
-
-# Names that read as code rather than words (the config's, kept for TRL parity).
-LABELS = {"lam": "GAE lambda", "gamma": "Discount (gamma)", "vf_coef": "Value loss coef",
-          "cliprange": "Clip range", "cliprange_value": "Value clip range"}
-
-
-def label_for(name: str) -> str:
-    if name in LABELS:
-        return LABELS[name]
-    words = [ACRONYMS.get(w, w) for w in name.split("_")]
-    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
-
-
-def default_text(value) -> str:
-    if isinstance(value, bool):
-        return " Default: on." if value else " Default: off."
-    return f" Default: {value}." if value != "" else ""
-
-
-class TextField(forms.CharField):
-    """Text as users mean it: NFC-normalised; lone surrogates (possible in JSON, not in Unicode text) refused."""
-
-    def to_python(self, value):
-        value = super().to_python(value)
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise forms.ValidationError("Not valid Unicode text (a lone surrogate).", code="invalid") from None
-            value = unicodedata.normalize("NFC", value)
-        return value
-
-
-def _bounds(spec: dict) -> dict:
-    """min_value/max_value of an integer field, with the config's wording of the error."""
-    lo, hi = spec.get("min"), spec.get("max")
-    message = f"must be between {lo} and {hi}"
-    return {"min_value": lo, "max_value": hi, "error_messages": {"min_value": message, "max_value": message}}
-
-
-def field_for(spec: dict, *, override_steps: bool = False) -> forms.Field:
-    """A form field for a config field. Bounds go to the HTML (and, for integers, to the field: a number the
-    database cannot hold never reaches it); the config is the judge of the rest."""
-    label = label_for(spec["name"])
-    if override_steps:
-        return forms.IntegerField(label="Steps", required=False, help_text="Blank: the experiment's steps.",
-                                  **_bounds(spec),
-                                  widget=forms.NumberInput(attrs={"min": 1, "data-steps-override": ""}))
-    help_text = spec["help"] + default_text(spec["default"])
-    kind = spec["type"]
-    if spec.get("choices"):
-        return forms.ChoiceField(label=label, choices=[(c, c) for c in spec["choices"]], help_text=help_text)
-    if kind == "true or false":
-        return forms.BooleanField(label=label, required=False, help_text=help_text)
-    if kind == "an integer":
-        return forms.IntegerField(label=label, required=False, help_text=help_text,
-                                  widget=forms.NumberInput(attrs=_number_attrs(spec)))
-    if kind == "a number":
-        return forms.FloatField(label=label, required=False, help_text=help_text,
-                                widget=forms.NumberInput(attrs=_number_attrs(spec)))
-    return TextField(label=label, required=False, help_text=help_text, max_length=500)
 
 
 def _attr_value(value) -> str:
@@ -165,12 +48,6 @@ def _attr_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
-
-
-def _common_int(name: str, label: str) -> forms.IntegerField:
-    spec = _base_spec(name)
-    return forms.IntegerField(label=label, help_text=spec["help"], **_bounds(spec),
-                              widget=forms.NumberInput(attrs=_number_attrs(spec)))
 
 
 class ExperimentForm(forms.Form):
@@ -192,11 +69,11 @@ class ExperimentForm(forms.Form):
     methods = forms.MultipleChoiceField(choices=[(m, METHOD_LABELS[m]) for m in METHODS],
                                         widget=forms.CheckboxSelectMultiple, help_text="One run per method and seed.")
     seeds = forms.IntegerField(min_value=1, max_value=5, initial=1, help_text="Runs per method: seeds 0 to N-1.")
-    max_steps = _common_int("max_steps", "Steps")
-    eval_every = _common_int("eval_every", "Evaluate every")
-    eval_prompts = _common_int("eval_prompts", "Eval prompts")
-    eval_samples = _common_int("eval_samples", "Samples per prompt")
-    max_new_tokens = _common_int("max_new_tokens", "Max new tokens")
+    max_steps = common_int_field("max_steps", "Steps")
+    eval_every = common_int_field("eval_every", "Evaluate every")
+    eval_prompts = common_int_field("eval_prompts", "Eval prompts")
+    eval_samples = common_int_field("eval_samples", "Samples per prompt")
+    max_new_tokens = common_int_field("max_new_tokens", "Max new tokens")
     rl_from_sft = forms.BooleanField(required=False, label="Start the other methods from the SFT model",
                                      help_text="They wait for the SFT run of their seed, then start from its final "
                                                "model (also their KL reference).")
@@ -533,144 +410,6 @@ def initial_from(experiment: Experiment) -> dict:
             else:
                 initial[f"{method}-{key}"] = value
     return initial
-
-
-# --- organising -----------------------------------------------------------------------------------------
-
-
-class ExperimentEditForm(forms.Form):
-    """What its owner may change once it exists: its name, its notes (Markdown) and its tags."""
-
-    name = forms.CharField(max_length=200)
-    notes = forms.CharField(required=False, max_length=20_000, widget=forms.Textarea(attrs={"rows": 10}),
-                            help_text="Markdown: **bold**, lists, links, `code`. Raw HTML is shown as text.")
-    tags = forms.CharField(required=False, max_length=500, help_text="Separated by commas or spaces.")
-
-    MAX_TAGS = 20
-
-    @classmethod
-    def for_experiment(cls, experiment: Experiment, data=None) -> ExperimentEditForm:
-        initial = {"name": experiment.name, "notes": experiment.notes,
-                   "tags": " ".join(t.name for t in experiment.tags.all())}
-        return cls(data, initial=initial)
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError("A name cannot be blank.")
-        return name
-
-    def clean_tags(self) -> list[str]:
-        from webapp.experiments.models import tag_validator
-
-        words = [w.strip().lower() for w in self.cleaned_data["tags"].replace(",", " ").split()]
-        tags = list(dict.fromkeys(w for w in words if w))
-        if len(tags) > self.MAX_TAGS:
-            raise forms.ValidationError(f"At most {self.MAX_TAGS} tags.")
-        for tag in tags:
-            tag_validator(tag)
-        return tags
-
-
-class ExperimentListForm(forms.Form):
-    """The list page's search, filters and sort (GET). Unknown values fall back to the defaults."""
-
-    ARCHIVED = (("", "Not archived"), ("only", "Archived only"), ("all", "All"))
-    OWNERS = (("", "Anyone"), ("me", "Mine"), ("shared", "Shared with me"))
-    SORT = (("-created", "Newest"), ("created", "Oldest"), ("name", "Name A–Z"), ("-name", "Name Z–A"),
-            ("-reward", "Best reward"), ("reward", "Lowest best reward"))
-
-    q = forms.CharField(required=False, max_length=200, label="Search")
-    state = forms.ChoiceField(required=False, choices=[("", "Any state")])
-    owner = forms.ChoiceField(required=False, choices=OWNERS)
-    tag = forms.CharField(required=False, max_length=40)
-    archived = forms.ChoiceField(required=False, choices=ARCHIVED)
-    starred = forms.BooleanField(required=False, label="Starred only")
-    sort = forms.ChoiceField(required=False, choices=SORT)
-
-    def __init__(self, *args, tags: list[str] = (), **kwargs):
-        from webapp.experiments.models import LIST_STATES
-
-        super().__init__(*args, **kwargs)
-        self.fields["state"].choices = [("", "Any state")] + [(s, s) for s in LIST_STATES]
-        self.tag_choices = list(tags)
-
-    def values(self) -> dict:
-        """The cleaned values, with the defaults for whatever was invalid."""
-        self.is_valid()
-        return {name: self.cleaned_data.get(name, "") or ("-created" if name == "sort" else "")
-                for name in self.fields}
-
-    def filter(self, qs, user):
-        """`qs` (the experiments visible to `user`) narrowed and sorted by the values. No grouping: the
-        list pages through ids of this, then annotates only the rows of the page."""
-        from webapp.experiments.models import SORTS
-
-        v = self.values()
-        if v["q"]:
-            qs = qs.search(v["q"])
-        if v["state"]:
-            qs = qs.in_state(v["state"])
-        if v["owner"] == "me":
-            qs = qs.filter(owner=user)
-        elif v["owner"] == "shared":
-            qs = qs.exclude(owner=user)
-        if v["tag"]:
-            qs = qs.tagged(v["tag"])
-        if v["archived"] == "":
-            qs = qs.filter(archived=False)
-        elif v["archived"] == "only":
-            qs = qs.filter(archived=True)
-        if v["starred"]:
-            qs = qs.starred_by_user(user)
-        if "reward" in v["sort"]:
-            qs = qs.with_best_reward()
-        return qs.order_by(*SORTS[v["sort"]])
-
-
-class TrialForm(forms.Form):
-    """Prompt a run's model (its final model or a checkpoint) beside the base model and up to three other runs."""
-
-    prompt = TextField(max_length=4000, widget=forms.Textarea(attrs={"rows": 4}),
-                       help_text="Sent as one user message through the model's chat template.")
-    version = forms.ChoiceField(label="This run's model")
-    base = forms.BooleanField(required=False, initial=True, label="Beside the base model")
-    others = forms.TypedMultipleChoiceField(required=False, coerce=int, label="And other runs' final models",
-                                            help_text="Up to three.", widget=forms.SelectMultiple(attrs={"size": 6}))
-    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=0.7, help_text="0: greedy (no sampling).",
-                                   widget=forms.NumberInput(attrs={"step": "any"}))
-    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=1.0, label="Top p",
-                             widget=forms.NumberInput(attrs={"step": "any"}))
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=512, initial=64, label="Max new tokens")
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, help_text="The same seed, the same sample.")
-
-    def __init__(self, *args, run: Run, user, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.run, self.user = run, user
-        self.versions = {v["key"]: v for v in run.model_versions()}
-        self.fields["version"].choices = [(k, v["label"]) for k, v in self.versions.items()]
-        candidates = (Run.objects.filter(experiment__in=Experiment.objects.visible_to(user),
-                                         state=Run.State.SUCCEEDED).exclude(pk=run.pk).exclude(out_dir="")
-                      .select_related("experiment").order_by("-experiment__created", "experiment_id", "id")[:200])
-        self.candidates = {r.pk: r for r in candidates}
-        self.fields["others"].choices = [(r.pk, f"{r.experiment.name} · {r.label} (#{r.pk})")
-                                         for r in self.candidates.values()]
-
-    def clean_others(self) -> list[Run]:
-        ids = list(dict.fromkeys(self.cleaned_data["others"]))
-        if len(ids) > Trial.MAX_OTHERS:
-            raise forms.ValidationError(f"At most {Trial.MAX_OTHERS} other runs.")
-        runs = [self.candidates[i] for i in ids if i in self.candidates]
-        missing = [r.label for r in runs if not any(v["key"] == "final" for v in r.model_versions())]
-        if missing:
-            raise forms.ValidationError(f"No final model saved for {', '.join(missing)}.")
-        return runs
-
-    def clean(self):
-        data = super().clean()
-        if "version" in data:
-            data["version"] = self.versions[data["version"]]
-        return data
 
 
 def signal_values(form: ExperimentForm, key: str, value) -> tuple[dict, list[str]]:
