@@ -63,12 +63,16 @@ def final_lengths(run: Run) -> dict[int, float]:
     return {p: sum(v) / len(v) for p, v in out.items()}
 
 
-def shift(before: dict[int, float], after: dict[int, float], rounds: int = 2000, seed: int = 0):
-    """Mean per-prompt change and its 95 % bootstrap interval (over prompts)."""
-    diffs = [after[p] - before[p] for p in sorted(set(before) & set(after))]
+def changes(before: dict[int, float], after: dict[int, float]) -> list[float]:
+    """Per-prompt change of the mean length."""
+    return [after[p] - before[p] for p in sorted(set(before) & set(after))]
+
+
+def bootstrap(diffs: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean change and its 95 % bootstrap interval (over prompts)."""
     rng = random.Random(seed)
     means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(rounds))
-    return sum(diffs) / len(diffs), means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1], len(diffs)
+    return sum(diffs) / len(diffs), means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 def gold(run: Run) -> float:
@@ -109,7 +113,8 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-SEEDS = [int(s) for s in os.environ.get("PTLAB_LOOP_SEEDS", "0").split(",")]
+# Two loops by default: PPO's move is judged over both (one seed's move ranged -3.6..-20 chars in 8 loops).
+SEEDS = [int(s) for s in os.environ.get("PTLAB_LOOP_SEEDS", "0,1").split(",")]
 
 
 def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: F811
@@ -152,8 +157,8 @@ def one_loop(browser, queue, worker, owner, rater, seed: int) -> dict:  # noqa: 
     shifts = {}
     for run in round_.runs.exclude(method="reward"):
         assert run.config["model"] == str(picked.model_dir)
-        mean, lo, hi, n_prompts = shift(before, final_lengths(run))
-        shifts[run.method] = (mean, lo, hi)
+        shifts[run.method] = diffs = changes(before, final_lengths(run))
+        (mean, lo, hi), n_prompts = bootstrap(diffs), len(diffs)
         print(f"seed {seed}: round 2 {run.method} from {picked.method}: mean length change {mean:+.2f} chars per "
               f"prompt (95% bootstrap [{lo:+.2f}, {hi:+.2f}], {n_prompts} prompts); gold eval/reward "
               f"{gold(picked):.3f} -> {gold(run):.3f}")
@@ -180,11 +185,15 @@ def test_votes_train_round_two_toward_the_raters_hidden_preference(browser, work
     results = [one_loop(browser, queue, worker, owner, rater, seed) for seed in SEEDS]
     for r in results:
         # On ~21 held-out votes the accuracy is too noisy to judge (0.38-0.91 seen): reported only. On the
-        # hidden rule itself, over ~1,500-2,000 pairs nobody voted on, it is above chance (0.74-0.76 seen).
+        # hidden rule itself, over ~1,400-2,000 pairs nobody voted on, it is above chance (0.64-0.76 seen).
         assert 0.0 <= r["accuracy"] <= 1.0 and r["n"] >= 10
         k, n = r["rule"]
         assert n >= 500 and wilson(k, n)[0] > 0.5, (k, n)
-        # PPO on that reward model gives shorter answers: its whole interval is below zero (-8..-23 seen).
-        # DPO on the vote pairs is reported, not asserted: it barely moves (-0.2..+0.3 with the RPO term;
-        # +2.4..+2.8, longer, without it) - see the issue notes.
-        assert r["ppo"][2] < 0, r["ppo"]
+    # PPO on that reward model gives shorter answers: over the loops' prompts, the whole interval is below
+    # zero (per loop -3.6 [-6.0, -1.6] .. -20.0 [-23.6, -16.2] in 8 loops). DPO on the vote pairs is
+    # reported, not asserted: it barely moves (-0.5..+0.3 with the RPO term; +2.4..+2.8, longer, without
+    # it; bench/RESULTS.md).
+    for method in ("ppo", "dpo"):
+        mean, lo, hi = bootstrap([d for r in results for d in r[method]])
+        print(f"{method} over {len(results)} loop(s): {mean:+.2f} chars per prompt [{lo:+.2f}, {hi:+.2f}]")
+    assert bootstrap([d for r in results for d in r["ppo"]])[2] < 0
