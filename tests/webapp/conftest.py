@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.forms.example import example_post_data
@@ -95,6 +98,38 @@ def make_experiment(db):
         return do_create_experiment(Experiment(owner=owner, **values))
 
     return make
+
+
+class Api:
+    """The JSON API through Django's test client, with a bearer token (None: none at all)."""
+
+    def __init__(self, token: str | None):
+        self.client = Client()
+        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+
+    @classmethod
+    def of(cls, user) -> Api:
+        """With a new token of `user`."""
+        from webapp.api.models import ApiToken
+
+        return cls(ApiToken.issue(user, "tests")[1])
+
+    def get(self, path, **params):
+        return self.client.get(path, params, **self.headers)
+
+    def post(self, path, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(body or {})
+        return self.client.post(path, data, content_type="application/json", **self.headers)
+
+
+@pytest.fixture
+def api(alice):
+    return Api.of(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return Api.of(bob)
 
 
 def pytest_configure(config):

@@ -4,7 +4,6 @@ starts or reads one; one active job per experiment; `more` only once the judge p
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -12,8 +11,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.webapp.conftest import Api
 from tests.webapp.test_ratings_judge import shorter_is_better
-from webapp.api.models import ApiToken
 from webapp.experiments.models import Run
 from webapp.ratings.actions import do_cast_vote
 from webapp.ratings.arena import Arena
@@ -56,17 +55,6 @@ def calibrate_above_threshold(exp, model="tiny"):
     """The judge on `model` agrees with people perfectly, and the owner's threshold lets it label more."""
     do_judge_votes(exp, shorter_is_better, f"pairwise_judge:{model}")
     RatingSetup.objects.update_or_create(experiment=exp, defaults={"judge_threshold": 0.5})
-
-
-class Api:
-    def __init__(self, user):
-        self.client, self.headers = Client(), {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user, 't')[1]}"}
-
-    def get(self, path):
-        return self.client.get(path, **self.headers)
-
-    def post(self, path, body):
-        return self.client.post(path, json.dumps(body), content_type="application/json", **self.headers)
 
 
 def test_the_owner_starts_a_job_sent_on_commit_and_the_worker_runs_it_once(
@@ -218,7 +206,7 @@ def test_a_broker_that_is_down_leaves_the_job_queued(exp, alice_client, monkeypa
 
 
 def test_the_api_starts_and_reads_a_job(exp, alice, bob, fake_judge):
-    api = Api(alice)
+    api = Api.of(alice)
     url = f"/api/experiments/{exp.pk}/judge"
     bad = api.post(url, {"model": "/etc", "mode": "more", "limit": "5", "extra": 1})
     assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"limit", "extra"}
@@ -237,7 +225,7 @@ def test_the_api_starts_and_reads_a_job(exp, alice, bob, fake_judge):
     assert read["state"] == "done" and read["votes"] > 0 and read["error"] == ""
     [cal] = read["calibration"]
     assert cal["judge"] == "pairwise_judge:tiny" and cal["items"] > 0 and cal["kappa"] == pytest.approx(1.0)
-    stranger = Api(bob)  # an invited rater: not the owner
+    stranger = Api.of(bob)  # an invited rater: not the owner
     assert stranger.post(url, {}).status_code == 404
     assert stranger.get(f"/api/judge-jobs/{job['id']}").status_code == 404
     assert api.get("/api/judge-jobs/999999").status_code == 404
