@@ -208,10 +208,10 @@ def test_judge_jobs_per_hour_are_limited(exp, alice_client, settings):
 
 def test_a_broker_that_is_down_leaves_the_job_queued(exp, alice_client, monkeypatch,
                                                      django_capture_on_commit_callbacks):
-    def down(job_id):
+    def down(task, queue, job_id):
         raise ConnectionError("no broker")
 
-    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", down)
+    monkeypatch.setattr("webapp.experiments.jobs.send_job", down)
     with django_capture_on_commit_callbacks(execute=True):
         assert post(alice_client, exp).status_code == 302
     assert JudgeJob.objects.get().state == "queued"

@@ -1,6 +1,7 @@
-"""The one lifecycle of io jobs (webapp/experiments/io_jobs.py), on both kinds: stored then saved (the file
-removed when the row is not), claimed once per attempt, ended once; and the resend of lost jobs: a queued job
-whose message was lost is sent again, a running job whose worker died is requeued, then failed after
+"""The one lifecycle of background jobs (webapp/experiments/jobs.py), on the io kinds: stored then saved (the
+file removed when the row is not), claimed once per attempt, ended once, written once (an attempt that lost its
+job writes nothing: one experiment, one dataset); and the resend of lost jobs: a queued job whose message was
+lost is sent again on its own queue, a running job whose worker died is requeued, then failed after
 PTLAB_MAX_ATTEMPTS starts."""
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from django.utils import timezone
 
 from webapp.datasets.jobs import do_create_upload_job
 from webapp.datasets.models import UploadJob
-from webapp.experiments import io_jobs
+from webapp.experiments import jobs
 from webapp.experiments.models import db_now
 from webapp.reports.jobs import do_create_import_job, do_run_import_job
 from webapp.reports.models import ImportJob
 
-State = io_jobs.IoJob.State
+State = jobs.BackgroundJob.State
 
 
 def upload(name: str = "report.json") -> SimpleUploadedFile:
@@ -30,7 +31,7 @@ def upload(name: str = "report.json") -> SimpleUploadedFile:
 def queue_empty(monkeypatch):
     """The io queue's length in the broker, as the resend sees it (0: empty; None: no broker)."""
     lengths = {"io": 0}
-    monkeypatch.setattr(io_jobs, "queue_lengths", lambda names: {n: lengths.get(n) for n in names})
+    monkeypatch.setattr(jobs, "queue_lengths", lambda names: {n: lengths.get(n) for n in names})
     return lengths
 
 
@@ -40,7 +41,7 @@ def later(seconds: float):
 
 def resend(seconds: float, django_capture_on_commit_callbacks) -> list[str]:
     with django_capture_on_commit_callbacks(execute=True):
-        return io_jobs.do_resend_lost_jobs(now=later(seconds))
+        return jobs.do_resend_lost_jobs(now=later(seconds))
 
 
 def test_a_job_is_claimed_once(bob, import_jobs_sent, django_capture_on_commit_callbacks):
@@ -62,7 +63,7 @@ def test_a_failing_job_records_why_and_removes_its_file(bob):
     def broken(job):
         raise RuntimeError("a bug")
 
-    assert io_jobs.run_job(ImportJob, job.pk, "reading the file", 10, broken) == State.FAILED
+    assert jobs.run_job(ImportJob, job.pk, "reading the file", 10, broken) == State.FAILED
     job.refresh_from_db()
     assert (job.state, job.progress, job.message) == (State.FAILED, 100, ImportJob.SERVER_ERROR)
     assert not job.file and not Path(stored).exists()
@@ -89,7 +90,7 @@ def test_an_attempt_that_lost_its_job_records_nothing(bob, settings):
         assert ImportJob.resend_lost(later(120), queue_empty=False)  # meanwhile its worker was taken for lost
         return State.DONE, "made", {}
 
-    assert io_jobs.run_job(ImportJob, job.pk, "reading the file", 10, slow) == "lost"
+    assert jobs.run_job(ImportJob, job.pk, "reading the file", 10, slow) == "lost"
     job.refresh_from_db()
     assert job.state == State.QUEUED and job.message.startswith("Its io worker was lost (attempt 1 of")
 
