@@ -144,7 +144,8 @@ class BackgroundJob(models.Model):
         ending, so the job records exactly one result however many attempts ran."""
         with self.holding():
             state, message, fields = write()
-            self.end(state, message, **fields)
+            if not self.end(state, message, **fields):  # never while the row is taken; if so, roll back
+                raise JobLost(f"{self}: not held by attempt {self.attempts} at its end")
         return state, message, fields
 
     def end(self, state: str, message: str, rows: models.QuerySet | None = None, **fields) -> bool:
