@@ -1,5 +1,5 @@
-"""Schema changes that every io job table takes alike (datasets' UploadJob, reports' ImportJob), written once
-for the migrations of both apps. Migrations replay these as they are: never edit one, add a new function."""
+"""Schema changes that every background job table takes alike (datasets' UploadJob, reports' ImportJob,
+ratings' JudgeJob), written once for the migrations of those apps. Migrations replay these as they are: never edit one, add a new function."""
 
 from django.db import migrations, models
 
