@@ -22,34 +22,32 @@ def enqueued(monkeypatch):
     return sent
 
 
-def record_io_jobs(monkeypatch, task: str) -> list[int]:
-    """Ids of the jobs of `task` sent to the io queue (those of other tasks pass on to the next fake)."""
-    from webapp.experiments import io_jobs
+def record_jobs(monkeypatch, task: str) -> list[int]:
+    """Ids of the background jobs of `task` sent to their queue (those of other tasks pass on to the next fake)."""
+    from webapp.experiments import jobs
 
-    sent, other = [], io_jobs.send_io_job
-    monkeypatch.setattr(io_jobs, "send_io_job", lambda name, job_id: sent.append(job_id) if name == task
-                        else other(name, job_id))
+    sent, other = [], jobs.send_job
+    monkeypatch.setattr(jobs, "send_job", lambda name, queue, job_id: sent.append(job_id) if name == task
+                        else other(name, queue, job_id))
     return sent
 
 
 @pytest.fixture(autouse=True)
 def import_jobs_sent(monkeypatch):
     """Ids of report-import jobs sent to the broker (run them with webapp.reports.jobs.do_run_import_job)."""
-    return record_io_jobs(monkeypatch, "webapp.reports.tasks.run_import")
+    return record_jobs(monkeypatch, "webapp.reports.tasks.run_import")
 
 
 @pytest.fixture(autouse=True)
 def upload_jobs_sent(monkeypatch):
     """Ids of dataset-upload jobs sent to the broker (run them with webapp.datasets.jobs.do_run_upload_job)."""
-    return record_io_jobs(monkeypatch, "webapp.datasets.tasks.run_upload")
+    return record_jobs(monkeypatch, "webapp.datasets.tasks.run_upload")
 
 
 @pytest.fixture(autouse=True)
 def judge_jobs_sent(monkeypatch):
     """Ids of judge jobs sent to the broker (run them with webapp.ratings.judge_jobs.do_run_judge_job)."""
-    sent = []
-    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", sent.append)
-    return sent
+    return record_jobs(monkeypatch, "webapp.ratings.tasks.run_judge_job")
 
 
 @pytest.fixture(autouse=True)

@@ -196,10 +196,10 @@ def test_judge_jobs_per_hour_are_limited(exp, alice_client, settings):
 
 def test_a_broker_that_is_down_leaves_the_job_queued(exp, alice_client, monkeypatch,
                                                      django_capture_on_commit_callbacks):
-    def down(job_id):
+    def down(task, queue, job_id):
         raise ConnectionError("no broker")
 
-    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", down)
+    monkeypatch.setattr("webapp.experiments.jobs.send_job", down)
     with django_capture_on_commit_callbacks(execute=True):
         assert post(alice_client, exp).status_code == 302
     assert JudgeJob.objects.get().state == "queued"
@@ -229,3 +229,43 @@ def test_the_api_starts_and_reads_a_job(exp, alice, bob, fake_judge):
     assert stranger.post(url, {}).status_code == 404
     assert stranger.get(f"/api/judge-jobs/{job['id']}").status_code == 404
     assert api.get("/api/judge-jobs/999999").status_code == 404
+
+
+def test_a_judge_whose_worker_was_lost_is_sent_again_on_try_and_its_lost_attempt_casts_no_vote(
+        exp, fake_judge, settings, monkeypatch, judge_jobs_sent, django_capture_on_commit_callbacks):
+    """The lifecycle of every background job: attempt 1 is taken for lost while it judges (its heartbeat
+    stalled) and sent again on `try`; its votes are then refused (nothing written), attempt 2 casts them; after
+    PTLAB_MAX_ATTEMPTS lost attempts the job fails."""
+    from webapp.experiments import jobs
+
+    settings.PTLAB_REAP_AFTER_SECONDS, settings.PTLAB_MAX_ATTEMPTS = 60, 2
+    monkeypatch.setattr(jobs, "queue_lengths", lambda names: {n: 1 for n in names})  # messages wait: no matter
+    later = jobs.db_now() + timedelta(seconds=120)
+    job = JudgeJob.create_queued(experiment=exp, requested_by=exp.owner, model="tiny")
+    set_phase = JudgeJob.set_phase
+
+    def stalled(self, phase, progress, **fields):
+        if self.attempts == 1 and phase.startswith("judged 0 of"):
+            with django_capture_on_commit_callbacks(execute=True):
+                assert jobs.do_resend_lost_jobs(["try"], now=later) == [
+                    f"judge job #{job.pk}: its try worker was lost: sent again"]
+        return set_phase(self, phase, progress, **fields)
+
+    monkeypatch.setattr(JudgeJob, "set_phase", stalled)
+    assert do_run_judge_job(job.pk) == "lost"  # attempt 1
+    job.refresh_from_db()
+    assert (job.state, job.sends, judge_jobs_sent) == ("queued", 2, [job.pk])
+    assert job.message == "Its try worker was lost (attempt 1 of 2); sent again." and job.error == ""
+    assert not Vote.objects.filter(experiment=exp, judge=job.name).exists()
+
+    assert do_run_judge_job(job.pk) == "done"  # attempt 2
+    job.refresh_from_db()
+    judged = Vote.objects.filter(experiment=exp, judge=job.name).count()
+    assert (job.attempts, job.votes, job.items) == (2, judged, judged) and judged > 0
+    assert job.message == f"pairwise_judge:tiny cast {judged} votes on {judged} items."
+
+    lost = JudgeJob.create_queued(experiment=exp, requested_by=exp.owner, model="demo", attempts=1)
+    JudgeJob.claim(lost.pk, "loading the judge's model", 2)  # its second start, whose worker dies too
+    assert jobs.do_resend_lost_jobs(["try"], now=later) == [f"judge job #{lost.pk}: the try worker was lost 2 times: failed"]
+    lost.refresh_from_db()
+    assert lost.state == "failed" and lost.error == "The try worker was lost 2 times; nothing was saved."
