@@ -75,11 +75,11 @@ def main() -> None:
     from django.test import Client
 
     try:
-        from webapp.experiments import io_jobs
+        from webapp.experiments import jobs as background_jobs
         from webapp.reports import jobs
         from webapp.reports.models import ImportJob
 
-        io_jobs.send_io_job = lambda task, job_id: None  # no broker: the job is run below, as a worker would
+        background_jobs.send_job = lambda task, queue, job_id: None  # no broker: the job is run below, as a worker would
     except ImportError:  # before issue 13: no jobs
         ImportJob = None
     doc, points = document(args.points)

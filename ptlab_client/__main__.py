@@ -1,6 +1,9 @@
 """python -m ptlab_client --url URL --token TOKEN COMMAND ...
 
-  launch FILE.json [--follow]   create an experiment from a JSON spec (the new-experiment form's fields)
+  launch FILE.json [--follow] [--sweep-trials N] [--sweep-sampler tpe|random]
+                                create an experiment from a JSON spec (the new-experiment form's fields),
+                                with an equal-budget sweep of N trials per method (also: create)
+  sweep ID                      an experiment's sweep: per method its trials, the best one, the verdicts
   status ID                     an experiment's runs: state, progress, latest reward and KL
   follow ID                     wait for an experiment to finish, with a progress bar
   cancel ID                     cancel an experiment's active runs
@@ -54,6 +57,30 @@ def progress_bar(exp: dict) -> str:
     return f"[{'#' * filled}{'.' * (BAR - filled)}] {100 * frac:5.1f}%  runs {done}/{len(runs)} done{queued}"
 
 
+def sweep_lines(sweep: dict) -> list[str]:
+    """The sweep as tables, one per method: its trials with their searched settings, then its best trial;
+    the winners' verdicts on the test half last."""
+    s = sweep["settings"]
+    lines = [f"sweep of experiment {sweep['experiment']}: {s['trials']} trials per method ({s['sampler']}); "
+             f"chosen on {sweep['validation_prompts']} validation prompts, reported on {sweep['test_prompts']} "
+             "test prompts"]
+    for m in sweep["methods"]:
+        lines += ["", f"{m['label']}: {len(m['trials'])}/{m['budget']} trials, {m['completed']} completed, "
+                      f"{m['pruned']} pruned"]
+        lines.append("  " + f"{'trial':>5} {'run':>6} {'state':<9} {'validation':>10}"
+                     + "".join(f" {name:>14}" for name in m["searched"]))
+        for t in m["trials"]:
+            lines.append("  " + f"{t['number']:>5} {t['run']:>6} {t['state']:<9} {_fmt(t['validation']):>10}"
+                         + "".join(f" {_fmt(t['params'].get(name), '.3g'):>14}" for name in m["searched"]))
+        best = m["best"]
+        lines.append(f"  best: {best['label']} (run {best['run']}), validation {_fmt(best['validation'])}, "
+                     f"test {_fmt(best['test'])}" if best else "  best: - (no trial completed yet)")
+    rows = sweep["verdicts"]["rows"]
+    if rows:
+        lines += ["", "verdicts (test half):"] + [f"  {r['sentence']}" for r in rows]
+    return lines
+
+
 # Answers that mean "the server is not there right now" (restarting, behind a proxy that says so).
 TRANSIENT = {0, 502, 503, 504}
 
@@ -101,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("PTLAB_TOKEN"))
     parser.add_argument("--interval", type=float, default=2.0, help="Seconds between polls when following.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("launch", help="Create an experiment from a JSON file.")
+    p = sub.add_parser("launch", aliases=["create"], help="Create an experiment from a JSON file.")
     p.add_argument("file", type=Path)
     p.add_argument("--follow", action="store_true", help="Wait for it, with a progress bar.")
+    p.add_argument("--sweep-trials", type=int, help="An equal-budget sweep: this many trials per method.")
+    p.add_argument("--sweep-sampler", choices=("tpe", "random"), help="The sweep's sampler (default: tpe).")
+    sub.add_parser("sweep", help="An experiment's sweep, a table per method.").add_argument("id", type=int)
     sub.add_parser("status", help="An experiment's runs.").add_argument("id", type=int)
     sub.add_parser("follow", help="Wait for an experiment to finish.").add_argument("id", type=int)
     sub.add_parser("cancel", help="Cancel an experiment.").add_argument("id", type=int)
@@ -146,17 +176,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(client: Client, args) -> int:
-    if args.command == "launch":
+    if args.command in ("launch", "create"):
         try:
             spec = json.loads(args.file.read_text())
         except (OSError, ValueError) as e:
             print(f"cannot read {args.file}: {e}", file=sys.stderr)
             return 2
+        if args.sweep_trials is not None or args.sweep_sampler:
+            if not isinstance(spec, dict):
+                print(f"{args.file} is not a JSON object", file=sys.stderr)
+                return 2
+            sweep = dict(spec["sweep"]) if isinstance(spec.get("sweep"), dict) else {}
+            if args.sweep_trials is not None:
+                sweep["trials"] = args.sweep_trials
+            if args.sweep_sampler:
+                sweep["sampler"] = args.sweep_sampler
+            spec["sweep"] = sweep
         exp = client.create_experiment(spec)
         print(f"created experiment {exp['id']} with {len(exp['runs'])} runs: {client.url}{exp['url']}")
         return _follow(client, exp["id"], args.interval) if args.follow else 0
     if args.command == "status":
         print("\n".join(status_lines(client.experiment(args.id))))
+        return 0
+    if args.command == "sweep":
+        print("\n".join(sweep_lines(client.sweep(args.id))))
         return 0
     if args.command == "follow":
         return _follow(client, args.id, args.interval)

@@ -69,6 +69,11 @@ class Client:
     def experiment(self, pk: int) -> dict:
         return self.get(f"/api/experiments/{pk}")
 
+    def sweep(self, pk: int) -> dict:
+        """The experiment's sweep: per method its trials (run, params, state, validation reward), its best
+        trial and compute; the winners' verdicts on the test half. ApiError 404 without a sweep."""
+        return self.get(f"/api/experiments/{pk}/sweep")
+
     def cancel_experiment(self, pk: int) -> dict:
         return self.post(f"/api/experiments/{pk}/cancel")
 

@@ -148,9 +148,10 @@ CELERY_TASK_DEFAULT_QUEUE = "train"
 # Report imports (and other file work) go to this CPU-light queue, served by its own worker so that a training
 # run of hours never holds them up (`make run` starts one).
 PTLAB_IO_QUEUE = os.environ.get("PTLAB_IO_QUEUE", "io")
-# A job still queued this long while that queue is empty in the broker (its message was lost, or the broker was
-# down when it was made) is sent again by the io worker; a running one silent for PTLAB_REAP_AFTER_SECONDS (its
-# worker died) is too, up to PTLAB_MAX_ATTEMPTS starts (webapp/experiments/io_jobs.py).
+# A background job (an io job, a judge job) still queued this long while its queue is empty in the broker (its
+# message was lost, or the broker was down when it was made) is sent again by the workers serving that queue; a
+# running one silent for PTLAB_REAP_AFTER_SECONDS (its worker died) is too, up to PTLAB_MAX_ATTEMPTS starts
+# (webapp/experiments/jobs.py).
 PTLAB_JOB_RESEND_SECONDS = env_float("PTLAB_JOB_RESEND_SECONDS", 60)
 CELERY_TASK_IGNORE_RESULT = True  # run state lives in the Run table, not in a result backend
 # Ack on receipt: a long run is never redelivered when it outlives the broker's visibility_timeout.

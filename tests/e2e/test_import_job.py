@@ -31,8 +31,8 @@ def worker_later(monkeypatch):
             connections.close_all()
 
     monkeypatch.setattr("webapp.experiments.actions.send_to_workers", lambda *a, **kw: None)
-    monkeypatch.setattr("webapp.experiments.io_jobs.send_io_job",
-                        lambda task, job_id: threading.Timer(1.5, run, args=(job_id,)).start())
+    monkeypatch.setattr("webapp.experiments.jobs.send_job",
+                        lambda task, queue, job_id: threading.Timer(1.5, run, args=(job_id,)).start())
 
 
 def test_the_job_page_follows_an_import(live_server, strict_page, django_user_model, worker_later, tmp_path,

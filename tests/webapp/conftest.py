@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from webapp.experiments.actions import do_create_experiment
 from webapp.experiments.forms.example import example_post_data
@@ -19,34 +22,32 @@ def enqueued(monkeypatch):
     return sent
 
 
-def record_io_jobs(monkeypatch, task: str) -> list[int]:
-    """Ids of the jobs of `task` sent to the io queue (those of other tasks pass on to the next fake)."""
-    from webapp.experiments import io_jobs
+def record_jobs(monkeypatch, task: str) -> list[int]:
+    """Ids of the background jobs of `task` sent to their queue (those of other tasks pass on to the next fake)."""
+    from webapp.experiments import jobs
 
-    sent, other = [], io_jobs.send_io_job
-    monkeypatch.setattr(io_jobs, "send_io_job", lambda name, job_id: sent.append(job_id) if name == task
-                        else other(name, job_id))
+    sent, other = [], jobs.send_job
+    monkeypatch.setattr(jobs, "send_job", lambda name, queue, job_id: sent.append(job_id) if name == task
+                        else other(name, queue, job_id))
     return sent
 
 
 @pytest.fixture(autouse=True)
 def import_jobs_sent(monkeypatch):
     """Ids of report-import jobs sent to the broker (run them with webapp.reports.jobs.do_run_import_job)."""
-    return record_io_jobs(monkeypatch, "webapp.reports.tasks.run_import")
+    return record_jobs(monkeypatch, "webapp.reports.tasks.run_import")
 
 
 @pytest.fixture(autouse=True)
 def upload_jobs_sent(monkeypatch):
     """Ids of dataset-upload jobs sent to the broker (run them with webapp.datasets.jobs.do_run_upload_job)."""
-    return record_io_jobs(monkeypatch, "webapp.datasets.tasks.run_upload")
+    return record_jobs(monkeypatch, "webapp.datasets.tasks.run_upload")
 
 
 @pytest.fixture(autouse=True)
 def judge_jobs_sent(monkeypatch):
     """Ids of judge jobs sent to the broker (run them with webapp.ratings.judge_jobs.do_run_judge_job)."""
-    sent = []
-    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", sent.append)
-    return sent
+    return record_jobs(monkeypatch, "webapp.ratings.tasks.run_judge_job")
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +96,38 @@ def make_experiment(db):
         return do_create_experiment(Experiment(owner=owner, **values))
 
     return make
+
+
+class Api:
+    """The JSON API through Django's test client, with a bearer token (None: none at all)."""
+
+    def __init__(self, token: str | None):
+        self.client = Client()
+        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+
+    @classmethod
+    def of(cls, user) -> Api:
+        """With a new token of `user`."""
+        from webapp.api.models import ApiToken
+
+        return cls(ApiToken.issue(user, "tests")[1])
+
+    def get(self, path, **params):
+        return self.client.get(path, params, **self.headers)
+
+    def post(self, path, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else json.dumps(body or {})
+        return self.client.post(path, data, content_type="application/json", **self.headers)
+
+
+@pytest.fixture
+def api(alice):
+    return Api.of(alice)
+
+
+@pytest.fixture
+def bob_api(bob):
+    return Api.of(bob)
 
 
 def pytest_configure(config):

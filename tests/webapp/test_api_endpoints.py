@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import Api
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -19,28 +20,6 @@ pytestmark = pytest.mark.django_db
 
 NEW = {"name": "api exp", "task": "arithmetic", "methods": ["sft", "grpo"], "max_steps": 4, "eval_every": 2,
        "eval_prompts": 2, "eval_samples": 1, "max_new_tokens": 4, "hyperparams": {"sft": {"max_steps": 6}}}
-
-
-class Api:
-    def __init__(self, token: str | None):
-        self.client = Client()
-        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
-
-    def get(self, path, **params):
-        return self.client.get(path, params, **self.headers)
-
-    def post(self, path, body=None):
-        return self.client.post(path, json.dumps(body or {}), content_type="application/json", **self.headers)
-
-
-@pytest.fixture
-def api(alice):
-    return Api(ApiToken.issue(alice, "tests")[1])
-
-
-@pytest.fixture
-def bob_api(bob):
-    return Api(ApiToken.issue(bob, "tests")[1])
 
 
 @pytest.fixture

@@ -41,9 +41,10 @@ def token_and_ids(keep_connection, db, alice, bob, make_experiment):
     mine = make_demo_experiment(alice, prompts=2, samples=1)
     queued = make_experiment(alice, methods=["sft", "dpo"])
     theirs = make_experiment(bob)
-    exp_ids = [mine.pk, queued.pk, theirs.pk, 10**6]
+    swept = make_experiment(alice, methods=["dpo"], sweep={"trials": 2})
+    exp_ids = [mine.pk, queued.pk, theirs.pk, swept.pk, 10**6]
     run_ids = [*mine.runs.values_list("pk", flat=True), *queued.runs.values_list("pk", flat=True),
-               *theirs.runs.values_list("pk", flat=True), 10**6]
+               *theirs.runs.values_list("pk", flat=True), *swept.runs.values_list("pk", flat=True), 10**6]
     return ApiToken.issue(alice, "fuzz")[1], exp_ids, run_ids
 
 

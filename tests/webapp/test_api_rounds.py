@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from django.test import Client
+from conftest import Api
 
 from ptlab_client.__main__ import main
 from webapp.api.models import ApiToken
@@ -13,18 +11,6 @@ from webapp.ratings.demo import make_demo_experiment, simulate_votes
 from webapp.ratings.models import Round, VoteDataset
 
 pytestmark = pytest.mark.django_db
-
-
-class Api:
-    def __init__(self, token: str):
-        self.client = Client()
-        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
-    def get(self, path):
-        return self.client.get(path, **self.headers)
-
-    def post(self, path, body=None):
-        return self.client.post(path, json.dumps(body or {}), content_type="application/json", **self.headers)
 
 
 @pytest.fixture
@@ -38,7 +24,7 @@ def rated(alice, bob, tmp_path):
 
 
 def test_build_a_vote_dataset_start_a_round_and_read_the_rounds(rated, alice, bob):
-    api = Api(ApiToken.issue(alice, "t")[1])
+    api = Api.of(alice)
     url = f"/api/experiments/{rated.pk}"
     r = api.post(f"{url}/vote-datasets", {"ties": "both", "disagree": "majority"})
     assert r.status_code == 201, r.content
@@ -55,7 +41,7 @@ def test_build_a_vote_dataset_start_a_round_and_read_the_rounds(rated, alice, bo
     assert api.post(f"{url}/rounds", {"picks": ["1@0"]}).status_code in (409, 400)
     rounds = api.get(f"{url}/rounds").json()["rounds"]
     assert [x["number"] for x in rounds] == [1, 2] and rounds[1]["votes_cost"] == built["votes"]
-    stranger = Api(ApiToken.issue(bob, "t")[1])  # bob rated but is not invited (owner's votes): no access
+    stranger = Api.of(bob)  # bob rated but is not invited (owner's votes): no access
     for path in (f"{url}/vote-datasets", f"{url}/rounds"):
         assert stranger.get(path).status_code == 404
         assert stranger.post(path, {}).status_code == 404

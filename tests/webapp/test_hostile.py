@@ -18,7 +18,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from webapp.api.models import ApiToken
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Experiment, Run, Worker
 from webapp.ratings.demo import make_demo_experiment, simulate_votes
@@ -31,29 +30,6 @@ pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
 NEW = {"name": "api exp", "task": "arithmetic", "methods": ["sft", "grpo"], "max_steps": 4, "eval_every": 2,
        "eval_prompts": 2, "eval_samples": 1, "max_new_tokens": 4}
-
-
-class Api:
-    def __init__(self, user):
-        self.client = Client()
-        self.headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user, 'tests')[1]}"}
-
-    def post(self, path, body=None, raw: bytes | None = None):
-        data = raw if raw is not None else json.dumps(body or {})
-        return self.client.post(path, data, content_type="application/json", **self.headers)
-
-    def get(self, path, **params):
-        return self.client.get(path, params, **self.headers)
-
-
-@pytest.fixture
-def api(alice):
-    return Api(alice)
-
-
-@pytest.fixture
-def bob_api(bob):
-    return Api(bob)
 
 
 def error_of(response, status: int) -> dict:

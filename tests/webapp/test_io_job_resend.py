@@ -70,4 +70,4 @@ def test_lost_io_jobs_are_sent_again_and_done(broker, queue, settings, artifact_
     assert unsent.experiment.owner == bob and unsent.experiment.runs.count() == len(doc["runs"])
     assert (lost.state, lost.sends, lost.attempts, lost.dataset.rows) == (State.DONE, 2, 1, 30), lost.message
     assert (orphan.state, orphan.attempts, orphan.dataset.rows) == (State.DONE, 2, 12), orphan.message
-    assert "resend: upload job" in io.text() and "its io worker was lost: sent again" in io.text()
+    assert "resend: upload job" in io.text() and f"its {queue} worker was lost: sent again" in io.text()

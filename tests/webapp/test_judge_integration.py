@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.utils import timezone
 from test_integration import (  # noqa: F401  (fixtures)
     WAIT,
     WorkerProcess,
@@ -67,3 +68,20 @@ def test_a_calibration_job_runs_in_the_try_worker(live_server, try_worker, djang
     [cal] = read["calibration"]
     assert cal["judge"] == "pairwise_judge:tiny" and cal["items"] == len(people) > 0
     assert cal["percent"] is not None and 0 <= cal["percent"] <= 1
+
+
+def test_the_try_workers_supervisor_sends_a_lost_judge_job_again(try_worker, django_user_model):
+    """A judge job whose worker died mid-run (claimed, then silent) is requeued by the supervisor of the worker
+    serving `try`, as deployed, sent to `try` again and judged there."""
+    owner = django_user_model.objects.create_user("judy", password="pw-judy-12345")
+    exp = make_demo_experiment(owner, methods=("sft", "dpo"), prompts=2, steps=(0, 10), samples=1)
+    assert simulate_votes(exp, [owner], 6, seed=2) > 0
+    job = JudgeJob.objects.create(experiment=exp, requested_by=owner, model="tiny")  # its message was taken
+    assert JudgeJob.claim(job.pk, "loading the judge's model", 2) is not None  # by a worker that then died
+    JudgeJob.objects.filter(pk=job.pk).update(updated=timezone.now() - timezone.timedelta(hours=1))
+
+    wait_for(lambda: JudgeJob.objects.get(pk=job.pk).finished, WAIT, "the lost judge job to be judged", try_worker)
+    job.refresh_from_db()
+    assert (job.state, job.attempts, job.sends) == ("done", 2, 1), (job.message, try_worker.tail())
+    assert job.votes > 0 and Vote.objects.filter(experiment=exp, judge="pairwise_judge:tiny").count() == job.votes
+    assert f"resend: judge job #{job.pk}: its try worker was lost: sent again" in try_worker.text()

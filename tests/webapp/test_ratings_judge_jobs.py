@@ -4,7 +4,6 @@ starts or reads one; one active job per experiment; `more` only once the judge p
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -12,8 +11,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.webapp.conftest import Api
 from tests.webapp.test_ratings_judge import shorter_is_better
-from webapp.api.models import ApiToken
 from webapp.experiments.models import Run
 from webapp.ratings.actions import do_cast_vote
 from webapp.ratings.arena import Arena
@@ -56,17 +55,6 @@ def calibrate_above_threshold(exp, model="tiny"):
     """The judge on `model` agrees with people perfectly, and the owner's threshold lets it label more."""
     do_judge_votes(exp, shorter_is_better, f"pairwise_judge:{model}")
     RatingSetup.objects.update_or_create(experiment=exp, defaults={"judge_threshold": 0.5})
-
-
-class Api:
-    def __init__(self, user):
-        self.client, self.headers = Client(), {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user, 't')[1]}"}
-
-    def get(self, path):
-        return self.client.get(path, **self.headers)
-
-    def post(self, path, body):
-        return self.client.post(path, json.dumps(body), content_type="application/json", **self.headers)
 
 
 def test_the_owner_starts_a_job_sent_on_commit_and_the_worker_runs_it_once(
@@ -208,17 +196,17 @@ def test_judge_jobs_per_hour_are_limited(exp, alice_client, settings):
 
 def test_a_broker_that_is_down_leaves_the_job_queued(exp, alice_client, monkeypatch,
                                                      django_capture_on_commit_callbacks):
-    def down(job_id):
+    def down(task, queue, job_id):
         raise ConnectionError("no broker")
 
-    monkeypatch.setattr("webapp.ratings.judge_jobs.send_judge_job", down)
+    monkeypatch.setattr("webapp.experiments.jobs.send_job", down)
     with django_capture_on_commit_callbacks(execute=True):
         assert post(alice_client, exp).status_code == 302
     assert JudgeJob.objects.get().state == "queued"
 
 
 def test_the_api_starts_and_reads_a_job(exp, alice, bob, fake_judge):
-    api = Api(alice)
+    api = Api.of(alice)
     url = f"/api/experiments/{exp.pk}/judge"
     bad = api.post(url, {"model": "/etc", "mode": "more", "limit": "5", "extra": 1})
     assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"limit", "extra"}
@@ -237,7 +225,47 @@ def test_the_api_starts_and_reads_a_job(exp, alice, bob, fake_judge):
     assert read["state"] == "done" and read["votes"] > 0 and read["error"] == ""
     [cal] = read["calibration"]
     assert cal["judge"] == "pairwise_judge:tiny" and cal["items"] > 0 and cal["kappa"] == pytest.approx(1.0)
-    stranger = Api(bob)  # an invited rater: not the owner
+    stranger = Api.of(bob)  # an invited rater: not the owner
     assert stranger.post(url, {}).status_code == 404
     assert stranger.get(f"/api/judge-jobs/{job['id']}").status_code == 404
     assert api.get("/api/judge-jobs/999999").status_code == 404
+
+
+def test_a_judge_whose_worker_was_lost_is_sent_again_on_try_and_its_lost_attempt_casts_no_vote(
+        exp, fake_judge, settings, monkeypatch, judge_jobs_sent, django_capture_on_commit_callbacks):
+    """The lifecycle of every background job: attempt 1 is taken for lost while it judges (its heartbeat
+    stalled) and sent again on `try`; its votes are then refused (nothing written), attempt 2 casts them; after
+    PTLAB_MAX_ATTEMPTS lost attempts the job fails."""
+    from webapp.experiments import jobs
+
+    settings.PTLAB_REAP_AFTER_SECONDS, settings.PTLAB_MAX_ATTEMPTS = 60, 2
+    monkeypatch.setattr(jobs, "queue_lengths", lambda names: {n: 1 for n in names})  # messages wait: no matter
+    later = jobs.db_now() + timedelta(seconds=120)
+    job = JudgeJob.create_queued(experiment=exp, requested_by=exp.owner, model="tiny")
+    set_phase = JudgeJob.set_phase
+
+    def stalled(self, phase, progress, **fields):
+        if self.attempts == 1 and phase.startswith("judged 0 of"):
+            with django_capture_on_commit_callbacks(execute=True):
+                assert jobs.do_resend_lost_jobs(["try"], now=later) == [
+                    f"judge job #{job.pk}: its try worker was lost: sent again"]
+        return set_phase(self, phase, progress, **fields)
+
+    monkeypatch.setattr(JudgeJob, "set_phase", stalled)
+    assert do_run_judge_job(job.pk) == "lost"  # attempt 1
+    job.refresh_from_db()
+    assert (job.state, job.sends, judge_jobs_sent) == ("queued", 2, [job.pk])
+    assert job.message == "Its try worker was lost (attempt 1 of 2); sent again." and job.error == ""
+    assert not Vote.objects.filter(experiment=exp, judge=job.name).exists()
+
+    assert do_run_judge_job(job.pk) == "done"  # attempt 2
+    job.refresh_from_db()
+    judged = Vote.objects.filter(experiment=exp, judge=job.name).count()
+    assert (job.attempts, job.votes, job.items) == (2, judged, judged) and judged > 0
+    assert job.message == f"pairwise_judge:tiny cast {judged} votes on {judged} items."
+
+    lost = JudgeJob.create_queued(experiment=exp, requested_by=exp.owner, model="demo", attempts=1)
+    JudgeJob.claim(lost.pk, "loading the judge's model", 2)  # its second start, whose worker dies too
+    assert jobs.do_resend_lost_jobs(["try"], now=later) == [f"judge job #{lost.pk}: the try worker was lost 2 times: failed"]
+    lost.refresh_from_db()
+    assert lost.state == "failed" and lost.error == "The try worker was lost 2 times; nothing was saved."

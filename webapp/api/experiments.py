@@ -25,6 +25,10 @@ CREATE_DEFAULTS = {name: Experiment._meta.get_field(name).default
                    for name in Experiment.SETTINGS if name not in ("name", "task", "methods", "hyperparams")}
 
 
+# The form's fields that the API takes in an object: their errors are named by the API's path.
+API_NAMES = {"sweep_trials": "sweep.trials", "sweep_sampler": "sweep.sampler"}
+
+
 def experiment_or_404(request: HttpRequest, pk: int, owner: bool = False) -> Experiment:
     """Visible to the user (owned or shared); owner-only for changes (webapp.experiments.access). Anything
     else: the API's 404."""
@@ -55,7 +59,10 @@ def _form_data(payload: dict) -> tuple[dict, dict]:
     if not isinstance(hyper, dict):
         unknown["hyperparams"] = ["An object: {method: {setting: value}}."]
         hyper = {}
-    flat = {k: v for k, v in payload.items() if k != "hyperparams"}
+    flat = {k: v for k, v in payload.items() if k not in ("hyperparams", "sweep")}
+    sweep = payload.get("sweep") or {}  # validated by schemas.SweepIn; its fields are the form's
+    for key, value in sweep.items():
+        flat[f"sweep_{key}"] = value
     for method, params in hyper.items():
         if method not in METHODS or not isinstance(params, dict):
             unknown[f"hyperparams.{method}"] = [f"A method ({', '.join(METHODS)}) with an object of settings."]
@@ -140,7 +147,7 @@ def create_experiment(request: HttpRequest, payload: schemas.NewExperiment):
     valid = form.is_valid()
     experiment = form.save(owner=request.user) if valid and not unknown else None  # None: a quota refused it
     if unknown or experiment is None:
-        fields = {**{k: list(v) for k, v in form.errors.items()}, **unknown}
+        fields = {**{API_NAMES.get(k, k): list(v) for k, v in form.errors.items()}, **unknown}
         if not unknown and limit_refusal(form):
             raise ApiError(429, " ".join(form.non_field_errors()), "limit_exceeded", fields)
         raise ApiError(400, "The experiment is not valid.", "validation_error", fields)

@@ -1,5 +1,5 @@
 """The REST API, on django-ninja: the one NinjaAPI object every endpoint module adds its operations to
-(experiments.py, runs.py, ratings.py, reports.py, rounds.py), with its root, its body parser, its
+(experiments.py, sweeps.py, runs.py, ratings.py, reports.py, rounds.py), with its root, its body parser, its
 authentication and its error handlers. The endpoints are thin, like the pages: access checks in them (the same
 querysets, 404 for what one may not see), validation in the experiments form, writes in the apps' `do_*`
 actions, numbers from webapp.ratings. Each endpoint declares its input and output types (schemas.py);
@@ -64,7 +64,9 @@ def _validation_error(request, exc: NinjaValidationError):
         loc = [str(x) for x in err.get("loc", ())]
         if loc[:1] == ["body"] and len(loc) <= 2:
             whole_body = True
-        name = (loc[2] if len(loc) > 2 else "body") if loc[:1] == ["body"] else (loc[1] if len(loc) > 1 else "query")
+        # A nested object's field by its path (`sweep.trials`); a list's items by the list's name.
+        path = ".".join(str(x) for x in err.get("loc", ())[2:] if not isinstance(x, int))
+        name = (path or "body") if loc[:1] == ["body"] else (loc[1] if len(loc) > 1 else "query")
         fields.setdefault(name, []).append(str(err.get("msg", "Invalid value.")))
     if whole_body:
         return error_response(400, "The body must be a JSON object.", "invalid_json")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from ninja import Schema
 from pydantic import BaseModel, ConfigDict, Field
 
+from webapp.experiments.forms.experiment import ExperimentForm
 from webapp.experiments.methods import METHODS
 from webapp.experiments.models import Run
 from webapp.ratings.models import Vote
@@ -16,6 +17,8 @@ from webapp.ratings.models import Vote
 Method = Literal[METHODS]  # type: ignore[valid-type]
 RunState = Literal[tuple(Run.State.values)]  # type: ignore[valid-type]
 Outcome = Literal[tuple(Vote.Outcome.values)]  # type: ignore[valid-type]
+TRIALS = ExperimentForm.base_fields["sweep_trials"]  # the sweep's bounds are the form's
+Sampler = Literal[tuple(value for value, _ in ExperimentForm.base_fields["sweep_sampler"].choices)]  # type: ignore[valid-type]
 
 
 class ErrorBody(Schema):
@@ -69,6 +72,15 @@ class RunOut(Schema):
     url: str
     api_url: str
     queue_position: int | None = Field(None, description="Its place in its queue while queued (1: next), else null.")
+    trial: int | None = Field(None, description="Its number among its method's sweep trials (null outside a sweep).")
+
+
+class SweepSettings(Schema):
+    trials: int = Field(description="Trials per method (the same budget for every method).")
+    sampler: str = Field(description="tpe (Optuna's TPE) or random.")
+    prune: bool = Field(description="Trials below the median of earlier ones at an evaluation are stopped.")
+    startup_trials: int = Field(description="Trials sampled at random before TPE and pruning start.")
+    seed: int = Field(description="The sampler's seed.")
 
 
 class ExperimentOut(Schema):
@@ -88,6 +100,7 @@ class ExperimentOut(Schema):
     rl_from_sft: bool
     queue: str
     saved_dataset: int | None = Field(None, description="The dataset (webapp/datasets) its runs train on, if any.")
+    sweep: SweepSettings | None = Field(None, description="Its equal-budget sweep (GET .../sweep); null: none.")
     created: str | None = None
     state: Literal["running", "queued", "failed", "cancelled", "finished", "empty"]
     url: str
@@ -140,6 +153,13 @@ class SamplePage(Page):
     results: list[SampleOut]
 
 
+class SweepIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=TRIALS.min_value, le=TRIALS.max_value, description="Trials per method (0: no sweep).")
+    sampler: Sampler = Field("tpe", description="tpe (Optuna's TPE) or random.")
+
+
 class NewExperiment(BaseModel):
     """The fields of the new-experiment form, validated by the same form. Per-method settings go in
     `hyperparams` ({method: {setting: value}}) or flat as `<method>-<setting>`. Left out: the defaults."""
@@ -162,6 +182,79 @@ class NewExperiment(BaseModel):
     queue: str | None = Field(None, max_length=64, description="The Celery queue of the workers.")
     hyperparams: dict[str, dict[str, Any]] | None = Field(
         None, description='Per-method settings, e.g. {"grpo": {"beta": 0.1}}.')
+    sweep: SweepIn | None = Field(None, description=(
+        "An equal tuning budget: every method gets `trials` runs over its main hyperparameters (Optuna), "
+        "chosen on half the eval prompts and reported on the other. Not with rl_from_sft."))
+
+
+class SweepTrial(Schema):
+    run: int
+    number: int = Field(description="Its number among its method's trials.")
+    label: str
+    params: dict[str, float] = Field(description="The searched hyperparameters' values.")
+    state: Literal["running", "complete", "pruned", "failed"] = Field(
+        description="As the sweep reads it: complete (succeeded, scored), pruned (stopped by the sweep), failed.")
+    run_state: RunState
+    validation: float | None = Field(None, description="Mean gold reward on the validation half at its last evaluation.")
+    pruned: bool
+
+
+class SweepBest(Schema):
+    run: int
+    label: str
+    params: dict[str, float]
+    validation: float | None = None
+    test: float | None = Field(None, description="Mean gold reward on the test half (the reported result).")
+
+
+class Sensitivity(Schema):
+    spearman: float | None = Field(None, description="Rank correlation of the (log) value with the validation reward.")
+    spread: float | None = Field(None, description="Best minus worst validation reward across trials.")
+
+
+class Compute(Schema):
+    wall_s: float
+    steps: int
+    tokens: float
+
+
+class SweepMethod(Schema):
+    method: str
+    label: str
+    budget: int = Field(description="Its trials in all (1 for a method without a search space).")
+    searched: list[str] = Field(description="The hyperparameters searched.")
+    trials: list[SweepTrial]
+    completed: int
+    pruned: int
+    best: SweepBest | None = Field(None, description="The trial best on the validation half, once one is complete.")
+    sensitivity: dict[str, Sensitivity]
+    compute: Compute = Field(description="Used by all its trials, pruned ones included.")
+
+
+class VerdictRow(Schema):
+    sentence: str
+    pair: str
+    significant: bool
+    underpowered: bool
+    difference: str = Field(description="The difference on the test half, with its interval (formatted).")
+    p_holm: str
+    detectable: str
+    note: str | None = None
+    to_detect: str | None = None
+
+
+class SweepVerdicts(Schema):
+    rows: list[VerdictRow]
+    notes: list[str]
+
+
+class SweepOut(Schema):
+    experiment: int
+    settings: SweepSettings
+    validation_prompts: int = Field(description="Held-out prompts trials are chosen on.")
+    test_prompts: int = Field(description="Held-out prompts the winners are reported and compared on.")
+    methods: list[SweepMethod]
+    verdicts: SweepVerdicts = Field(description="The winners compared on the test half, as the compare page shows.")
 
 
 class RateItem(Schema):

@@ -9,6 +9,7 @@ from django.urls import NoReverseMatch, reverse
 
 from webapp.experiments.models import Experiment, Run, Sample
 from webapp.experiments.references import public_config, public_text, public_value
+from webapp.experiments.sweeps import SweepConfig, from_settings
 
 
 def finite(x):
@@ -26,6 +27,7 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         "base_model": public_value(e.base_model),
         "hyperparams": {m: public_config(p) for m, p in e.hyperparams.items()},
         "created": _iso(e.created), "state": e.state, "saved_dataset": e.saved_dataset_id,
+        "sweep": sweep_settings(from_settings(e.sweep)),
         "url": e.get_absolute_url(), "api_url": reverse("api:experiment", args=[e.pk]),
     }
     if apps.is_installed("webapp.reports"):
@@ -37,6 +39,14 @@ def experiment_data(e: Experiment, runs: list[Run] | None = None) -> dict:
         places = Run.objects.queue_positions(runs)
         data["runs"] = [run_data(r, place=places.get(r.pk)) for r in runs]
     return data
+
+
+def sweep_settings(config: SweepConfig | None) -> dict | None:
+    """A sweep's settings as they apply (the defaults filled in); None without a sweep."""
+    if config is None:
+        return None
+    return {"trials": config.trials, "sampler": config.sampler, "prune": config.prune,
+            "startup_trials": config.startup_trials, "seed": config.seed}
 
 
 def run_data(r: Run, place: int | None | bool = False) -> dict:
@@ -52,7 +62,7 @@ def run_data(r: Run, place: int | None | bool = False) -> dict:
         "config": public_config(r.config),
         "created": _iso(r.created), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
         "url": r.get_absolute_url(), "api_url": reverse("api:run", args=[r.pk]),
-        "queue_position": r.queue_position() if place is False else place,
+        "queue_position": r.queue_position() if place is False else place, "trial": r.trial,
     }
 
 

@@ -7,7 +7,7 @@ from webapp.api.errors import error_response
 from webapp.api.ninja_api import api
 
 # Each of these adds its operations to `api`: imported in this order, the schema lists them in it.
-from webapp.api import experiments, runs, ratings, reports, rounds, judging  # noqa: F401  # isort: skip
+from webapp.api import experiments, sweeps, runs, ratings, reports, rounds, judging  # noqa: F401  # isort: skip
 
 
 def _json_405(view):

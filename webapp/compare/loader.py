@@ -326,6 +326,7 @@ def statistics(runs: list[Run]) -> dict:
 
 def sweep_table(runs: list[Run], data: list[RunData]) -> dict | None:
     """The sweep's table (core.sweeps) of the runs that are sweep trials; None if none is (one query)."""
+    from webapp.experiments.actions import was_pruned
     from webapp.experiments.sweeps import SEARCH_SPACES
 
     trials = [(run, d) for run, d in zip(runs, data, strict=True) if run.trial is not None]
@@ -338,7 +339,7 @@ def sweep_table(runs: list[Run], data: list[RunData]) -> dict | None:
         s = summaries[d.id]
         items.append(sweeps.TrialRun(run=run.pk, group=d.group, group_label=d.group_label, label=d.label,
                                      params={k: run.config[k] for k in names if k in run.config},
-                                     state=run.state, wall_s=s.wall_s, steps=s.last_step, tokens=s.tokens))
+                                     state="pruned" if was_pruned(run) else run.state, wall_s=s.wall_s, steps=s.last_step, tokens=s.tokens))
     rows = Sample.objects.filter(run_id__in=[run.pk for run, _ in trials]).order_by().values_list(
         "run_id", "step", "prompt_id", "reward")
     return sweeps.view(sweeps.sweep_table(items, rows))

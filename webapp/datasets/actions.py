@@ -24,14 +24,7 @@ def do_create_dataset(dataset: Dataset, upload: UploadedFile | None = None) -> D
     if upload is not None:
         dataset.file.save(Path(upload.name).name, upload, save=False)
     try:
-        raw = read_rows(DatasetSpec.of(dataset.spec()))  # every row readable, or a DatasetError
-        columns = list(dict.fromkeys(k for row in raw.rows[:100] for k in row))
-        guess = guess_mapping(columns)
-        if "prompt" in guess or "messages" in guess:
-            fill_from(dataset, load(dataset, mapping={}))  # guessed again by the loader, checked on every row
-        else:  # nothing to guess from: saved unmapped, the user maps it on its page
-            dataset.mapping, dataset.columns, dataset.content_hash = guess, columns, content_hash(raw.rows)
-            dataset.rows = len(raw.rows)
+        check_dataset(dataset)
         with transaction.atomic():
             dataset.save()
     except BaseException:
@@ -39,6 +32,19 @@ def do_create_dataset(dataset: Dataset, upload: UploadedFile | None = None) -> D
             dataset.file.delete(save=False)
         raise
     return dataset
+
+
+def check_dataset(dataset: Dataset) -> None:
+    """Check every row of an unsaved dataset's file, hash it and guess its mapping (raises DatasetError):
+    everything but the save."""
+    raw = read_rows(DatasetSpec.of(dataset.spec()))  # every row readable, or a DatasetError
+    columns = list(dict.fromkeys(k for row in raw.rows[:100] for k in row))
+    guess = guess_mapping(columns)
+    if "prompt" in guess or "messages" in guess:
+        fill_from(dataset, load(dataset, mapping={}))  # guessed again by the loader, checked on every row
+    else:  # nothing to guess from: saved unmapped, the user maps it on its page
+        dataset.mapping, dataset.columns, dataset.content_hash = guess, columns, content_hash(raw.rows)
+        dataset.rows = len(raw.rows)
 
 
 def fill_from(dataset: Dataset, task: DatasetTask) -> None:

@@ -1,6 +1,8 @@
 """Dataset uploads as jobs: the request stores the file (streamed, bounded) with an UploadJob row; a worker on
 the queue `io` checks every row and saves the dataset (`do_run_upload_job`), or the request runs the same job at
-once when the file is small (PTLAB_INLINE_UPLOAD_BYTES). The job page polls the row."""
+once when the file is small (PTLAB_INLINE_UPLOAD_BYTES). The dataset is saved in one transaction that first
+takes the job's row and ends the job (`end_with`): an attempt that lost its job saves nothing, so a job makes
+exactly one dataset. The job page polls the row."""
 
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from training.config import ConfigError
-from webapp.datasets.actions import do_create_dataset
+from webapp.datasets.actions import check_dataset
 from webapp.datasets.models import Dataset, UploadJob
-from webapp.experiments.io_jobs import run_job
+from webapp.experiments.jobs import Outcome, run_job
 
 State = UploadJob.State
 
@@ -30,15 +32,20 @@ def do_create_upload_job(owner, name: str, split: str, upload: UploadedFile, *, 
     return job
 
 
-def check_upload(job: UploadJob) -> tuple[str, str, dict]:
+def check_upload(job: UploadJob) -> Outcome:
     """Save the stored upload as a dataset, or say why not (the loader's message: line, row, column)."""
     dataset = Dataset(owner=job.owner, name=job.name, split=job.split, source=Dataset.Source.UPLOAD)
-    dataset.file.name = job.file.name  # the stored upload becomes the dataset's file (removed if it fails)
+    dataset.file.name = job.file.name  # the stored upload becomes the dataset's file (the job removes it if it fails)
     try:
-        do_create_dataset(dataset)
+        check_dataset(dataset)
     except ConfigError as exc:  # DatasetError included
         return State.FAILED, exc.message, {}
-    return State.DONE, f"Saved {dataset.rows} rows; check the column mapping.", {"dataset": dataset}
+
+    def save() -> Outcome:
+        dataset.save()
+        return State.DONE, f"Saved {dataset.rows} rows; check the column mapping.", {"dataset": dataset}
+
+    return job.end_with(save)
 
 
 def do_run_upload_job(job_id: int) -> str:

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from training.tasks import DatasetError, methods_for
-from webapp.experiments.io_jobs import IoJob
+from webapp.experiments.jobs import FileJob
 
 
 class DatasetQuerySet(models.QuerySet):
@@ -91,7 +91,7 @@ class Dataset(models.Model):
         return self.owner_id == user.pk
 
 
-class UploadJob(IoJob):
+class UploadJob(FileJob):
     """One uploaded dataset file being checked by a worker (queue `io`) rather than in the request (small files
     are run at once, by the same code): where it got to, and the dataset it made or why it made none."""
 

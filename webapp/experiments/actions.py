@@ -141,7 +141,7 @@ def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepCon
         score = scored.get(run.pk)
         if run.state == State.SUCCEEDED and score is not None and score.validation is not None:
             state, value = "complete", score.validation
-        elif run.state == State.CANCELLED and PRUNED in run.log:
+        elif was_pruned(run):
             state, value = "pruned", None
         elif run.is_active:
             state, value = "running", None
@@ -153,6 +153,11 @@ def recorded_trials(experiment: Experiment, method: str, config: sweeps.SweepCon
 
 
 PRUNED = "pruned at step"  # the log line of a trial its sweep stopped (the worker's sink writes it)
+
+
+def was_pruned(run: Run) -> bool:
+    """Whether a sweep trial was stopped by its sweep's pruner (it ends cancelled, its log saying so)."""
+    return run.trial is not None and run.state == State.CANCELLED and PRUNED in run.log
 
 
 def trial_should_prune(run: Run) -> bool:

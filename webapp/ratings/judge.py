@@ -49,10 +49,12 @@ def human_items(experiment: Experiment) -> list[tuple[int, str, str, int]]:
     return sorted(set(Vote.objects.at(experiment).values_list("prompt_id", "first", "second", "sample_index")))
 
 
-def do_judge_votes(experiment: Experiment, judge, name: str = "judge", items=None, margin: float = MARGIN) -> int:
+def do_judge_votes(experiment: Experiment, judge, name: str = "judge", items=None, margin: float = MARGIN,
+                   writing=transaction.atomic) -> int:
     """The judge votes on `items` (default: every item people voted on) through `judge`, a callable
     (completions, prompts=..., reference=...) -> P(completion better than reference), e.g. a ready
-    PairwiseJudge. Returns the number of votes written (one per item: a repeat replaces it)."""
+    PairwiseJudge. Returns the number of votes written (one per item: a repeat replaces it), all in one
+    transaction, `writing()` (a job's: written only while its attempt holds it)."""
     arena = Arena(experiment, include_base=True)
     items = human_items(experiment) if items is None else items
     texts = arena.completions
@@ -68,7 +70,7 @@ def do_judge_votes(experiment: Experiment, judge, name: str = "judge", items=Non
     probs = judge([a for _, a, _, _ in rows], prompts=[p for *_, p in rows], reference=[b for _, _, b, _ in rows])
     user = judge_user(name)
     outcome = {Vote.FIRST: Vote.Outcome.A, Vote.SECOND: Vote.Outcome.B, Vote.TIE: Vote.Outcome.TIE}
-    with transaction.atomic():
+    with writing():
         for (item, *_), p in zip(rows, probs, strict=True):
             Vote.objects.update_or_create(
                 experiment=experiment, rater=user, step=0, prompt_id=item.prompt_id, first=item.first,
@@ -159,9 +161,11 @@ def judge_allowed(experiment: Experiment) -> bool:
     return all(c.allowed for c in calibration(experiment, rounds=200))
 
 
-def do_judge_more(experiment: Experiment, judge, name: str = "judge", limit: int = 100) -> int:
+def do_judge_more(experiment: Experiment, judge, name: str = "judge", limit: int = 100,
+                  writing=transaction.atomic) -> int:
     """The judge labels up to `limit` items no person has rated (more pairs for the next round), only when
-    its calibration passes the owner's threshold; raises PermissionError otherwise."""
+    its calibration passes the owner's threshold; raises PermissionError otherwise. `writing`: as in
+    do_judge_votes."""
     found = [c for c in calibration(experiment, rounds=200) if c.judge == name]
     if not found or not found[0].allowed:
         raise PermissionError(f"{name} may label more pairs only once its agreement with people passes the "
@@ -178,4 +182,4 @@ def do_judge_more(experiment: Experiment, judge, name: str = "judge", limit: int
             index = arena.index_for(first, second, prompt_id)  # the completion every rater would see
             if index is not None:
                 items.append((prompt_id, first, second, index))
-    return do_judge_votes(experiment, judge, name, items=items[:limit])
+    return do_judge_votes(experiment, judge, name, items=items[:limit], writing=writing)

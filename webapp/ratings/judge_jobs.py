@@ -1,7 +1,8 @@
 """Judge jobs: the owner asks a local judge (webapp.ratings.judge) to vote on an experiment from the leaderboard
 or the API. The request saves a queued JudgeJob and publishes its id on the `try` queue once committed; the
 worker there (it loads models already, and no training run holds it up) claims the job and runs the judge,
-writing progress and the outcome on the row, which the leaderboard polls."""
+writing progress and the outcome on the row, which the leaderboard polls. The lifecycle (claim, heartbeat,
+fenced writes and end, resend of a lost job) is every background job's: webapp.experiments.jobs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from webapp.experiments.actions import PUBLISH_RETRY, TRY_QUEUE, publish_on_commit
+from webapp.experiments.jobs import JobLost, Outcome, run_job
 from webapp.experiments.models import Experiment, Run
 from webapp.experiments.quotas import QuotaExceeded, lock_owner
 from webapp.experiments.references import BUILTIN_MODELS, model_path, public_text
@@ -21,9 +22,9 @@ from webapp.ratings.judge import calibration, do_judge_more, do_judge_votes, loc
 from webapp.ratings.models import JudgeJob
 
 log = logging.getLogger(__name__)
-JUDGE_TASK = "webapp.ratings.tasks.run_judge_job"
 State = JudgeJob.State
-# An active job unchanged this long has no worker (it died, or none serves `try`); the messages say "an hour".
+# An active job unchanged this long has no worker (none serves `try`, so none resends it either: a lost one is
+# resent within minutes); it blocks its experiment, so the next job's start fails it. The messages say "an hour".
 STALE = timedelta(hours=1)
 CHUNK = 16  # items per call of the judge: the job's progress moves after each
 MAX_RUN_CHOICES = 100
@@ -71,27 +72,18 @@ def rate_refusal(user) -> str | None:
 
 def do_fail_stale(experiment: Experiment) -> int:
     """Fail the experiment's active jobs that nothing has touched for STALE, so that they no longer block it."""
-    cutoff = timezone.now() - STALE
-    active = JudgeJob.objects.filter(experiment=experiment, updated__lt=cutoff)
+    active = JudgeJob.objects.filter(experiment=experiment, updated__lt=timezone.now() - STALE)
+    failed = {"state": State.FAILED, "progress": 100, "phase": State.FAILED, "ended": Now(), "updated": Now()}
     n = active.filter(state=State.QUEUED).update(
-        state=State.FAILED, ended=Now(), updated=Now(), phase="failed",
-        error=f"No worker took it within an hour: is a worker serving the `{TRY_QUEUE}` queue?")
+        **failed, message=f"No worker took it within an hour: is a worker serving the `{JudgeJob.queue()}` queue?")
     return n + active.filter(state=State.RUNNING).update(
-        state=State.FAILED, ended=Now(), updated=Now(), phase="failed",
-        error="Its worker stopped reporting for an hour; start it again.")
-
-
-def send_judge_job(job_id: int) -> None:
-    """Publish the job id on the `try` queue (the tests replace this to record what was sent)."""
-    from webapp.celery import app
-
-    app.send_task(JUDGE_TASK, args=(job_id,), queue=TRY_QUEUE, retry_policy=PUBLISH_RETRY)
+        **failed, message="Its worker stopped reporting for an hour; start it again.")
 
 
 def do_start_judge_job(experiment: Experiment, user, *, model: str, mode: str, limit: int | None = None) -> JudgeJob:
     """A queued job (arguments already validated: JudgeForm), sent once committed. Raises JudgeBusy while the
     experiment has an active job, QuotaExceeded over PTLAB_MAX_JUDGE_JOBS_PER_HOUR. With the broker down the
-    job stays queued (and is failed as stale after an hour)."""
+    job stays queued, and the supervisor of the `try` workers sends it again."""
     with transaction.atomic():
         lock_owner(user)
         do_fail_stale(experiment)
@@ -102,12 +94,10 @@ def do_start_judge_job(experiment: Experiment, user, *, model: str, mode: str, l
             raise QuotaExceeded(refused)
         try:
             with transaction.atomic():  # the partial unique index settles a race the check above lost
-                job = JudgeJob.objects.create(experiment=experiment, requested_by=user, model=model, mode=mode,
+                return JudgeJob.create_queued(experiment=experiment, requested_by=user, model=model, mode=mode,
                                               limit=limit if mode == JudgeJob.Mode.MORE else None)
         except IntegrityError:
             raise JudgeBusy("A judge is already queued or running on this experiment: wait for it to finish.") from None
-        publish_on_commit(send_judge_job, job.pk, "judge job")
-    return job
 
 
 class ChunkedJudge:
@@ -126,35 +116,32 @@ class ChunkedJudge:
         return out
 
 
-def _update(job_id: int, **fields) -> int:
-    """Change a job this attempt still holds (running): a job failed as stale meanwhile stays failed."""
-    return JudgeJob.objects.filter(pk=job_id, state=State.RUNNING).update(updated=Now(), **fields)
+def judge(job: JudgeJob) -> Outcome:
+    """Load the judge's model and let it vote (its votes written only while this attempt holds the job), or
+    say why not."""
+    given = [0]
+
+    def report(done: int, total: int) -> None:
+        given[0] = total
+        job.set_phase(f"judged {done} of {total} items", 5 + (90 * done // total if total else 90), items=total)
+
+    try:
+        chunked = ChunkedJudge(local_judge(model_path(job.model)), report)
+        if job.mode == JudgeJob.Mode.MORE:
+            votes = do_judge_more(job.experiment, chunked, job.name, job.limit or 0, writing=job.holding)
+        else:
+            votes = do_judge_votes(job.experiment, chunked, job.name, writing=job.holding)
+    except PermissionError as exc:  # not calibrated (any more): the owner's to fix, not a fault
+        return State.FAILED, str(exc), {}
+    except JobLost:
+        raise
+    except Exception as exc:
+        log.warning("judge job #%s failed", job.pk, exc_info=True)
+        return State.FAILED, public_text(f"The judge failed: {type(exc).__name__}: {exc}")[:2000], {}
+    return State.DONE, f"{job.name} cast {votes} votes on {given[0]} items.", {"votes": votes}
 
 
 def do_run_judge_job(job_id: int) -> str:
     """queued -> running -> done (votes cast) or failed (the reason). Idempotent: a job that is not queued any
     more (a redelivered message) is left alone."""
-    if not JudgeJob.objects.filter(pk=job_id, state=State.QUEUED).update(
-            state=State.RUNNING, started=Now(), updated=Now(), phase="loading the judge's model", progress=2):
-        return "not queued"
-    job = JudgeJob.objects.select_related("experiment").get(pk=job_id)
-
-    def report(done: int, total: int) -> None:
-        _update(job_id, items=total, phase=f"judged {done} of {total} items",
-                progress=5 + (90 * done // total if total else 90))
-
-    try:
-        judge = ChunkedJudge(local_judge(model_path(job.model)), report)
-        if job.mode == JudgeJob.Mode.MORE:
-            votes = do_judge_more(job.experiment, judge, job.name, job.limit or 0)
-        else:
-            votes = do_judge_votes(job.experiment, judge, job.name)
-    except PermissionError as exc:  # not calibrated (any more): the owner's to fix, not a fault
-        state, error, votes = State.FAILED, str(exc), 0
-    except Exception as exc:
-        log.warning("judge job #%s failed", job_id, exc_info=True)
-        state, error, votes = State.FAILED, public_text(f"The judge failed: {type(exc).__name__}: {exc}")[:2000], 0
-    else:
-        state, error = State.DONE, ""
-    _update(job_id, state=state, error=error, votes=votes, progress=100, phase=state, ended=Now())
-    return state
+    return run_job(JudgeJob, job_id, "loading the judge's model", 2, judge)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
+from webapp.experiments.actions import TRY_QUEUE
+from webapp.experiments.jobs import BackgroundJob
 from webapp.experiments.models import Experiment
 
 BASE = "base"
@@ -225,22 +228,19 @@ class VoteDataset(models.Model):
         return f"votes of {self.experiment} v{self.version}"
 
 
-class JudgeJob(models.Model):
+class JudgeJob(BackgroundJob):
     """The owner's request that a local judge (webapp.ratings.judge) vote on an experiment, run by the worker of
-    the `try` queue (webapp.ratings.judge_jobs). `model` is a reference (tiny, demo, run:<id>) the worker
-    resolves, never a server path from a request. One active job per experiment (a partial unique index)."""
+    the `try` queue (webapp.ratings.judge_jobs) through the lifecycle of every background job
+    (webapp.experiments.jobs). `model` is a reference (tiny, demo, run:<id>) the worker resolves, never a
+    server path from a request. One active job per experiment (a partial unique index)."""
 
     class Mode(models.TextChoices):
         CALIBRATE = "calibrate", "vote on the items people voted on (calibration)"
         MORE = "more", "label more pairs no person rated"
 
-    class State(models.TextChoices):
-        QUEUED = "queued", "queued"
-        RUNNING = "running", "running"
-        DONE = "done", "done"
-        FAILED = "failed", "failed"
-
-    ACTIVE = (State.QUEUED, State.RUNNING)
+    TASK = "webapp.ratings.tasks.run_judge_job"
+    SERVER_ERROR = "The judge failed on the server."
+    ACTIVE = (BackgroundJob.State.QUEUED, BackgroundJob.State.RUNNING)
     MAX_MORE = 500
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="judge_jobs")
@@ -249,25 +249,29 @@ class JudgeJob(models.Model):
     model = models.CharField(max_length=40, help_text="The judge's model: tiny, demo or run:<id> (a finished run).")
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.CALIBRATE)
     limit = models.PositiveIntegerField(null=True, blank=True, help_text="With `more`: at most this many pairs.")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
-    phase = models.CharField(max_length=200, blank=True, default="waiting for a worker on the try queue")
-    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent.")
     items = models.PositiveIntegerField(default=0, help_text="Items the judge was given.")
     votes = models.PositiveIntegerField(default=0, help_text="Votes it cast.")
-    error = models.TextField(blank=True)
-    created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     ended = models.DateTimeField(null=True, blank=True)
-    updated = models.DateTimeField(auto_now=True, help_text="Its last change (set by every update).")
 
-    class Meta:
-        ordering = ["-created", "-id"]
+    class Meta(BackgroundJob.Meta):
         constraints = [models.UniqueConstraint(fields=["experiment"], condition=Q(state__in=["queued", "running"]),
                                                name="judge_job_one_active_per_experiment")]
         indexes = [models.Index(fields=["requested_by", "created"], name="judge_job_user_created")]
 
     def __str__(self) -> str:
-        return f"{self.name} on {self.experiment} ({self.mode}, {self.state})"
+        return f"{self.name} on {self.experiment_id} ({self.mode}, {self.state})"
+
+    @classmethod
+    def queue(cls) -> str:
+        return TRY_QUEUE  # its worker loads models already, and no training run holds it up
+
+    @classmethod
+    def claim_fields(cls) -> dict:
+        return {"started": Now()}
+
+    def end_fields(self, state: str) -> dict:
+        return {"ended": Now()}
 
     @property
     def name(self) -> str:
@@ -275,21 +279,13 @@ class JudgeJob(models.Model):
         return f"pairwise_judge:{self.model}"
 
     @property
-    def finished(self) -> bool:
-        return self.state not in self.ACTIVE
-
-    @property
-    def message(self) -> str:
-        if self.state == self.State.FAILED:
-            return self.error
-        if self.state == self.State.DONE:
-            return f"{self.name} cast {self.votes} votes on {self.items} items."
-        return ""
+    def error(self) -> str:
+        return self.message if self.state == self.State.FAILED else ""
 
     def status(self) -> dict:
         return {"id": self.pk, "experiment": self.experiment_id, "model": self.model, "judge": self.name,
                 "mode": self.mode, "limit": self.limit, "state": self.state, "phase": self.phase,
                 "progress": self.progress, "items": self.items, "votes": self.votes, "error": self.error,
-                "message": self.message, "finished": self.finished, "created": self.created.isoformat(),
-                "started": self.started.isoformat() if self.started else None,
+                "message": self.message, "finished": self.finished,
+                "created": self.created.isoformat(), "started": self.started.isoformat() if self.started else None,
                 "ended": self.ended.isoformat() if self.ended else None}

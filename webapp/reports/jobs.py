@@ -1,6 +1,8 @@
 """Report imports as background jobs: the request stores the file and an ImportJob row and enqueues the job's
 id on the queue `io` (`do_create_import_job`); a worker reads, checks and writes it (`do_run_import_job`), the
-write being one transaction as before. The job page polls the row."""
+write being one transaction that first takes the job's row and ends the job (`end_with`): an attempt that lost
+its job (taken for dead, requeued) writes nothing, so a job makes exactly one experiment. The job page polls
+the row."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from training import safejson
-from webapp.experiments.io_jobs import run_job
+from webapp.experiments.jobs import Outcome, run_job
 from webapp.reports.importing import ReportError, check, do_import_report
 from webapp.reports.models import ImportJob
 
@@ -40,17 +42,23 @@ def _read(job: ImportJob):
         raise ReportError(f"Not accepted: {exc}") from None
 
 
-def import_report(job: ImportJob) -> tuple[str, str, dict]:
-    """Read, check and write the report (one transaction), or say why not, naming the JSON path."""
+def import_report(job: ImportJob) -> Outcome:
+    """Read, check and write the report (one transaction, with the job's end), or say why not, naming the
+    JSON path."""
+
+    def write() -> Outcome:
+        experiment = do_import_report(doc, job.owner, checked=True)
+        return (State.DONE, f"Imported \"{experiment.name}\" with {experiment.runs.count()} runs.",
+                {"experiment": experiment})
+
     try:
         doc = _read(job)
         job.set_phase("checking the document", 30)
         check(doc)
         job.set_phase("writing the experiment", 60)
-        experiment = do_import_report(doc, job.owner, checked=True)
+        return job.end_with(write)
     except ReportError as exc:
         return State.FAILED, str(exc), {}
-    return State.DONE, f"Imported \"{experiment.name}\" with {experiment.runs.count()} runs.", {"experiment": experiment}
 
 
 def do_run_import_job(job_id: int) -> str:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from webapp.experiments.io_jobs import IoJob
+from webapp.experiments.jobs import FileJob
 from webapp.experiments.models import Experiment
 
 
@@ -28,7 +28,7 @@ class ImportedReport(models.Model):
         return f"import of {self.experiment}"
 
 
-class ImportJob(IoJob):
+class ImportJob(FileJob):
     """One report import, done by a worker (queue `io`) rather than in the request: the uploaded file, where
     the import got to, and the experiment it made or the reason it made none. The row is the job's only state."""
 

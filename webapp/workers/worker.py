@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from webapp.experiments.io_jobs import do_resend_lost_jobs
+from webapp.experiments.jobs import do_resend_lost_jobs
 from webapp.experiments.models import Worker
 from webapp.workers.recovery import do_reap, do_requeue_orphans, do_resend_lost
 
@@ -65,8 +65,7 @@ class Supervisor(threading.Thread):
                                 queues=self.queues, pid=os.getpid())
             do_reap()
             do_resend_lost(self.queues.split(","))
-            if settings.PTLAB_IO_QUEUE in self.queues.split(","):  # the io worker recovers the io jobs
-                do_resend_lost_jobs()
+            do_resend_lost_jobs(self.queues.split(","))  # the jobs of its queues: the io jobs, the judge jobs
             Worker.objects.filter(last_heartbeat__lt=timezone.now() - FORGET_AFTER).delete()
         except Exception:  # keep supervising through a database or broker hiccup
             log.exception("worker supervisor tick failed")

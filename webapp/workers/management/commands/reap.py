@@ -1,5 +1,5 @@
 """`manage.py reap`: requeue or fail runs whose worker died, kill runs that ignored a cancel, resend
-messages the broker lost, and the same for io jobs (uploads, imports).
+messages the broker lost, and the same for background jobs (uploads, imports, judge jobs).
 
 Workers do this themselves every heartbeat; this command is for cron, or when no worker is up."""
 
@@ -7,7 +7,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from webapp.experiments.io_jobs import do_resend_lost_jobs
+from webapp.experiments.jobs import do_resend_lost_jobs
 from webapp.experiments.models import Experiment
 from webapp.workers.recovery import do_reap, do_resend_lost
 
