@@ -14,7 +14,7 @@
     var state = field("state");
     state.textContent = job.state;
     state.className = "badge state " + job.state;
-    field("phase").textContent = job.phase;
+    field("phase").textContent = job.phase === job.state ? "" : job.phase;  // "done · done" says it once
     var bar = card.querySelector(".progress");
     bar.setAttribute("aria-valuenow", job.progress);
     bar.firstElementChild.style.width = job.progress + "%";
