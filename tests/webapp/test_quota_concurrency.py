@@ -94,14 +94,14 @@ def test_concurrent_imports_at_the_hourly_limit(alice, bob, settings):
     assert outcomes.count("imported") == 2 and Experiment.objects.filter(owner=bob).count() == 2
 
 
-def test_a_refusal_at_save_time_is_the_forms_limit_error_and_429_in_the_api(alice, alice_client, settings,
+def test_a_refusal_at_save_time_is_the_forms_limit_error_and_429_in_the_api(alice, alice_client, api, settings,
                                                                             monkeypatch):
     """What the losers of a race see: the form's checks passed (stood in for here), the locked check refuses."""
-    from tests.webapp.test_hostile import NEW, Api, error_of
+    from tests.webapp.test_hostile import NEW, error_of
 
     settings.PTLAB_MAX_EXPERIMENTS_PER_HOUR = 0
     monkeypatch.setattr("webapp.experiments.forms.experiment.rate_refusal", lambda user: None)
-    error = error_of(Api(alice).post("/api/experiments", NEW), 429)
+    error = error_of(api.post("/api/experiments", NEW), 429)
     assert error["code"] == "limit_exceeded" and "PTLAB_MAX_EXPERIMENTS_PER_HOUR" in error["message"]
     response = alice_client.post("/experiments/new/", form_data(methods=["sft"], rl_from_sft=None))
     assert response.status_code == 200 and "PTLAB_MAX_EXPERIMENTS_PER_HOUR" in response.content.decode()
