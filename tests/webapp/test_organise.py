@@ -161,6 +161,23 @@ def test_delete_confirmation_says_what_goes_then_removes_rows_and_files(
     assert all(r.model_dir.is_dir() for r in other.runs.all())
 
 
+def test_delete_confirmation_counts_rounds_and_judge_jobs(alice_client, alice, make_experiment, artifact_root):
+    from webapp.ratings.models import JudgeJob, Round
+
+    exp = _finished_with_files(make_experiment, alice, artifact_root)
+    url = reverse("experiments:delete", args=[exp.pk])
+    html = alice_client.get(url).content.decode()
+    assert 'data-gone="rounds"' not in html and 'data-gone="judge_jobs"' not in html  # nothing to say
+    Round.objects.create(experiment=exp, number=2)
+    JudgeJob.objects.create(experiment=exp, requested_by=alice, model="tiny", state="done")
+    page = alice_client.get(url)
+    assert (page.context["gone"]["rounds"], page.context["gone"]["judge_jobs"]) == (1, 1)
+    html = page.content.decode()
+    assert "<b>1</b> rating round after the first" in html and "<b>1</b> judge job<" in html
+    alice_client.post(url)
+    assert not Round.objects.exists() and not JudgeJob.objects.exists()
+
+
 def test_delete_is_refused_while_runs_may_still_write(alice_client, alice, make_experiment):
     exp = make_experiment(alice)  # its run is queued
     page = alice_client.get(reverse("experiments:delete", args=[exp.pk]))

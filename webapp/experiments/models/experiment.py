@@ -247,6 +247,8 @@ class Experiment(models.Model):
         runs = self.runs.all()
         return {"runs": runs.count(), "metrics": Metric.objects.filter(run__in=runs).count(),
                 "samples": Sample.objects.filter(run__in=runs).count(),
-                "votes": self.votes.count(),  # the ratings app's (it builds on this one: no import)
+                # the ratings app's (it builds on this one: reverse relations, no import)
+                "votes": self.votes.count(), "rounds": self.rating_rounds.count(),
+                "vote_datasets": self.vote_datasets.count(), "judge_jobs": self.judge_jobs.count(),
                 "files": files, "bytes": size,
                 "active": runs.active().count()}
